@@ -1,0 +1,44 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { TesseraError } from '../errors.ts';
+import type { ModelConfig } from './model-config.ts';
+
+export type QuantKind = 'fp32' | 'int8' | 'int4';
+
+/** manifest.json of a converted model directory (written by `tessera convert`). */
+export interface ModelManifest {
+  format: 'tessera-onnx';
+  formatVersion: 1;
+  /** Identifies the base model (adapters declaring another base model are rejected). */
+  modelId: string;
+  config: ModelConfig;
+  quant: { kind: QuantKind; blockSize: number | null; outlierFraction: number };
+  graphs: { base: string; lora: string };
+  weightsFile: string;
+  weightsBytes: number;
+  hasTokenizer: boolean;
+  source: { dir: string; files: Array<{ name: string; bytes: number; sha256: string }> };
+  convertedAt: string;
+  conversionMs: number;
+}
+
+export const MANIFEST_FILE = 'manifest.json';
+
+export function isConvertedModelDir(dir: string): boolean {
+  return existsSync(join(dir, MANIFEST_FILE));
+}
+
+export function readManifest(dir: string): ModelManifest {
+  const file = join(dir, MANIFEST_FILE);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new TesseraError('MODEL_NOT_FOUND', `${file}: cannot read converted-model manifest: ${(err as Error).message}`);
+  }
+  const m = parsed as Partial<ModelManifest>;
+  if (m.format !== 'tessera-onnx' || m.formatVersion !== 1 || !m.config || !m.graphs || !m.weightsFile) {
+    throw new TesseraError('CHECKPOINT_INVALID', `${file}: not a tessera-onnx v1 manifest`);
+  }
+  return m as ModelManifest;
+}

@@ -1,0 +1,95 @@
+import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
+
+/** One adapter's LoRA weights in PEFT layout, as read from a PEFT directory or decoded from a compressed file. */
+export interface LoraWeights {
+  rank: number;
+  /** lora_alpha / r (or the rsLoRA variant), applied to B(Ax). */
+  scale: number;
+  layers: Array<Partial<Record<LoraTarget, { a: Float32Array /* [r, in] */; b: Float32Array /* [out, r] */ }>>>;
+}
+
+/**
+ * Device-side adapter slots: per layer and target module, A stacked as [numSlots, in, maxRank] and B as
+ * [numSlots, maxRank, out] (transposed from PEFT's [r, in] / [out, r] so the graph multiplies without transposes).
+ * Slot 0 is all zeros = base model. Loading an adapter writes its slot in place; the graph is never rebuilt.
+ */
+export class AdapterSlotStacks {
+  readonly a: Map<string, Float32Array> = new Map();
+  readonly b: Map<string, Float32Array> = new Map();
+  /** Scale per slot (0 for empty slots). */
+  readonly scales: Float32Array;
+
+  constructor(
+    private readonly config: ModelConfig,
+    readonly numSlots: number,
+    readonly maxRank: number,
+  ) {
+    this.scales = new Float32Array(numSlots);
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const [inF, outF] = loraTargetShape(config, target);
+        this.a.set(key(layer, target), new Float32Array(numSlots * inF * maxRank));
+        this.b.set(key(layer, target), new Float32Array(numSlots * maxRank * outF));
+      }
+    }
+  }
+
+  get totalBytes(): number {
+    let bytes = 0;
+    for (const t of this.a.values()) bytes += t.byteLength;
+    for (const t of this.b.values()) bytes += t.byteLength;
+    return bytes;
+  }
+
+  stackA(layer: number, target: LoraTarget): Float32Array {
+    return this.a.get(key(layer, target))!;
+  }
+
+  stackB(layer: number, target: LoraTarget): Float32Array {
+    return this.b.get(key(layer, target))!;
+  }
+
+  /** Writes an adapter into a slot (1..numSlots-1); modules the adapter does not target are zeroed. */
+  write(slot: number, adapter: LoraWeights): void {
+    this.checkSlot(slot);
+    if (adapter.rank > this.maxRank) throw new Error(`adapter rank ${adapter.rank} exceeds the slots' max rank ${this.maxRank}`);
+    this.clear(slot);
+    const r = adapter.rank;
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const w = adapter.layers[layer]?.[target];
+        if (!w) continue;
+        const [inF, outF] = loraTargetShape(this.config, target);
+        const a = this.stackA(layer, target);
+        const b = this.stackB(layer, target);
+        const aBase = slot * inF * this.maxRank;
+        for (let i = 0; i < r; i++) for (let k = 0; k < inF; k++) a[aBase + k * this.maxRank + i] = w.a[i * inF + k];
+        const bBase = slot * this.maxRank * outF;
+        for (let o = 0; o < outF; o++) for (let i = 0; i < r; i++) b[bBase + i * outF + o] = w.b[o * r + i];
+      }
+    }
+    this.scales[slot] = adapter.scale;
+  }
+
+  clear(slot: number): void {
+    this.checkSlot(slot);
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const [inF, outF] = loraTargetShape(this.config, target);
+        this.stackA(layer, target).fill(0, slot * inF * this.maxRank, (slot + 1) * inF * this.maxRank);
+        this.stackB(layer, target).fill(0, slot * this.maxRank * outF, (slot + 1) * this.maxRank * outF);
+      }
+    }
+    this.scales[slot] = 0;
+  }
+
+  private checkSlot(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 1 || slot >= this.numSlots) {
+      throw new Error(`adapter slot ${slot} out of range [1, ${this.numSlots - 1}]`);
+    }
+  }
+}
+
+function key(layer: number, target: LoraTarget): string {
+  return `${layer}.${target}`;
+}

@@ -1,0 +1,242 @@
+import * as ort from 'onnxruntime-node';
+import { join } from 'node:path';
+import { TesseraError } from '../../errors.ts';
+import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
+import { readManifest, type ModelManifest } from '../converted-model.ts';
+import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
+import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
+import { PagedKvCache, type KvRow } from './paged-kv-cache.ts';
+import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
+
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+
+export interface RunnerOptions {
+  /** A converted model directory (manifest.json). */
+  modelDir: string;
+  device?: Device;
+  /** ORT intra-op threads; default: all cores. */
+  intraOpThreads?: number;
+  /** Memory for the KV cache, in bytes. */
+  kvCacheBytes?: number;
+  blockSizeTokens?: number;
+  /** Adapter device slots including slot 0 (base model). */
+  numAdapterSlots?: number;
+  maxAdapterRank?: number;
+}
+
+export interface RunnerMemory {
+  weightsBytes: number;
+  kvCacheBytes: number;
+  adapterSlotBytes: number;
+}
+
+const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
+
+/**
+ * Runs the converted model for engine step plans: owns the ORT sessions (base graph, and the multi-LoRA graph used when
+ * any row of a step has an adapter), the paged KV cache and the adapter slot stacks. Runs inside a worker thread because
+ * session.run blocks its thread.
+ */
+export class ModelRunner {
+  readonly layout: ExecutorLayout;
+
+  private constructor(
+    readonly manifest: ModelManifest,
+    private readonly baseSession: ort.InferenceSession,
+    private readonly loraSession: ort.InferenceSession,
+    private readonly kv: PagedKvCache,
+    private readonly slots: AdapterSlotStacks,
+  ) {
+    this.layout = {
+      vocabSize: manifest.config.vocabSize,
+      maxContextTokens: manifest.config.maxPositionEmbeddings,
+      numKvBlocks: kv.options.numBlocks,
+      blockSizeTokens: kv.options.blockSizeTokens,
+      numAdapterSlots: slots.numSlots,
+    };
+  }
+
+  static async create(options: RunnerOptions): Promise<ModelRunner> {
+    const manifest = readManifest(options.modelDir);
+    const config = manifest.config;
+    const device = options.device ?? 'cpu';
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [device],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      ...(options.intraOpThreads !== undefined ? { intraOpNumThreads: options.intraOpThreads } : {}),
+    };
+    const open = async (file: string) => {
+      try {
+        return await ort.InferenceSession.create(join(options.modelDir, file), sessionOptions);
+      } catch (err) {
+        const message = (err as Error).message;
+        if (device !== 'cpu') {
+          throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' is not available here: ${message}`, { cause: err });
+        }
+        throw new TesseraError('CHECKPOINT_INVALID', `${join(options.modelDir, file)}: ONNX Runtime cannot load it: ${message}`, { cause: err });
+      }
+    };
+    const baseSession = await open(manifest.graphs.base);
+    const loraSession = await open(manifest.graphs.lora);
+    const blockSizeTokens = options.blockSizeTokens ?? 16;
+    const kvShape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens };
+    const numBlocks = Math.floor((options.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES) / PagedKvCache.bytesPerBlock(kvShape));
+    if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `kvCacheBytes ${options.kvCacheBytes} holds no KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes`);
+    const kv = new PagedKvCache({ ...kvShape, numBlocks });
+    const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
+    return new ModelRunner(manifest, baseSession, loraSession, kv, slots);
+  }
+
+  memory(): RunnerMemory {
+    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes };
+  }
+
+  loadAdapterSlot(slot: number, weights: LoraWeights): void {
+    this.slots.write(slot, weights);
+  }
+
+  clearAdapterSlot(slot: number): void {
+    this.slots.clear(slot);
+  }
+
+  /**
+   * Runs one step. Decode rows (one token each) and prefill rows run as separate batches, so a long prompt chunk never
+   * pads the decode rows to its length.
+   */
+  async execute(plan: StepPlan): Promise<StepResult> {
+    const started = performance.now();
+    const outcomes: StepResult['outcomes'] = [];
+    const runnable: SequenceWork[] = [];
+    for (const seq of plan.sequences) {
+      const problem = this.checkSequence(seq);
+      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
+      else runnable.push(seq);
+    }
+    const decode = runnable.filter((s) => s.tokenIds.length === 1);
+    const prefill = runnable.filter((s) => s.tokenIds.length > 1);
+    const logitsParts: Float32Array[] = [];
+    let rows = 0;
+    for (const group of [decode, prefill]) {
+      if (group.length === 0) continue;
+      const { logits, sampled } = await this.runGroup(group);
+      logitsParts.push(logits);
+      let row = 0;
+      for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: sampled.has(seq.seqId) ? rows + row++ : -1 });
+      rows += row;
+    }
+    const vocab = this.layout.vocabSize;
+    const logits = logitsParts.length === 1 ? logitsParts[0] : concatFloat32(logitsParts, rows * vocab);
+    return { stepId: plan.stepId, outcomes, logits, vocabSize: vocab, runtimeMs: performance.now() - started };
+  }
+
+  async release(): Promise<void> {
+    await this.baseSession.release();
+    await this.loraSession.release();
+  }
+
+  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; sampled: Set<number> }> {
+    const config = this.manifest.config;
+    const { numKvHeads, headDim, numLayers } = config;
+    const batch = group.length;
+    const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
+    const pastLength = Math.max(...group.map((s) => s.startPosition));
+    const total = pastLength + stepLength;
+
+    const inputIds = new BigInt64Array(batch * stepLength);
+    const positionIds = new BigInt64Array(batch * stepLength);
+    const bias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
+    const logitsIndex: bigint[] = [];
+    const sampled = new Set<number>();
+    const kvRows: KvRow[] = [];
+    group.forEach((seq, b) => {
+      const n = seq.tokenIds.length;
+      for (let i = 0; i < stepLength; i++) {
+        const at = b * stepLength + i;
+        const valid = i < n;
+        inputIds[at] = BigInt(valid ? seq.tokenIds[i] : 0);
+        positionIds[at] = BigInt(seq.startPosition + (valid ? i : 0));
+        const biasRow = at * total;
+        if (valid) {
+          bias.fill(0, biasRow, biasRow + seq.startPosition);
+          bias.fill(0, biasRow + pastLength, biasRow + pastLength + i + 1);
+        } else {
+          bias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, ignored
+        }
+      }
+      if (seq.sampleNext) {
+        logitsIndex.push(BigInt(b * stepLength + n - 1));
+        sampled.add(seq.seqId);
+      }
+      kvRows.push({ blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
+    });
+
+    const feeds: Record<string, ort.Tensor> = {
+      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
+      [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
+      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', bias, [batch, 1, stepLength, total]),
+      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', BigInt64Array.from(logitsIndex), [logitsIndex.length]),
+    };
+    const pastFloats = batch * numKvHeads * pastLength * headDim;
+    for (let layer = 0; layer < numLayers; layer++) {
+      const pastK = new Float32Array(pastFloats);
+      const pastV = new Float32Array(pastFloats);
+      if (pastLength > 0) this.kv.gather(layer, kvRows, pastLength, pastK, pastV);
+      feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', pastK, [batch, numKvHeads, pastLength, headDim]);
+      feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', pastV, [batch, numKvHeads, pastLength, headDim]);
+    }
+
+    const useLora = group.some((s) => s.adapterSlot !== 0);
+    if (useLora) this.addLoraFeeds(feeds, group);
+    const session = useLora ? this.loraSession : this.baseSession;
+    const out = await session.run(feeds);
+    for (let layer = 0; layer < numLayers; layer++) {
+      const newK = out[GRAPH_IO.newKey(layer)].data as Float32Array;
+      const newV = out[GRAPH_IO.newValue(layer)].data as Float32Array;
+      this.kv.scatter(layer, kvRows, stepLength, newK, newV);
+    }
+    return { logits: out[GRAPH_IO.logits].data as Float32Array, sampled };
+  }
+
+  private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
+    const config = this.manifest.config;
+    const { numSlots, maxRank } = this.slots;
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [group.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.slots.scales[s.adapterSlot]), [group.length, 1, 1]);
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const [inF, outF] = loraTargetShape(config, target);
+        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(layer, target), [numSlots, inF, maxRank]);
+        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(layer, target), [numSlots, maxRank, outF]);
+      }
+    }
+  }
+
+  /** Why this sequence cannot run (it then fails alone), or null. */
+  private checkSequence(seq: SequenceWork): string | null {
+    const { vocabSize, maxPositionEmbeddings } = this.manifest.config;
+    const { blockSizeTokens, numBlocks } = this.kv.options;
+    const end = seq.startPosition + seq.tokenIds.length;
+    if (seq.tokenIds.length === 0) return 'no tokens in step';
+    if (!Number.isInteger(seq.startPosition) || seq.startPosition < 0) return `start position ${seq.startPosition} is not a non-negative integer`;
+    if (end > maxPositionEmbeddings) return `position ${end} past the model's ${maxPositionEmbeddings}`;
+    for (const id of seq.tokenIds) if (!Number.isInteger(id) || id < 0 || id >= vocabSize) return `token id ${id} outside [0, ${vocabSize})`;
+    if (!Number.isInteger(seq.adapterSlot) || seq.adapterSlot < 0 || seq.adapterSlot >= this.slots.numSlots) {
+      return `adapter slot ${seq.adapterSlot} outside [0, ${this.slots.numSlots})`;
+    }
+    const needed = Math.ceil(end / blockSizeTokens);
+    if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
+    for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= numBlocks) return `KV block ${block} outside [0, ${numBlocks})`;
+    return null;
+  }
+}
+
+function concatFloat32(parts: Float32Array[], length: number): Float32Array {
+  const out = new Float32Array(length);
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
