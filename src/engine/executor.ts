@@ -21,6 +21,11 @@ export interface SequenceWork {
 export interface StepPlan {
   stepId: number;
   sequences: SequenceWork[];
+  /**
+   * Sequence ids that ended since the previous plan (finished, cancelled, failed or preempted): their KV blocks may
+   * already belong to others and the executor may drop any per-sequence state. A seqId is never reused.
+   */
+  releasedSeqIds?: number[];
 }
 
 export interface SequenceOutcome {
