@@ -1,0 +1,37 @@
+import type { LoraTarget } from '../../model/model-config.ts';
+
+export type LoraKind = 'A' | 'B';
+
+/** One dense LoRA factor: A is [rank, inFeatures], B is [outFeatures, rank], row-major float32. */
+export interface LoraTensor {
+  /** PEFT-style tensor name, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`. */
+  name: string;
+  layer: number;
+  target: LoraTarget;
+  kind: LoraKind;
+  rows: number;
+  cols: number;
+  data: Float32Array; // [rows, cols] float32
+}
+
+/**
+ * A ternary factor: value `sign * scale` at each kept position, zero elsewhere.
+ * `positions` are flat row-major indices (i * cols + j), strictly increasing.
+ */
+export interface TernaryTensor {
+  name: string;
+  layer: number;
+  target: LoraTarget;
+  kind: LoraKind;
+  rows: number;
+  cols: number;
+  scale: number;
+  positions: Uint32Array; // [nnz] strictly increasing flat indices
+  negative: Uint8Array; // [nnz] 1 where the kept value is -scale
+}
+
+/** A sign pattern without its scale (what top-k selection produces). */
+export interface SignPattern {
+  positions: Uint32Array;
+  negative: Uint8Array;
+}
