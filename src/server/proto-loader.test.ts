@@ -1,7 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import descriptor from 'protobufjs/ext/descriptor/index.js';
+import type { Type } from 'protobufjs';
+import descriptorExt from 'protobufjs/ext/descriptor/index.js';
 import { describe, expect, it } from 'vitest';
 import { ADAPTERS_SERVICE_NAME, GENERATION_SERVICE_NAME, loadPublicApi } from './proto-loader.ts';
+
+// protobufjs's descriptor extension: its .d.ts does not declare the message types it exports.
+const descriptor = descriptorExt as unknown as { FileDescriptorProto: Type };
 
 /** Decodes the FileDescriptorProtos that reflection serves and returns message -> field names. */
 function reflectedFields(): Map<string, string[]> {

@@ -12,7 +12,7 @@ export interface RequestLimits {
   /** Used when `stopping.max_new_tokens` is unset (then lowered to fit the context). */
   defaultMaxNewTokens: number;
   maxStopSequences: number;
-  /** In characters (Unicode code points). */
+  /** In UTF-16 code units (as the engine counts them). */
   maxStopSequenceLength: number;
   maxStopTokenIds: number;
   maxTopNLogprobs: number;

@@ -159,9 +159,10 @@ describe('validateGenerateRequest', () => {
     expect(validate({ text: 'x'.repeat(40) }).stopping.maxNewTokens).toBe(16);
     rejects({ text: 'a', stopping: { stop_sequences: ['a', 'b', 'c'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences`', 'at most 2', 'Given: 3');
     rejects({ text: 'a', stopping: { stop_sequences: [''] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
-    rejects({ text: 'a', stopping: { stop_sequences: ['ok', 'abcde'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[1]`', '1 to 4 characters');
-    // Characters, not UTF-16 units: four emoji are four characters.
-    expect(validate({ text: 'a', stopping: { stop_sequences: ['😀😀😀😀'] } }).stopping.stopSequences).toEqual(['😀😀😀😀']);
+    rejects({ text: 'a', stopping: { stop_sequences: ['ok', 'abcde'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[1]`', '1 to 4 UTF-16 code units');
+    // UTF-16 code units, as the engine counts them: an emoji is two.
+    expect(validate({ text: 'a', stopping: { stop_sequences: ['😀😀'] } }).stopping.stopSequences).toEqual(['😀😀']);
+    rejects({ text: 'a', stopping: { stop_sequences: ['😀😀😀'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
     rejects({ text: 'a', stopping: { stop_token_ids: [1, 2, 3, 4] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids`', 'Given: 4');
     rejects({ text: 'a', stopping: { stop_token_ids: [300] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids[0]`', 'Given: 300');
   });

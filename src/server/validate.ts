@@ -194,9 +194,10 @@ function validateStopping(msg: StoppingCriteriaMsg | null, limits: RequestLimits
     throw outOfRange('stopping.stop_sequences', `at most ${limits.maxStopSequences} entries`, stopSequences.length);
   }
   stopSequences.forEach((seq, i) => {
-    const chars = [...seq].length;
-    if (chars === 0 || chars > limits.maxStopSequenceLength) {
-      throw outOfRange(`stopping.stop_sequences[${i}]`, `1 to ${limits.maxStopSequenceLength} characters long`, seq.length > 32 ? `${seq.slice(0, 32)}... (${chars} characters)` : seq);
+    // Length in UTF-16 code units, as the engine measures it.
+    const units = seq.length;
+    if (units === 0 || units > limits.maxStopSequenceLength) {
+      throw outOfRange(`stopping.stop_sequences[${i}]`, `1 to ${limits.maxStopSequenceLength} UTF-16 code units long`, units > 32 ? `${seq.slice(0, 32)}... (${units} code units)` : seq);
     }
   });
   const stopTokenIds = s.stop_token_ids ?? [];
