@@ -1,0 +1,110 @@
+/**
+ * A checkpoint's tokenizer: `tokenizer.json` (+ optional `tokenizer_config.json`, `chat_template.jinja`) loaded with
+ * @huggingface/tokenizers, behind a small interface the rest of Tessera uses.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { TesseraError } from '../../errors.ts';
+
+export interface EncodeOptions {
+  /** Add the tokenizer's special tokens (e.g. a BOS from its post-processor). Default true, as in transformers. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (BOS/EOS, chat markers) from the text. Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+export interface Tokenizer {
+  /** One past the largest token id (vocabulary and added tokens). */
+  vocabSize: number;
+  encode(text: string, opts?: EncodeOptions): number[];
+  decode(ids: readonly number[], opts?: DecodeOptions): string;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  chatTemplate: string | null;
+  tokenToId(t: string): number | null;
+}
+
+type Json = Record<string, unknown>;
+
+function invalid(message: string, cause?: unknown): TesseraError {
+  return new TesseraError('CHECKPOINT_INVALID', message, cause === undefined ? undefined : { cause });
+}
+
+function readJsonObject(file: string): Json {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw invalid(`${file}: cannot read JSON (${(err as Error).message})`, err);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalid(`${file}: must hold a JSON object`);
+  return parsed as Json;
+}
+
+/** `bos_token` / `eos_token` in tokenizer_config.json: a string or an AddedToken-like {content}. */
+function tokenText(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  return null;
+}
+
+/** chat_template: a string, or a list of {name, template} from which "default" is taken; else chat_template.jinja. */
+function chatTemplateOf(dir: string, config: Json, configFile: string): string | null {
+  const t = config.chat_template;
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) {
+    const named = t.find((e) => typeof e === 'object' && e !== null && (e as Json).name === 'default');
+    if (named !== undefined && typeof (named as Json).template === 'string') return (named as Json).template as string;
+    throw invalid(`${configFile}: \`chat_template\` list has no entry named "default"`);
+  }
+  if (t !== undefined && t !== null) throw invalid(`${configFile}: \`chat_template\` must be a string or a list of {name, template}`);
+  const jinjaFile = path.join(dir, 'chat_template.jinja');
+  return fs.existsSync(jinjaFile) ? fs.readFileSync(jinjaFile, 'utf8') : null;
+}
+
+/** Loads `dir/tokenizer.json`; returns null when the directory has none. */
+export function loadTokenizer(dir: string): Tokenizer | null {
+  const tokenizerFile = path.join(dir, 'tokenizer.json');
+  if (!fs.existsSync(tokenizerFile)) return null;
+  const tokenizerJson = readJsonObject(tokenizerFile);
+  const configFile = path.join(dir, 'tokenizer_config.json');
+  const config = fs.existsSync(configFile) ? readJsonObject(configFile) : {};
+
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(tokenizerJson, config);
+  } catch (err) {
+    throw invalid(`${tokenizerFile}: unsupported or malformed tokenizer (${(err as Error).message})`, err);
+  }
+  let maxId = -1;
+  for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+  if (maxId < 0) throw invalid(`${tokenizerFile}: vocabulary is empty`);
+
+  const tokenToId = (t: string): number | null => hf.token_to_id(t) ?? null;
+  const idOfConfigToken = (key: string): number | null => {
+    const text = tokenText(config[key]);
+    if (text === null) return null;
+    const id = tokenToId(text);
+    if (id === null) throw invalid(`${configFile}: \`${key}\` ${JSON.stringify(text)} is not a token of ${tokenizerFile}`);
+    return id;
+  };
+  const eos = idOfConfigToken('eos_token');
+  const chatTemplate = chatTemplateOf(dir, config, configFile);
+
+  return {
+    vocabSize: maxId + 1,
+    encode: (text, opts = {}) => hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids,
+    decode: (ids, opts = {}) =>
+      hf.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
+    bosTokenId: idOfConfigToken('bos_token'),
+    eosTokenIds: eos === null ? [] : [eos],
+    chatTemplate,
+    tokenToId,
+  };
+}
+
+export { renderChat, type ChatMessage } from './chat-template.ts';
