@@ -70,17 +70,7 @@ export function encodePayload(positions: Uint32Array, negative: Uint8Array, numE
   const posBytes = useRice ? riceSize : bitmapSize;
   const out = new Uint8Array(posBytes + signBytes(nnz));
   if (useRice) {
-    const w = new BitWriter(posBytes);
-    const k = rice.riceK;
-    const lowMask = 2 ** k - 1;
-    let prev = -1;
-    for (let m = 0; m < nnz; m++) {
-      const gap = positions[m] - prev - 1;
-      w.writeUnary(Math.floor(gap / 2 ** k));
-      w.writeBits(gap & lowMask, k);
-      prev = positions[m];
-    }
-    out.set(w.finish(), 0);
+    out.set(encodeRicePositions(positions, rice.riceK), 0);
   } else {
     for (let m = 0; m < nnz; m++) {
       const p = positions[m];
@@ -91,6 +81,21 @@ export function encodePayload(positions: Uint32Array, negative: Uint8Array, numE
     if (negative[m]) out[posBytes + (m >>> 3)] |= 1 << (m & 7);
   }
   return { encoding: useRice ? 'rice' : 'bitmap', riceK: useRice ? rice.riceK : 0, bytes: out };
+}
+
+/** Rice-codes the gaps between strictly increasing positions with parameter k (0 <= k <= MAX_RICE_K). */
+export function encodeRicePositions(positions: Uint32Array, k: number): Uint8Array {
+  const w = new BitWriter(Math.ceil(riceBits(positions, k) / 8));
+  const twoK = 2 ** k;
+  let prev = -1;
+  for (let m = 0; m < positions.length; m++) {
+    const gap = positions[m] - prev - 1;
+    const q = Math.floor(gap / twoK);
+    w.writeUnary(q);
+    w.writeBits(gap - q * twoK, k);
+    prev = positions[m];
+  }
+  return w.finish();
 }
 
 /** Thrown by `visitPayload` on malformed data; callers wrap it with the file and tensor name. */
