@@ -14,8 +14,12 @@
  */
 import type { GeneratedToken, SamplingParams } from '../request.ts';
 import { applyPenalties, hasPenalties, type PenaltyState } from './penalties.ts';
+import { expNonPositive } from './fast-exp.ts';
 import type { Prng } from './prng.ts';
 import { argmax, selectNucleus, selectTopK, topNSorted, type Values } from './top-selection.ts';
+
+/** Up to this k, top-k keeps a small sorted list in one pass instead of quickselect. */
+const SMALL_TOP_K = 128;
 
 /** Per-request sampling state. */
 export interface SamplingState {
@@ -40,8 +44,18 @@ export function createSampler(opts: { vocabSize: number }): Sampler {
   function draw(logits: Values, p: SamplingParams, u: number): number {
     const invT = 1 / p.temperature;
     let count = vocabSize;
-    for (let i = 0; i < count; i++) idx[i] = i;
-    if (p.topK > 0 && p.topK < count) count = selectTopK(logits, idx, count, p.topK);
+    if (p.topK > 0 && p.topK < vocabSize) {
+      if (p.topK <= SMALL_TOP_K) {
+        const best = topNSorted(logits, vocabSize, p.topK);
+        for (let i = 0; i < best.length; i++) idx[i] = best[i];
+        count = best.length;
+      } else {
+        for (let i = 0; i < vocabSize; i++) idx[i] = i;
+        count = selectTopK(logits, idx, vocabSize, p.topK);
+      }
+    } else {
+      for (let i = 0; i < vocabSize; i++) idx[i] = i;
+    }
 
     let maxLogit = -Infinity;
     for (let i = 0; i < count; i++) {
@@ -51,12 +65,19 @@ export function createSampler(opts: { vocabSize: number }): Sampler {
     let total = 0;
     for (let i = 0; i < count; i++) {
       const t = idx[i];
-      const w = Math.exp((logits[t] - maxLogit) * invT);
+      const w = expNonPositive((logits[t] - maxLogit) * invT);
       weights[t] = w;
       total += w;
     }
     if (p.topP < 1) {
-      count = selectNucleus(weights, idx, count, p.topP * total);
+      // Tokens below (1 - p) * total / count cannot be in the nucleus: together they weigh at most (1 - p) * total.
+      const floor = ((1 - p.topP) * total) / count;
+      let kept = 0;
+      for (let i = 0; i < count; i++) {
+        const t = idx[i];
+        if (weights[t] >= floor) idx[kept++] = t;
+      }
+      count = selectNucleus(weights, idx, kept, p.topP * total);
       total = 0;
       for (let i = 0; i < count; i++) total += weights[idx[i]];
     }
@@ -108,6 +129,6 @@ export function logSumExp(x: Float32Array, count: number): number {
   for (let i = 0; i < count; i++) if (x[i] > m) m = x[i];
   if (m === -Infinity) return -Infinity;
   let s = 0;
-  for (let i = 0; i < count; i++) s += Math.exp(x[i] - m);
+  for (let i = 0; i < count; i++) s += expNonPositive(x[i] - m);
   return m + Math.log(s);
 }
