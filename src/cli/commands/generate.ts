@@ -1,0 +1,110 @@
+import { TesseraError } from '../../errors.ts';
+import { createEngine } from '../../engine/engine.ts';
+import type { AdapterSlots } from '../../engine/adapter-slots.ts';
+import type { GeneratedToken } from '../../engine/request.ts';
+import { readPeftAdapter } from '../../adapters/peft/peft-adapter.ts';
+import { readManifest } from '../../model/converted-model.ts';
+import { loadTokenizer } from '../../model/tokenizer/tokenizer.ts';
+import { ThreadExecutor } from '../../parallel/thread-executor.ts';
+import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
+import { resolveModelDir } from '../model-resolver.ts';
+import { DEVICES, QUANT_KINDS } from '../choices.ts';
+
+export const generateSpec: CommandSpec = {
+  name: 'generate',
+  usage: 'tessera generate [--model DIR] [--adapter DIR] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--json]',
+  summary: 'Generates greedily from a Hugging Face checkpoint directory (converted once into the cache) or a converted model directory.',
+  options: {
+    model: { type: 'string', description: 'HF checkpoint or converted model directory (default: the embedded default model)' },
+    adapter: { type: 'string', description: 'PEFT LoRA adapter directory applied with scale lora_alpha/r' },
+    prompt: { type: 'string', description: 'prompt text (needs a tokenizer)' },
+    'prompt-ids': { type: 'string', description: 'prompt as comma-separated token ids' },
+    'max-tokens': { type: 'string', description: 'tokens to generate', default: '16' },
+    'top-logprobs': { type: 'string', description: 'alternatives per token in --json output', default: '0' },
+    quant: { type: 'string', description: 'weight precision when converting an HF checkpoint', default: 'int4' },
+    outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
+    device: { type: 'string', description: 'execution provider: cpu, cuda or webgpu', default: 'cpu' },
+    'ignore-eos': { type: 'boolean', description: 'keep generating past end-of-sequence tokens', default: false },
+    json: { type: 'boolean', description: 'print {"tokens":[{id,text,logprob,top}]} instead of text', default: false },
+  },
+};
+
+const ADAPTER_ID = 'cli-adapter';
+
+export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+  const prompt = stringOpt(args, 'prompt');
+  const promptIds = stringOpt(args, 'prompt-ids');
+  if ((prompt === undefined) === (promptIds === undefined)) throw new TesseraError('CONFIG_INVALID', 'give exactly one of --prompt and --prompt-ids');
+  const maxTokens = intOpt(args, 'max-tokens', { min: 1, max: 1_000_000 })!;
+  const topLogprobs = intOpt(args, 'top-logprobs', { min: 0, max: 20 })!;
+  const modelDir = await resolveModelDir({
+    model: stringOpt(args, 'model'),
+    quant: choiceOpt(args, 'quant', QUANT_KINDS)!,
+    outlierFraction: floatOpt(args, 'outliers', { min: 0, max: 0.49 }),
+    log: io.err,
+  });
+  const manifest = readManifest(modelDir);
+  const tokenizer = loadTokenizer(modelDir);
+  if (!tokenizer) io.err(`warning: ${modelDir} has no tokenizer.json: token-id prompts only, no text in the output`);
+  let promptTokenIds: number[];
+  if (prompt !== undefined) {
+    if (!tokenizer) throw new TesseraError('INVALID_ARGUMENT', 'this model has no tokenizer: use --prompt-ids');
+    promptTokenIds = tokenizer.encode(prompt);
+  } else {
+    promptTokenIds = promptIds!.split(',').map((s) => {
+      const n = Number(s.trim());
+      if (!Number.isInteger(n) || n < 0) throw new TesseraError('CONFIG_INVALID', `--prompt-ids must be comma-separated non-negative integers. Given: ${promptIds}`);
+      return n;
+    });
+  }
+
+  const executor = await ThreadExecutor.start({ modelDir, device: choiceOpt(args, 'device', DEVICES), kvCacheBytes: 256 * 1024 * 1024, numAdapterSlots: 2, maxAdapterRank: 64 });
+  try {
+    let adapterSlots: AdapterSlots | null = null;
+    const adapterDir = stringOpt(args, 'adapter');
+    if (adapterDir) {
+      const adapter = readPeftAdapter(adapterDir, manifest.config);
+      await executor.loadAdapterSlot(1, adapter);
+      adapterSlots = { acquire: (id) => (id === ADAPTER_ID ? 1 : new TesseraError('ADAPTER_NOT_FOUND', `unknown adapter ${id}`)), release: () => {} };
+    }
+    const engine = createEngine({ executor, detokenizer: tokenizer, eosTokenIds: manifest.config.eosTokenIds, adapterSlots });
+    const tokens: GeneratedToken[] = [];
+    let text = '';
+    const events = engine.submit({
+      requestId: 'cli',
+      promptTokenIds,
+      adapterId: adapterDir ? ADAPTER_ID : null,
+      tenantId: null,
+      sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, seed: null, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
+      stopping: { maxNewTokens: maxTokens, stopSequences: [], stopTokenIds: [], ignoreEos: args.values['ignore-eos'] === true },
+      topNLogprobs: topLogprobs,
+      deadlineMs: null,
+    });
+    for await (const event of events) {
+      if (event.type === 'tokens') {
+        tokens.push(...event.tokens);
+        text += event.text;
+        if (!args.values.json) io.out(event.text);
+      } else {
+        text += event.text;
+        if (!args.values.json) io.out(`${event.text}\n`);
+        if (event.reason === 'error') throw event.error ?? new TesseraError('INTERNAL', 'generation failed');
+      }
+    }
+    await engine.shutdown();
+    if (args.values.json) {
+      const json = {
+        tokens: tokens.map((t) => ({
+          id: t.tokenId,
+          ...(tokenizer ? { text: tokenizer.decode([t.tokenId]) } : {}),
+          logprob: t.logprob,
+          top: t.top.map((a) => ({ id: a.tokenId, logprob: a.logprob })),
+        })),
+      };
+      io.out(`${JSON.stringify(json)}\n`);
+    }
+    return 0;
+  } finally {
+    await executor.shutdown();
+  }
+}

@@ -1,0 +1,78 @@
+import { isTesseraError } from '../errors.ts';
+import { helpText, parseCommandArgs, type CommandSpec, type ParsedArgs } from './args.ts';
+
+export interface CommandIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+interface LoadedCommand {
+  spec: CommandSpec;
+  run: (args: ParsedArgs, io: CommandIo) => Promise<number>;
+}
+
+/** Commands load their modules on use, so `tessera make-model` does not pay for ORT or gRPC at start. */
+const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<LoadedCommand> }> = [
+  {
+    name: 'make-model',
+    summary: 'write a deterministic pseudo-random HF checkpoint (tiny or small preset) with LoRA adapters',
+    load: async () => {
+      const m = await import('./commands/make-model.ts');
+      return { spec: m.makeModelSpec, run: m.runMakeModel };
+    },
+  },
+  {
+    name: 'convert',
+    summary: 'convert an HF checkpoint to ONNX graphs + quantized weights (fp32, int8, int4, outliers)',
+    load: async () => {
+      const m = await import('./commands/convert.ts');
+      return { spec: m.convertSpec, run: m.runConvert };
+    },
+  },
+  {
+    name: 'generate',
+    summary: 'generate greedily from a model (optionally with a LoRA adapter), as text or JSON with logprobs',
+    load: async () => {
+      const m = await import('./commands/generate.ts');
+      return { spec: m.generateSpec, run: m.runGenerate };
+    },
+  },
+];
+
+function usage(): string {
+  return ['usage: tessera COMMAND [options]', '', 'commands:', ...COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`), '', 'tessera COMMAND --help shows its options.'].join('\n');
+}
+
+/** Entry point of the `tessera` command; returns the process exit code. */
+export async function main(argv: string[], io: CommandIo = defaultIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.out(`${usage()}\n`);
+    return name ? 0 : 2;
+  }
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) {
+    io.err(`tessera: unknown command '${name}'\n${usage()}\n`);
+    return 2;
+  }
+  const command = await entry.load();
+  try {
+    const args = parseCommandArgs(command.spec, rest);
+    if (args === 'help') {
+      io.out(`${helpText(command.spec)}\n`);
+      return 0;
+    }
+    return await command.run(args, io);
+  } catch (err) {
+    if (isTesseraError(err)) {
+      io.err(`tessera ${name}: ${err.message}\n`);
+      return err.code === 'CONFIG_INVALID' ? 2 : 1;
+    }
+    throw err;
+  }
+}
+
+const defaultIo: CommandIo = {
+  out: (s) => process.stdout.write(s),
+  err: (s) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`),
+};
