@@ -10,3 +10,4 @@ export {
   type LogitsFn,
 } from './fake-executor.ts';
 export { createByteDetokenizer } from './byte-detokenizer.ts';
+export { collect, type CollectedGeneration } from './collect.ts';
