@@ -21,6 +21,7 @@ export interface Tokenizer {
   /** One past the largest token id (vocabulary and added tokens). */
   vocabSize: number;
   encode(text: string, opts?: EncodeOptions): number[];
+  /** Ids that are not tokens (padding rows of a larger embedding) decode to nothing. */
   decode(ids: readonly number[], opts?: DecodeOptions): string;
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -98,8 +99,13 @@ export function loadTokenizer(dir: string): Tokenizer | null {
   return {
     vocabSize: maxId + 1,
     encode: (text, opts = {}) => hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids,
-    decode: (ids, opts = {}) =>
-      hf.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
+    decode: (ids, opts = {}) => {
+      // Like Hugging Face's Rust tokenizers, ids without a token (e.g. the padding rows of a model's larger
+      // embedding, which a model can still sample) decode to nothing instead of failing.
+      const known = ids.filter((id) => hf.id_to_token(id) !== undefined);
+      if (known.length === 0) return '';
+      return hf.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false });
+    },
     bosTokenId: idOfConfigToken('bos_token'),
     eosTokenIds: eos === null ? [] : [eos],
     chatTemplate,
