@@ -54,7 +54,10 @@ export interface GeneratedToken {
   top: TokenLogprob[];
 }
 
-/** Streamed to the caller as tokens are produced. */
+/**
+ * Streamed to the caller as tokens are produced: 'tokens' events carry text deltas; the one 'finish' event at the end
+ * carries the whole generated text (the deltas concatenated).
+ */
 export type GenerationEvent =
   | { type: 'tokens'; tokens: GeneratedToken[]; text: string }
   | { type: 'finish'; reason: FinishReason; text: string; usage: { promptTokens: number; generatedTokens: number }; error?: Error };

@@ -69,7 +69,6 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     }
     const engine = createEngine({ executor, detokenizer: tokenizer, eosTokenIds: manifest.config.eosTokenIds, adapterSlots });
     const tokens: GeneratedToken[] = [];
-    let text = '';
     const events = engine.submit({
       requestId: 'cli',
       promptTokenIds,
@@ -83,11 +82,9 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     for await (const event of events) {
       if (event.type === 'tokens') {
         tokens.push(...event.tokens);
-        text += event.text;
         if (!args.values.json) io.out(event.text);
       } else {
-        text += event.text;
-        if (!args.values.json) io.out(`${event.text}\n`);
+        if (!args.values.json) io.out('\n');
         if (event.reason === 'error') throw event.error ?? new TesseraError('INTERNAL', 'generation failed');
       }
     }
