@@ -22,8 +22,9 @@ export interface StepPlan {
   stepId: number;
   sequences: SequenceWork[];
   /**
-   * Sequence ids that ended since the previous plan (finished, cancelled, failed or preempted): their KV blocks may
-   * already belong to others and the executor may drop any per-sequence state. A seqId is never reused.
+   * Sequence ids that ended since the previous plan (finished, cancelled, failed or preempted), to be applied before
+   * this plan's sequences: their KV blocks may already belong to sequences of this plan, and the executor may drop
+   * any per-sequence state. A seqId is never reused (a preempted request comes back under a new one).
    */
   releasedSeqIds?: number[];
 }
