@@ -7,6 +7,7 @@
  *   norm weights ~ 1 + N(0, 0.1^2)
  *   lm_head ~ N(0, LOGIT_STD^2 / hidden) final hidden state has unit rms -> logits with std ~LOGIT_STD
  *   embeddings ~ N(0, 1) when untied; when tied they are the lm_head, so they get the lm_head's scale instead.
+ *   output rows of padding ids (past the tokenizer's vocabulary) x PADDING_ROW_SCALE: logits ~0, never the argmax.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -86,6 +87,7 @@ const PRESETS: Record<ModelPreset, PresetSpec> = {
 };
 
 const LOGIT_STD = 4;
+const PADDING_ROW_SCALE = 0.01;
 const NORM_NOISE_STD = 0.1;
 const ROPE_THETA = 10000;
 const RMS_NORM_EPS = 1e-5;
@@ -103,14 +105,23 @@ function standardDeviationOf(name: string, shape: number[], config: ModelConfig)
   return { std: 1 / Math.sqrt(shape[1]), mean: 0 }; // Linear weight [out, in]
 }
 
-function modelTensors(config: ModelConfig, seed: number, dtype: WritableDType): TensorToWrite[] {
+/** The output-projection matrix: lm_head, or the embeddings when tied. */
+function outputMatrixName(config: ModelConfig): string {
+  return config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+}
+
+function modelTensors(config: ModelConfig, seed: number, dtype: WritableDType, numTokens: number): TensorToWrite[] {
   return [...expectedTensorShapes(config)].map(([name, shape]) => ({
     name,
     dtype,
     shape,
     data: () => {
       const { std, mean } = standardDeviationOf(name, shape, config);
-      return new RandomStream(seed, name).fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
+      const data = new RandomStream(seed, name).fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
+      // Rows past the tokenizer's vocabulary are padding: shrink them so their logits stay near 0, far below the
+      // top real tokens (never the argmax, rarely sampled), since they decode to no text.
+      if (name === outputMatrixName(config)) data.subarray(numTokens * config.hiddenSize).forEach((v, i, rows) => (rows[i] = v * PADDING_ROW_SCALE));
+      return data;
     },
   }));
 }
@@ -192,7 +203,7 @@ export async function makeModel(opts: MakeModelOptions): Promise<MadeModel> {
   writeJson(path.join(opts.outDir, 'tokenizer_config.json'), tokenizer.tokenizerConfigJson);
 
   const adapterRanks = Array.from({ length: numAdapters }, (_, i) => spec.adapterRanks[i % 2]);
-  const baseTensors = modelTensors(config, seed, dtype);
+  const baseTensors = modelTensors(config, seed, dtype, tokenizer.vocabSize);
   const totalElements =
     numElements(baseTensors) + adapterRanks.reduce((sum, r) => sum + numElements(adapterTensors(config, r, 0, '')), 0);
   let doneBefore = 0;
