@@ -148,3 +148,15 @@ describe('.cpeft write -> parse -> decode', () => {
     expect(json.tensors[0].shape).toEqual([rank, TINY.hiddenSize]);
   });
 });
+
+describe('checkCompeftCompatible', () => {
+  it('accepts the model the adapter was made for and names the mismatch otherwise', async () => {
+    const { checkCompeftCompatible } = await import('./compeft-compat.ts');
+    const c = compressLoraTensors(syntheticLoraTensors({ config: TINY, rank: 6, seed: 1 }), { density: 0.1 });
+    const file = parseCompeft(writeCompeft(meta(TINY.numLayers, 6, 0.1), c.tensors));
+    checkCompeftCompatible(file, TINY, { maxRank: 8 });
+    expect(() => checkCompeftCompatible(file, TINY, { maxRank: 4 })).toThrow(/max rank 4. Given: 6/);
+    expect(() => checkCompeftCompatible(file, { ...TINY, numLayers: 3 })).toThrow(/2 layers; the model has 3/);
+    expect(() => checkCompeftCompatible(file, { ...TINY, hiddenSize: 64 })).toThrow(/the model needs \[6, 64\]/);
+  });
+});

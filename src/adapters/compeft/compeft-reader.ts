@@ -11,7 +11,7 @@ import {
   type CompeftHeader,
   type CompeftTensorEntry,
 } from './compeft-format.ts';
-import { peftTensorName } from './compeft-names.ts';
+import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
 import { bitmapBytes, MAX_RICE_K, PayloadError, signBytes, visitPayload } from './compeft-payload.ts';
 
 export interface ParseCompeftOptions {
@@ -184,7 +184,7 @@ function checkTensor(
   if (!ctx.targets.includes(t.target as LoraTarget)) fail(`tensors[${index}]: \`target\` must be one of the header's targets. Given: ${JSON.stringify(t.target)}`);
   if (t.kind !== 'A' && t.kind !== 'B') fail(`tensors[${index}]: \`kind\` must be "A" or "B". Given: ${JSON.stringify(t.kind)}`);
   const kind = t.kind as 'A' | 'B';
-  const name = (t.name as string | undefined) ?? peftTensorName(layer, t.target as LoraTarget, kind);
+  const name = (t.name as string | undefined) ?? peftLoraTensorName(layer, t.target as LoraTarget, kind);
   const where = `tensor ${name}: `;
   const shape = t.shape;
   if (!Array.isArray(shape) || shape.length !== 2) fail(`${where}\`shape\` must be [rows, cols]`);

@@ -1,8 +1,7 @@
 import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../../model/model-config.ts';
-import { peftTensorName } from './compeft-names.ts';
+import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
 import type { LoraTensor } from './compeft-types.ts';
 
-export { peftTensorName };
 
 /**
  * Seeded synthetic LoRA factors shaped like trained ones, for tests and measurements (no real adapters offline):
@@ -88,8 +87,8 @@ export function syntheticLoraTensors(opts: SyntheticLoraOptions): LoraTensor[] {
       const a = new Float32Array(r * inF);
       const aStd = 1 / Math.sqrt(inF);
       for (let i = 0; i < a.length; i++) a[i] = aStd * rng.gaussian();
-      out.push({ name: peftTensorName(layer, target, 'A'), layer, target, kind: 'A', rows: r, cols: inF, data: a });
-      out.push({ name: peftTensorName(layer, target, 'B'), layer, target, kind: 'B', rows: outF, cols: r, data: syntheticB(rng, outF, r, e, bMag) });
+      out.push({ name: peftLoraTensorName(layer, target, 'A'), layer, target, kind: 'A', rows: r, cols: inF, data: a });
+      out.push({ name: peftLoraTensorName(layer, target, 'B'), layer, target, kind: 'B', rows: outF, cols: r, data: syntheticB(rng, outF, r, e, bMag) });
     }
   }
   return out;

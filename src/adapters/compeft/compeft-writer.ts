@@ -10,7 +10,8 @@ import {
   type CompeftHeaderJson,
   type CompeftTensorJson,
 } from './compeft-format.ts';
-import { peftTensorName, shortestFloat32 } from './compeft-names.ts';
+import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
+import { shortestFloat32 } from './shortest-float32.ts';
 import { encodePayload } from './compeft-payload.ts';
 import type { TernaryTensor } from './compeft-types.ts';
 
@@ -35,7 +36,7 @@ export function writeCompeft(meta: CompeftMeta, tensors: TernaryTensor[]): Uint8
     }
     const p = payloads[i];
     const entry: CompeftTensorJson = {
-      ...(t.name === peftTensorName(t.layer, t.target, t.kind) ? {} : { name: t.name }),
+      ...(t.name === peftLoraTensorName(t.layer, t.target, t.kind) ? {} : { name: t.name }),
       layer: t.layer,
       target: t.target,
       kind: t.kind,
