@@ -8,8 +8,10 @@ export interface AdapterSlots {
   /**
    * Device slot (>= 1) of a resident adapter, taking a reference; 'pending' when it is not resident yet (the provider
    * starts or continues loading it; the engine asks again on later steps and runs other requests meanwhile); or an
-   * error (unknown adapter, load failed) that fails the request.
+   * error (unknown adapter, load failed) that fails the request. `tenantId` is the request's tenant: a provider
+   * scopes adapter ids per tenant (another tenant's adapter is unknown).
    */
-  acquire(adapterId: string): number | 'pending' | TesseraError;
-  release(adapterId: string): void;
+  acquire(adapterId: string, tenantId: string | null): number | 'pending' | TesseraError;
+  /** Drops the reference taken by acquire; `slot` is the slot acquire returned (versions of one id may differ). */
+  release(adapterId: string, slot: number): void;
 }

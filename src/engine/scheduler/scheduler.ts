@@ -115,7 +115,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       seq.numComputed = 0;
     }
     if (seq.adapterHeld) {
-      adapterSlots!.release(seq.request.adapterId!);
+      adapterSlots!.release(seq.request.adapterId!, seq.adapterSlot);
       seq.adapterHeld = false;
       seq.adapterSlot = 0;
     }
@@ -207,7 +207,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       abort(seq, 'error', new TesseraError('ADAPTER_NOT_FOUND', `adapter ${JSON.stringify(adapterId)} not found: this engine serves the base model only`));
       return false;
     }
-    const slot = adapterSlots.acquire(adapterId);
+    const slot = adapterSlots.acquire(adapterId, seq.request.tenantId);
     if (slot === 'pending') {
       pendingAdapter.add(seq);
       return false;
@@ -218,7 +218,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       return false;
     }
     if (!Number.isSafeInteger(slot) || slot < 1 || slot >= layout.numAdapterSlots) {
-      adapterSlots.release(adapterId);
+      adapterSlots.release(adapterId, slot);
       abort(seq, 'error', new TesseraError('INTERNAL', `adapter ${adapterId} was given slot ${slot}, outside [1, ${layout.numAdapterSlots})`));
       return false;
     }
