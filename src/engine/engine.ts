@@ -43,7 +43,7 @@ export interface EngineOptions {
   maxBatchTokens?: number;
   /** Largest prefill chunk of one sequence per step. Default 512. */
   prefillChunkTokens?: number;
-  /** Sequences holding KV blocks at once. Default 64. */
+  /** Sequences holding KV blocks at once (<= maxBatchTokens). Default min(64, maxBatchTokens). */
   maxRunningSequences?: number;
   /** Waiting (not yet admitted) requests; a submit beyond it throws QUEUE_FULL. Default 1024. */
   maxQueuedRequests?: number;
@@ -108,7 +108,7 @@ export function createEngine(opts: EngineOptions): Engine {
     clock,
     maxBatchTokens: opts.maxBatchTokens ?? 2048,
     prefillChunkTokens: opts.prefillChunkTokens ?? 512,
-    maxRunningSequences: opts.maxRunningSequences ?? 64,
+    maxRunningSequences: opts.maxRunningSequences,
     maxPreemptionsPerRequest: opts.maxPreemptionsPerRequest ?? 3,
     admissionPolicy: opts.admissionPolicy,
     adapterSlots,

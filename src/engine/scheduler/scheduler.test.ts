@@ -92,6 +92,14 @@ describe('scheduler', () => {
     expect(executor.violations).toEqual([]);
   });
 
+  it('rejects budgets that cannot give every running sequence a decode token', () => {
+    const layout = new FakeExecutor().layout;
+    expect(() => createScheduler({ layout, clock: createManualClock(), maxBatchTokens: 4, maxRunningSequences: 8 })).toThrow(
+      '`maxBatchTokens` must be >= maxRunningSequences (8), one decode token per running sequence. Given: 4',
+    );
+    expect(() => createScheduler({ layout, clock: createManualClock(), prefillChunkTokens: 0 })).toThrow(/prefillChunkTokens/);
+  });
+
   it('frees KV and emits the finish event at once on abort, even while a step is in flight', async () => {
     const executor = new FakeExecutor();
     const scheduler = createScheduler({ layout: executor.layout, clock: createManualClock() });

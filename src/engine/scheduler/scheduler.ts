@@ -33,7 +33,7 @@ export interface SchedulerOptions {
   maxBatchTokens?: number;
   /** Largest prefill chunk of one sequence in one step. */
   prefillChunkTokens?: number;
-  /** Sequences holding KV blocks at once. */
+  /** Sequences holding KV blocks at once; <= maxBatchTokens. Default min(64, maxBatchTokens). */
   maxRunningSequences?: number;
   maxPreemptionsPerRequest?: number;
   admissionPolicy?: AdmissionPolicy;
@@ -80,7 +80,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   const clock = opts.clock;
   const maxBatchTokens = opts.maxBatchTokens ?? 2048;
   const prefillChunkTokens = opts.prefillChunkTokens ?? 512;
-  const maxRunningSequences = opts.maxRunningSequences ?? 64;
+  const maxRunningSequences = opts.maxRunningSequences ?? Math.min(64, maxBatchTokens);
   const maxPreemptions = opts.maxPreemptionsPerRequest ?? 3;
   const policy = opts.admissionPolicy ?? fcfsPolicy;
   const adapterSlots = opts.adapterSlots ?? null;
@@ -88,6 +88,13 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   requirePositiveInteger('maxBatchTokens', maxBatchTokens);
   requirePositiveInteger('prefillChunkTokens', prefillChunkTokens);
   requirePositiveInteger('maxRunningSequences', maxRunningSequences);
+  if (maxBatchTokens < maxRunningSequences) {
+    // Otherwise the same oldest sequences would take every decode slot and the rest would stall.
+    throw new TesseraError(
+      'CONFIG_INVALID',
+      `\`maxBatchTokens\` must be >= maxRunningSequences (${maxRunningSequences}), one decode token per running sequence. Given: ${maxBatchTokens}`,
+    );
+  }
   const kv = createKvBlockAllocator({ numKvBlocks: layout.numKvBlocks, blockSizeTokens: layout.blockSizeTokens });
 
   let waiting: Sequence[] = [];
