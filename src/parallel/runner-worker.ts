@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { isTesseraError } from '../errors.ts';
 import { ModelRunner } from '../model/runner/model-runner.ts';
+import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import type { ControllerMessage, RunnerWorkerData, WorkerMessage } from './wire.ts';
 
 const port = parentPort!;
@@ -34,6 +35,10 @@ async function handle(msg: ControllerMessage): Promise<void> {
       }
       case 'load-adapter':
         runner.loadAdapterSlot(msg.slot, msg.weights);
+        send({ type: 'done', id: msg.id });
+        return;
+      case 'load-compressed-adapter':
+        decodeCompeftIntoSlot(msg.bytes, runner.manifest.config, msg.slot, (rank, scale, fill) => runner.fillAdapterSlot(msg.slot, rank, scale, fill));
         send({ type: 'done', id: msg.id });
         return;
       case 'clear-adapter':

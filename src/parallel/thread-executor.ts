@@ -68,6 +68,12 @@ export class ThreadExecutor implements Executor {
     await this.call({ type: 'load-adapter', id: 0, slot, weights });
   }
 
+  /** Sends a `.cpeft` file's bytes; the worker checks and decodes them straight into the slot (no dense copy here). */
+  async loadCompressedSlot(slot: number, bytes: Uint8Array): Promise<void> {
+    const copy = bytes.slice();
+    await this.call({ type: 'load-compressed-adapter', id: 0, slot, bytes: copy }, [copy.buffer]);
+  }
+
   async clearAdapterSlot(slot: number): Promise<void> {
     await this.call({ type: 'clear-adapter', id: 0, slot });
   }
@@ -86,12 +92,12 @@ export class ThreadExecutor implements Executor {
     return this.shutdownPromise;
   }
 
-  private call(msg: ControllerMessage): Promise<WorkerMessage> {
+  private call(msg: ControllerMessage, transfer: ArrayBuffer[] = []): Promise<WorkerMessage> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...msg, id });
+      this.worker.postMessage({ ...msg, id }, transfer);
     });
   }
 }

@@ -8,6 +8,8 @@ export type ControllerMessage =
   | { type: 'execute'; id: number; plan: StepPlan }
   | { type: 'load-adapter'; id: number; slot: number; weights: LoraWeights }
   | { type: 'clear-adapter'; id: number; slot: number }
+  /** A whole `.cpeft` file, decoded in the worker straight into the slot stacks. */
+  | { type: 'load-compressed-adapter'; id: number; slot: number; bytes: Uint8Array }
   | { type: 'shutdown'; id: number };
 
 export type WorkerMessage =

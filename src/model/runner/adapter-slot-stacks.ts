@@ -71,6 +71,24 @@ export class AdapterSlotStacks {
     this.scales[slot] = adapter.scale;
   }
 
+  /**
+   * Writes a slot through a callback that fills the stacks in place (e.g. a compressed-adapter decoder writing straight
+   * into this layout): the slot is zeroed first, then `fill` runs, then the slot's scale is set. If `fill` throws, the
+   * slot is left zeroed (scale 0 = no adapter), never half-written with a live scale.
+   */
+  writeWith(slot: number, rank: number, scale: number, fill: (stacks: AdapterSlotStacks) => void): void {
+    this.checkSlot(slot);
+    if (rank > this.maxRank) throw new Error(`adapter rank ${rank} exceeds the slots' max rank ${this.maxRank}`);
+    this.clear(slot);
+    try {
+      fill(this);
+    } catch (err) {
+      this.clear(slot);
+      throw err;
+    }
+    this.scales[slot] = scale;
+  }
+
   clear(slot: number): void {
     this.checkSlot(slot);
     for (let layer = 0; layer < this.config.numLayers; layer++) {

@@ -96,6 +96,11 @@ export class ModelRunner {
     this.slots.write(slot, weights);
   }
 
+  /** Fills a slot in place through `fill` (see AdapterSlotStacks.writeWith). */
+  fillAdapterSlot(slot: number, rank: number, scale: number, fill: (stacks: AdapterSlotStacks) => void): void {
+    this.slots.writeWith(slot, rank, scale, fill);
+  }
+
   clearAdapterSlot(slot: number): void {
     this.slots.clear(slot);
   }
