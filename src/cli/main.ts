@@ -39,8 +39,11 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
   },
 ];
 
+/** `serve` takes its settings from the config schema (src/cli/config.ts), not from a CommandSpec. */
+const SERVE_SUMMARY = 'serve the model over gRPC (health, reflection, metrics); no --model = the embedded default model';
+
 function usage(): string {
-  return ['usage: tessera COMMAND [options]', '', 'commands:', ...COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`), '', 'tessera COMMAND --help shows its options.'].join('\n');
+  return ['usage: tessera COMMAND [options]', '', 'commands:', `  ${'serve'.padEnd(12)} ${SERVE_SUMMARY}`, ...COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`), '', 'tessera COMMAND --help shows its options.'].join('\n');
 }
 
 /** Entry point of the `tessera` command; returns the process exit code. */
@@ -49,6 +52,18 @@ export async function main(argv: string[], io: CommandIo = defaultIo): Promise<n
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.out(`${usage()}\n`);
     return name ? 0 : 2;
+  }
+  if (name === 'serve') {
+    const { runServe } = await import('./commands/serve.ts');
+    try {
+      return await runServe(rest, io);
+    } catch (err) {
+      if (isTesseraError(err)) {
+        io.err(`tessera serve: ${err.message}\n`);
+        return err.code === 'CONFIG_INVALID' ? 2 : 1;
+      }
+      throw err;
+    }
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {

@@ -1,0 +1,55 @@
+import { TesseraError } from '../../errors.ts';
+import { loadServeConfig, serveHelp } from '../config.ts';
+import { startServer } from '../serve.ts';
+import type { CommandIo } from '../main.ts';
+
+/** Splits `--name value` / `--name=value` pairs (repeatable) into name -> values. */
+export function splitFlags(argv: string[]): Map<string, string[]> {
+  const flags = new Map<string, string[]>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) throw new TesseraError('CONFIG_INVALID', `unexpected argument '${arg}' (settings are --name value)`);
+    const eq = arg.indexOf('=');
+    const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
+    let value: string;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else {
+      if (i + 1 >= argv.length) throw new TesseraError('CONFIG_INVALID', `--${name} needs a value`);
+      value = argv[++i];
+    }
+    flags.set(name, [...(flags.get(name) ?? []), value]);
+  }
+  return flags;
+}
+
+/** `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0. */
+export async function runServe(argv: string[], io: CommandIo): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.out(`${serveHelp()}\n`);
+    return 0;
+  }
+  const config = loadServeConfig(splitFlags(argv), process.env);
+  const server = await startServer(config, { announce: (line) => io.out(`${line}\n`) });
+  return await new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        server.logger.warn({ signal }, 'second signal: stopping now');
+        void server.shutdown().then(() => resolve(1));
+        return;
+      }
+      server.logger.info({ signal }, 'signal received: draining');
+      void server.drain().then(
+        () => resolve(0),
+        (err) => {
+          server.logger.error({ err }, 'drain failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+

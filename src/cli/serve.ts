@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
+import { createEngine, type Engine } from '../engine/engine.ts';
+import { readManifest } from '../model/converted-model.ts';
+import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
+import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { ThreadExecutor } from '../parallel/thread-executor.ts';
+import { loadApiKeyFile } from '../server/auth.ts';
+import type { ServingBackend } from '../server/backend.ts';
+import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
+import { resolveRequestLimits } from '../server/request-limits.ts';
+import { componentLogger, createLogger, type Logger } from '../telemetry/logger.ts';
+import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
+import { startTracing, type Tracing } from '../telemetry/tracing.ts';
+import type { ServeConfig } from './config.ts';
+import { resolveModelDir } from './model-resolver.ts';
+
+export interface RunningServer {
+  readonly host: string;
+  readonly port: number;
+  readonly metricsPort: number | null;
+  readonly modelDir: string;
+  readonly engine: Engine;
+  readonly executor: ThreadExecutor;
+  readonly logger: Logger;
+  /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
+  drain(deadlineMs?: number): Promise<void>;
+  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+export interface StartServerOptions {
+  /** Where JSON logs go (default: stderr, so stdout carries only the `listening on` line). */
+  logDestination?: pino.DestinationStream;
+  /** Lines for a person (default: nothing). */
+  announce?: (line: string) => void;
+}
+
+const STATS_INTERVAL_MS = 500;
+
+/**
+ * The composition root of `tessera serve`: resolves the model, starts the model worker, the engine, telemetry and the
+ * gRPC server, and wires them together. Tests start it on 127.0.0.1:0 and read `port` back.
+ */
+export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
+  const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
+  const log = componentLogger(logger, 'serve');
+  const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, log: (line) => log.info(line) });
+  const manifest = readManifest(modelDir);
+  const tokenizer = loadTokenizer(modelDir);
+  if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
+
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse()) await fn();
+    cleanups.length = 0;
+  };
+  try {
+    const executor = await ThreadExecutor.start({
+      modelDir,
+      device: config.device as 'cpu',
+      intraOpThreads: config.intraOpThreads ?? undefined,
+      kvCacheBytes: config.kvCacheBytes,
+      blockSizeTokens: config.kvBlockTokens,
+      numAdapterSlots: config.adapterSlots + 1,
+      maxAdapterRank: config.maxAdapterRank,
+    });
+    cleanups.push(() => executor.shutdown());
+    log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout }, 'model worker ready');
+
+    let metrics: TesseraMetrics | null = null;
+    if (config.metricsPort !== null) {
+      metrics = await startMetrics({ port: config.metricsPort, host: config.metricsHost });
+      cleanups.push(() => metrics!.shutdown());
+    }
+    const tracing: Tracing = startTracing({ otlpEndpoint: config.otlpEndpoint, registerGlobal: false });
+    cleanups.push(() => tracing.shutdown());
+
+    const limits = resolveRequestLimits({
+      vocabSize: manifest.config.vocabSize,
+      maxContextTokens: manifest.config.maxPositionEmbeddings,
+      ...(config.maxPromptTokens !== null ? { maxPromptTokens: config.maxPromptTokens } : {}),
+      ...(config.maxNewTokens !== null ? { maxNewTokens: config.maxNewTokens } : {}),
+    });
+    const engine = createEngine({
+      executor,
+      detokenizer: tokenizer,
+      eosTokenIds: manifest.config.eosTokenIds,
+      maxBatchTokens: config.maxBatchTokens,
+      prefillChunkTokens: config.prefillChunkTokens,
+      maxRunningSequences: config.maxRunningSequences,
+      maxQueuedRequests: config.maxQueuedRequests,
+      adapterSlots: null,
+      limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
+    });
+    cleanups.push(() => engine.shutdown());
+
+    const backend: ServingBackend = {
+      submit: (req, opts) => engine.submit(req, opts),
+      nowMs: () => Date.now(),
+      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      modelInfo: {
+        modelId: manifest.modelId,
+        modelType: manifest.config.modelType,
+        quantization: manifest.quant.kind,
+        vocabSize: manifest.config.vocabSize,
+        maxContextTokens: manifest.config.maxPositionEmbeddings,
+        eosTokenIds: manifest.config.eosTokenIds,
+        maxAdapterRank: config.adapterSlots > 0 ? config.maxAdapterRank : 0,
+      },
+      adapters: null,
+    };
+
+    const auth = config.apiKeysFile ? await loadApiKeyFile(config.apiKeysFile) : null;
+    if (!auth) log.warn('no API key file configured (--api-keys): authentication is OFF, every caller is trusted');
+    const tls = config.tlsCert && config.tlsKey
+      ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), clientCa: config.tlsClientCa ? readFileSync(config.tlsClientCa) : null }
+      : null;
+
+    const grpc: RunningGrpcServer = await startGrpcServer({
+      backend,
+      host: config.host,
+      port: config.port,
+      limits,
+      auth,
+      tls,
+      logger: componentLogger(logger, 'grpc'),
+      metrics: metrics?.instruments ?? null,
+      tracer: tracing.tracer,
+      maxMessageBytes: config.maxMessageBytes,
+      maxConcurrentRequests: config.maxConcurrentRequests,
+    });
+    cleanups.push(() => grpc.shutdown(0));
+
+    if (metrics) {
+      const instruments = metrics.instruments;
+      const timer = setInterval(() => {
+        const stats = engine.stats();
+        instruments.queueLength.record(stats.queued);
+        instruments.runningSequences.record(stats.running);
+        instruments.kvUsageRatio.record(stats.kvBlocksTotal > 0 ? stats.kvBlocksUsed / stats.kvBlocksTotal : 0);
+      }, STATS_INTERVAL_MS);
+      timer.unref();
+      cleanups.push(() => clearInterval(timer));
+    }
+
+    let stopping: Promise<void> | null = null;
+    const stop = (deadlineMs: number | null) => {
+      stopping ??= (async () => {
+        grpc.setServing(false);
+        if (deadlineMs !== null) {
+          log.info({ deadlineMs }, 'draining: health NOT_SERVING, new requests UNAVAILABLE');
+          await engine.drain(deadlineMs);
+          await grpc.shutdown(Math.max(0, deadlineMs - Date.now()));
+        }
+        await cleanup();
+        log.info('stopped');
+      })();
+      return stopping;
+    };
+    log.info({ host: config.host, port: grpc.port, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
+    options.announce?.(`listening on ${config.host}:${grpc.port}`);
+    return {
+      host: config.host,
+      port: grpc.port,
+      metricsPort: metrics?.port ?? null,
+      modelDir,
+      engine,
+      executor,
+      logger,
+      drain: (deadlineMs) => stop(deadlineMs ?? Date.now() + config.drainTimeoutMs),
+      shutdown: () => stop(null),
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+  return {
+    encode: (text) => tokenizer.encode(text),
+    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages)) : null,
+  };
+}
