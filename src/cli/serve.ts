@@ -180,6 +180,6 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
 function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
   return {
     encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages)) : null,
+    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
   };
 }
