@@ -1,0 +1,179 @@
+/**
+ * Quantization: one checkpoint converted to fp32, int8, int4 (block 32), int4 with 0.5% / 1% fp32 outlier channels
+ * and int8 with 1% outliers; for each, size, conversion and load time, prefill and decode latency, and next-token
+ * quality against fp32 at fixed positions. Latencies are measured round-robin over all variants (a different starting
+ * variant each round), so load on a shared machine spreads over all of them and the ratios to fp32 stay meaningful.
+ */
+import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
+import type { ModelConfig } from '../../src/model/model-config.ts';
+import { compareLogits, type LogitComparison } from '../../src/model/quantization/quality.ts';
+import type { ModelRunner } from '../../src/model/runner/model-runner.ts';
+import type { BenchCase, BenchContext, Cell, CaseOutput, SummaryRow } from '../lib/bench-case.ts';
+import { benchPrompts, collectTailLogits, decodeStepsMs, openBenchRunner, prefillMs } from '../lib/model-runs.ts';
+import { FP32, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, INT8_OUTLIERS_ONE_PERCENT, type QuantVariant } from '../lib/quant-variants.ts';
+import { MIB, median, significant, timeMs } from '../lib/stats.ts';
+import { weightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
+
+export const VARIANTS: QuantVariant[] = [FP32, INT8, INT8_OUTLIERS_ONE_PERCENT, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT];
+
+interface Settings {
+  preset: ModelPreset;
+  numPrompts: number;
+  promptTokens: number;
+  /** Quality positions per prompt = promptTokens - qualityFromTokens. */
+  qualityFromTokens: number;
+  latencyRounds: number;
+  decodeStepsPerRound: number;
+}
+
+export const SETTINGS: Record<'quick' | 'full', Settings> = {
+  quick: { preset: 'tiny', numPrompts: 4, promptTokens: 64, qualityFromTokens: 32, latencyRounds: 2, decodeStepsPerRound: 4 },
+  full: { preset: 'small', numPrompts: 4, promptTokens: 64, qualityFromTokens: 32, latencyRounds: 5, decodeStepsPerRound: 8 },
+};
+
+interface VariantMeasurement {
+  id: string;
+  quant: string;
+  blockSize: number | null;
+  outlierFraction: number;
+  bytes: WeightBytes;
+  conversionMs: number;
+  loadMs: number;
+  prefillMs: number[];
+  decodeStepMs: number[];
+  quality: LogitComparison;
+}
+
+async function run(ctx: BenchContext): Promise<CaseOutput> {
+  const s = SETTINGS[ctx.mode];
+  const converted = [];
+  for (const v of VARIANTS) converted.push(await ctx.models.converted(s.preset, v));
+  const config = converted[0].manifest.config;
+  const maxSequenceTokens = s.promptTokens + s.decodeStepsPerRound;
+  const prompts = benchPrompts({ numPrompts: s.numPrompts, lengthTokens: s.promptTokens, vocabSize: config.vocabSize });
+
+  const runners: ModelRunner[] = [];
+  const loadMs: number[] = [];
+  try {
+    for (const c of converted) {
+      ctx.log(`loading ${c.variant.id}`);
+      let runner: ModelRunner | undefined;
+      loadMs.push(await timeMs(async () => (runner = await openBenchRunner(c.dir, { maxSequences: s.numPrompts, maxSequenceTokens }))));
+      runners.push(runner!);
+    }
+
+    ctx.log(`quality: ${s.numPrompts} prompts x ${s.promptTokens - s.qualityFromTokens} positions per variant`);
+    const logits: Float32Array[] = [];
+    for (const runner of runners) logits.push(await collectTailLogits(runner, prompts, s.qualityFromTokens));
+    const quality = logits.map((l) => compareLogits(logits[0], l, config.vocabSize));
+
+    ctx.log(`latency: ${s.latencyRounds} rounds over all variants`);
+    const prefill: number[][] = runners.map(() => []);
+    const decode: number[][] = runners.map(() => []);
+    for (let round = 0; round < s.latencyRounds; round++) {
+      for (let k = 0; k < runners.length; k++) {
+        const i = (k + round) % runners.length;
+        prefill[i].push(await prefillMs(runners[i], prompts[round % prompts.length], maxSequenceTokens));
+        decode[i].push(...(await decodeStepsMs(runners[i], prompts[round % prompts.length], s.decodeStepsPerRound, maxSequenceTokens)));
+      }
+    }
+
+    const variants: VariantMeasurement[] = converted.map((c, i) => ({
+      id: c.variant.id,
+      quant: c.variant.quant,
+      blockSize: c.variant.blockSize,
+      outlierFraction: c.variant.outlierFraction,
+      bytes: weightBytes(config, c.manifest.weightsBytes),
+      conversionMs: c.conversionWallMs,
+      loadMs: loadMs[i],
+      prefillMs: prefill[i],
+      decodeStepMs: decode[i],
+      quality: quality[i],
+    }));
+    return output(ctx, s, config, variants);
+  } finally {
+    for (const r of runners) await r.release();
+  }
+}
+
+/** The variant an outlier variant is measured against: same quantizer, no outliers. */
+function baseOf(v: VariantMeasurement, all: VariantMeasurement[]): VariantMeasurement | undefined {
+  if (v.outlierFraction === 0) return undefined;
+  return all.find((b) => b.quant === v.quant && b.blockSize === v.blockSize && b.outlierFraction === 0);
+}
+
+function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: VariantMeasurement[]): CaseOutput {
+  const fp32 = variants[0];
+  const ref = { prefill: median(fp32.prefillMs), decode: median(fp32.decodeStepMs) };
+  const positions = fp32.quality.positions;
+  const sizeRows: Cell[][] = variants.map((v) => [
+    v.id,
+    significant(v.bytes.weightsBytes / MIB),
+    significant(v.bytes.weightsBytes / fp32.bytes.weightsBytes),
+    significant(v.bytes.linearBitsPerWeight),
+    significant(v.conversionMs / 1000),
+    Math.round(v.loadMs),
+    significant(median(v.prefillMs)),
+    significant(ref.prefill / median(v.prefillMs)),
+    significant(median(v.decodeStepMs)),
+    significant(ref.decode / median(v.decodeStepMs)),
+  ]);
+  const qualityRows: Cell[][] = variants.map((v) => {
+    const base = baseOf(v, variants);
+    const extraMiB = base ? (v.bytes.weightsBytes - base.bytes.weightsBytes) / MIB : null;
+    const klRemoved = base ? base.quality.meanKl - v.quality.meanKl : null;
+    return [
+      v.id,
+      significant(v.quality.top1Agreement, 4),
+      significant(v.quality.meanKl),
+      significant(v.quality.maxAbsDiff),
+      base ? base.id : null,
+      extraMiB === null ? null : significant(extraMiB),
+      klRemoved === null || base!.quality.meanKl === 0 ? null : significant((100 * klRemoved) / base!.quality.meanKl),
+      klRemoved === null || extraMiB === null || extraMiB <= 0 ? null : significant(klRemoved / extraMiB),
+    ];
+  });
+  const summary: SummaryRow[] = variants.slice(1).map((v) => ({
+    metric: `quantization ${v.id} vs fp32`,
+    value:
+      `${significant(v.bytes.weightsBytes / MIB)} MiB (${significant(v.bytes.weightsBytes / fp32.bytes.weightsBytes)}x), ` +
+      `decode ${significant(ref.decode / median(v.decodeStepMs))}x, prefill ${significant(ref.prefill / median(v.prefillMs))}x faster, ` +
+      `top-1 ${significant(100 * v.quality.top1Agreement, 3)}%, KL ${significant(v.quality.meanKl)} nats`,
+  }));
+  ctx.log('done');
+  return {
+    tables: [
+      {
+        title: `Size and speed (${s.preset} model; ${s.latencyRounds} rounds round-robin; medians)`,
+        columns: ['variant', 'weights MiB', 'x fp32 size', 'linear bits/weight', 'convert s', 'load ms', `prefill ${s.promptTokens} ms`, 'prefill speedup', 'decode step ms', 'decode speedup'],
+        rows: sizeRows,
+        notes: [
+          'weights = the external weights file (embedding table stays fp32 for the gather); bits/weight counts the linears only (LM head included)',
+          'load = ModelRunner.create: both ORT sessions (base and multi-LoRA graph) over the one weights file',
+          `prefill = one ${s.promptTokens}-token prompt at batch 1; decode = one token at batch 1 after it (${s.decodeStepsPerRound} steps per round); speedups are fp32 time / variant time, same run`,
+        ],
+      },
+      {
+        title: `Quality vs fp32 (${positions} positions: ${s.numPrompts} prompts x ${s.promptTokens - s.qualityFromTokens} next-token predictions)`,
+        columns: ['variant', 'top-1 agreement', 'mean KL nats', 'max |dlogit|', 'outliers vs', 'extra MiB', 'KL removed %', 'KL removed per MiB'],
+        rows: qualityRows,
+        notes: ['KL(fp32 || variant) of the next-token distributions; outlier variants are compared with the same quantizer without outliers'],
+      },
+    ],
+    summary,
+    data: {
+      preset: s.preset,
+      settings: s,
+      model: { hiddenSize: config.hiddenSize, numLayers: config.numLayers, intermediateSize: config.intermediateSize, vocabSize: config.vocabSize },
+      variants,
+    },
+  };
+}
+
+const benchCase: BenchCase = {
+  name: 'quantization',
+  description: 'fp32 / int8 / int4 (+ SpQR-style outliers): size, conversion, load, prefill and decode latency, next-token quality vs fp32',
+  run,
+};
+
+export default benchCase;

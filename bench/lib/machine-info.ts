@@ -1,0 +1,35 @@
+/** What a result was measured on: stored in every result file, since numbers from different machines don't compare. */
+import os from 'node:os';
+import { createRequire } from 'node:module';
+
+export interface MachineInfo {
+  cpuModel: string;
+  numCpus: number;
+  totalMemoryBytes: number;
+  platform: string;
+  arch: string;
+  nodeVersion: string;
+  ortVersion: string;
+  /** 1-minute load average when the run started: above numCpus means others were competing for the cores. */
+  loadAverage1m: number;
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  const require = createRequire(import.meta.url);
+  const ortVersion = (require('onnxruntime-node/package.json') as { version: string }).version;
+  return {
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    numCpus: os.availableParallelism(),
+    totalMemoryBytes: os.totalmem(),
+    platform: os.platform(),
+    arch: os.arch(),
+    nodeVersion: process.version,
+    ortVersion,
+    loadAverage1m: Number(os.loadavg()[0].toFixed(2)),
+  };
+}
+
+export function describeMachine(m: MachineInfo): string {
+  return `${m.numCpus} x ${m.cpuModel}, ${(m.totalMemoryBytes / 2 ** 30).toFixed(0)} GiB, ${m.platform}/${m.arch}, node ${m.nodeVersion}, onnxruntime-node ${m.ortVersion}, load ${m.loadAverage1m}`;
+}
