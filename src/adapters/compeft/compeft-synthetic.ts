@@ -20,6 +20,8 @@ export interface SyntheticLoraOptions {
   bEffectiveRank?: number;
   /** Typical |B| entry (default 0.01). */
   bMagnitude?: number;
+  /** Std of a log-normal factor on each module's B (trained adapters' update norms differ across layers; default 0). */
+  moduleMagnitudeSpread?: number;
 }
 
 /** Small deterministic PRNG (xorshift128+ style on 32-bit halves) with Gaussian and Student-t draws. */
@@ -88,7 +90,8 @@ export function syntheticLoraTensors(opts: SyntheticLoraOptions): LoraTensor[] {
       const aStd = 1 / Math.sqrt(inF);
       for (let i = 0; i < a.length; i++) a[i] = aStd * rng.gaussian();
       out.push({ name: peftLoraTensorName(layer, target, 'A'), layer, target, kind: 'A', rows: r, cols: inF, data: a });
-      out.push({ name: peftLoraTensorName(layer, target, 'B'), layer, target, kind: 'B', rows: outF, cols: r, data: syntheticB(rng, outF, r, e, bMag) });
+      const moduleMag = bMag * Math.exp((opts.moduleMagnitudeSpread ?? 0) * rng.gaussian());
+      out.push({ name: peftLoraTensorName(layer, target, 'B'), layer, target, kind: 'B', rows: outF, cols: r, data: syntheticB(rng, outF, r, e, moduleMag) });
     }
   }
   return out;
