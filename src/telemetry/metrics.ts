@@ -26,6 +26,8 @@ export const TIME_PER_OUTPUT_TOKEN_BUCKETS_S: readonly number[] = [
 export const REQUEST_DURATION_BUCKETS_S: readonly number[] = [
   0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
+/** tessera_adapter_load_duration buckets, seconds (source fetch + decode + slot write). */
+export const ADAPTER_LOAD_DURATION_BUCKETS_S: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** tessera_batch_size buckets, sequences per step. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
@@ -52,6 +54,8 @@ export interface TesseraInstruments {
   adapterCacheLoads: Counter;
   adapterCacheEvictions: Counter;
   adapterCacheBytes: Gauge;
+  /** Seconds to make an adapter resident in a tier; attribute tier ('host' = fetched/validated, 'device' = slot written). */
+  adapterLoadDuration: Histogram;
 }
 
 export interface MetricsOptions {
@@ -94,6 +98,7 @@ function createInstruments(meter: Meter): TesseraInstruments {
     adapterCacheLoads: meter.createCounter('tessera_adapter_cache_loads', { description: 'Adapter loads into a tier' }),
     adapterCacheEvictions: meter.createCounter('tessera_adapter_cache_evictions', { description: 'Adapter evictions from a tier' }),
     adapterCacheBytes: meter.createGauge('tessera_adapter_cache_bytes', { description: 'Bytes held by the adapter cache, by tier', unit: 'By' }),
+    adapterLoadDuration: histogram('tessera_adapter_load_duration', 'Time to load an adapter into a cache tier', 's', ADAPTER_LOAD_DURATION_BUCKETS_S),
   };
 }
 
