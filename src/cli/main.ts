@@ -37,6 +37,22 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
       return { spec: m.generateSpec, run: m.runGenerate };
     },
   },
+  {
+    name: 'compress',
+    summary: 'compress a PEFT LoRA adapter into a ComPEFT .cpeft file (sparse ternary A and B)',
+    load: async () => {
+      const m = await import('./commands/compress.ts');
+      return { spec: m.compressSpec, run: m.runCompress };
+    },
+  },
+  {
+    name: 'inspect',
+    summary: 'print the header of a .cpeft file',
+    load: async () => {
+      const m = await import('./commands/compress.ts');
+      return { spec: m.inspectSpec, run: m.runInspect };
+    },
+  },
 ];
 
 /** `serve` takes its settings from the config schema (src/cli/config.ts), not from a CommandSpec. */
