@@ -1,24 +1,67 @@
-import type { ExecutorLayout, StepPlan, StepResult } from '../engine/executor.ts';
+import type { ExecutorLayout, SequenceWork } from '../engine/executor.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
-import type { RunnerMemory, RunnerOptions } from '../model/runner/model-runner.ts';
+import type { Device } from '../model/runner/model-runner.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { SegmentKind } from './shard-graphs.ts';
+import type { ShardPosition } from './shard-layout.ts';
 
-/** Messages between the controller (main thread) and a runner worker. Typed, no string RPC names elsewhere. */
+/**
+ * Messages between the controller and a shard worker, the same over both transports (worker threads: structured
+ * clone with transferred/shared buffers; remote: tessera.shard.v1 protobuf frames). Typed, no string RPC names.
+ */
+export interface ShardSpec {
+  /** Converted model directory as seen by the worker. */
+  modelDir: string;
+  position: ShardPosition;
+  numKvBlocks: number;
+  blockSizeTokens: number;
+  numAdapterSlots: number;
+  maxAdapterRank: number;
+  device?: Device;
+  intraOpThreads?: number;
+}
+
+export interface ShardMemory {
+  weightsBytes: number;
+  kvCacheBytes: number;
+  adapterSlotBytes: number;
+}
+
+/** One piece of work for one shard: a whole pipeline stage (tp = 1) or one tensor-parallel segment. */
+export interface SegmentRef {
+  kind: SegmentKind;
+  /** Layer of an attention/mlp segment; 0 otherwise. */
+  layer: number;
+}
+
+export interface RunRequest {
+  stepId: number;
+  segment: SegmentRef;
+  rows: SequenceWork[];
+  /** [B, S, hidden] float32 residual stream entering the segment; null where the segment starts from token ids. */
+  hidden: Float32Array | null;
+}
+
+export interface RunReply {
+  /** hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece. */
+  output: Float32Array;
+  runtimeMs: number;
+}
+
 export type ControllerMessage =
-  | { type: 'execute'; id: number; plan: StepPlan }
+  | { type: 'init'; id: number; spec: ShardSpec }
+  | { type: 'run'; id: number; run: RunRequest }
   | { type: 'load-adapter'; id: number; slot: number; weights: LoraWeights }
-  | { type: 'clear-adapter'; id: number; slot: number }
-  /** A whole `.cpeft` file, decoded in the worker straight into the slot stacks. */
+  /** A whole `.cpeft` file, decoded in the worker (its shard of it) into the slot stacks. */
   | { type: 'load-compressed-adapter'; id: number; slot: number; bytes: Uint8Array }
+  | { type: 'clear-adapter'; id: number; slot: number }
   | { type: 'shutdown'; id: number };
 
 export type WorkerMessage =
-  | { type: 'ready'; layout: ExecutorLayout; memory: RunnerMemory; modelId: string }
-  | { type: 'init-error'; code: ErrorCode; message: string }
-  | { type: 'result'; id: number; result: StepResult }
+  | { type: 'ready'; id: number; memory: ShardMemory; modelId: string; layout: Omit<ExecutorLayout, 'numKvBlocks' | 'blockSizeTokens'> }
+  | { type: 'result'; id: number; reply: RunReply }
   | { type: 'done'; id: number }
   | { type: 'error'; id: number; code: ErrorCode; message: string };
 
-export interface RunnerWorkerData {
-  runner: RunnerOptions;
-}
+/** Distributes the Omit over the union so `id` can be left out of a message. */
+export type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;

@@ -15,6 +15,10 @@ export const GRAPH_IO = {
   loraSlot: 'lora_slot',
   loraScale: 'lora_scale',
   logits: 'logits',
+  /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
+  hiddenIn: 'hidden_in',
+  /** Residual stream [B, S, hidden] leaving a pipeline stage that does not end at the LM head. */
+  hiddenOut: 'hidden_out',
   pastKey: (layer: number) => `past_key.${layer}`,
   pastValue: (layer: number) => `past_value.${layer}`,
   newKey: (layer: number) => `new_key.${layer}`,
@@ -42,17 +46,33 @@ export interface GraphWeights {
  * With `lora`, every target linear gets a batched multi-LoRA delta from stacked slot inputs whose slot count and
  * (padded) rank are dynamic dimensions, so the runner chooses them at load time.
  */
-export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, options: { lora: boolean }): OnnxGraph {
+export interface LlamaGraphOptions {
+  lora: boolean;
+  /**
+   * Pipeline stage: the layers [start, end) this graph runs (default: all). A stage starting past layer 0 takes the
+   * residual stream `hidden_in` instead of `input_ids`; a stage ending before the last layer outputs `hidden_out`
+   * instead of logits. The whole range gives the same graph as before.
+   */
+  layers?: { start: number; end: number };
+}
+
+export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, options: LlamaGraphOptions): OnnxGraph {
   const lora = options.lora;
-  const g = new OnnxGraph(lora ? 'tessera_llama_lora' : 'tessera_llama');
-  const { numLayers, numHeads, numKvHeads, headDim, hiddenSize, vocabSize, rmsNormEps: eps } = config;
+  const layerStart = options.layers?.start ?? 0;
+  const layerEnd = options.layers?.end ?? config.numLayers;
+  const first = layerStart === 0;
+  const last = layerEnd === config.numLayers;
+  const whole = first && last;
+  const g = new OnnxGraph(`${lora ? 'tessera_llama_lora' : 'tessera_llama'}${whole ? '' : `_layers_${layerStart}_${layerEnd}`}`);
+  const { numHeads, numKvHeads, headDim, hiddenSize, vocabSize, rmsNormEps: eps } = config;
   const qSize = numHeads * headDim;
   const kvSize = numKvHeads * headDim;
 
-  const inputIds = g.input(GRAPH_IO.inputIds, 'int64', ['batch', 'seq']);
+  const inputIds = first ? g.input(GRAPH_IO.inputIds, 'int64', ['batch', 'seq']) : null;
+  const hiddenIn = first ? null : g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
   const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
-  const logitsIndex = g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']);
+  const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
   const loraRows = lora
     ? { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) }
     : null;
@@ -72,8 +92,13 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
 
   const rotaryTables = addRotaryTables(g, config.ropeTheta, config.maxPositionEmbeddings, headDim);
   const qScale = g.constFloat('q_scale', [1 / Math.sqrt(headDim)], []);
-  const embed = g.initializer('model.embed_tokens.weight', 'float32', [vocabSize, hiddenSize], weights.embedding());
-  let hidden = g.op('Gather', [embed, inputIds], { attrs: { axis: { i: 0 } }, hint: 'embeddings' });
+  let hidden: string;
+  if (inputIds) {
+    const embed = g.initializer('model.embed_tokens.weight', 'float32', [vocabSize, hiddenSize], weights.embedding());
+    hidden = g.op('Gather', [embed, inputIds], { attrs: { axis: { i: 0 } }, hint: 'embeddings' });
+  } else {
+    hidden = hiddenIn!;
+  }
   const norm = (name: string) => g.initializer(name, 'float32', [config.hiddenSize], weights.vector(name));
 
   const withLora = (x: string, base: string, layer: number, target: LoraTarget): string => {
@@ -85,9 +110,9 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
     return g.op('Add', [base, delta], { hint: `l${layer}_${target}_adapted` });
   };
 
-  let normed = rmsNorm(g, hidden, norm('model.layers.0.input_layernorm.weight'), eps, 'l0_input_norm');
+  let normed = rmsNorm(g, hidden, norm(`model.layers.${layerStart}.input_layernorm.weight`), eps, `l${layerStart}_input_norm`);
   let pendingResidual: string | null = null;
-  for (let layer = 0; layer < numLayers; layer++) {
+  for (let layer = layerStart; layer < layerEnd; layer++) {
     const p = `model.layers.${layer}`;
     if (pendingResidual) {
       [normed, hidden] = skipRmsNorm(g, pendingResidual, hidden, norm(`${p}.input_layernorm.weight`), eps, `l${layer}_input_norm`);
@@ -130,6 +155,10 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   }
 
   const finalHidden = g.op('Add', [pendingResidual!, hidden], { hint: 'final_residual' });
+  if (!logitsIndex) {
+    g.output(g.op('Identity', [finalHidden], { hint: GRAPH_IO.hiddenOut }), 'float32', ['batch', 'seq', hiddenSize]);
+    return g;
+  }
   const flat = g.op('Reshape', [finalHidden, g.constInt64('shape_flat', [-1, hiddenSize])], { hint: 'final_flat' });
   const rows = g.op('Gather', [flat, logitsIndex], { attrs: { axis: { i: 0 } }, hint: 'final_rows' });
   const finalNormed = rmsNorm(g, rows, norm('model.norm.weight'), eps, 'final_norm');
@@ -139,7 +168,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
 }
 
 /** RMSNorm over each head of a [B, S, heads*D] tensor (Qwen3 q/k norm). */
-function headNorm(g: OnnxGraph, x: string, weight: string, heads: number, headDim: number, eps: number, hint: string): string {
+export function headNorm(g: OnnxGraph, x: string, weight: string, heads: number, headDim: number, eps: number, hint: string): string {
   const perHead = g.op('Reshape', [x, g.constInt64('shape_heads', [0, 0, heads, headDim])], { hint: `${hint}_heads` });
   const normed = rmsNorm(g, perHead, weight, eps, hint);
   return g.op('Reshape', [normed, g.constInt64('shape_merge', [0, 0, heads * headDim])], { hint: `${hint}_merged` });

@@ -1,0 +1,123 @@
+import type { Worker } from 'node:worker_threads';
+import { TesseraError } from '../errors.ts';
+import { startTsWorker } from '../util/ts-worker.ts';
+import type { ControllerMessage, WithoutId, WorkerMessage } from './wire.ts';
+
+/**
+ * The controller's handle on one shard worker, whatever carries the messages. A link that goes down (worker exited,
+ * stream ended, a call not answered within its timeout) rejects every pending call with WORKER_UNAVAILABLE, calls
+ * its down listener once, and refuses further calls; the controller then opens a fresh link.
+ */
+export interface ShardLink {
+  readonly label: string;
+  call(msg: WithoutId<ControllerMessage>, options?: { timeoutMs?: number; transfer?: ArrayBuffer[] }): Promise<WorkerMessage>;
+  onDown(listener: (reason: string) => void): void;
+  /** Ends the worker (thread terminated, stream cancelled); idempotent. */
+  close(): Promise<void>;
+}
+
+type Pending = { resolve: (msg: WorkerMessage) => void; reject: (err: Error) => void; timer: NodeJS.Timeout | null };
+
+/** Pending-call bookkeeping shared by the transports. */
+export class PendingCalls {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private downReason: string | null = null;
+  private readonly listeners: Array<(reason: string) => void> = [];
+
+  constructor(private readonly label: string) {}
+
+  get isDown(): boolean {
+    return this.downReason !== null;
+  }
+
+  /** Registers a call; `send` puts it on the wire. */
+  open(send: (id: number) => void, timeoutMs: number | undefined, what: string): Promise<WorkerMessage> {
+    if (this.downReason !== null) return Promise.reject(new TesseraError('WORKER_UNAVAILABLE', `shard worker ${this.label} is down: ${this.downReason}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = timeoutMs
+        ? setTimeout(() => this.down(`no answer to ${what} within ${timeoutMs} ms`), timeoutMs)
+        : null;
+      this.pending.set(id, { resolve, reject, timer });
+      try {
+        send(id);
+      } catch (err) {
+        this.down(`send failed: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  answer(msg: WorkerMessage): void {
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    this.pending.delete(msg.id);
+    if (p.timer) clearTimeout(p.timer);
+    if (msg.type === 'error') p.reject(new TesseraError(msg.code, msg.message));
+    else p.resolve(msg);
+  }
+
+  onDown(listener: (reason: string) => void): void {
+    if (this.downReason !== null) listener(this.downReason);
+    else this.listeners.push(listener);
+  }
+
+  down(reason: string): void {
+    if (this.downReason !== null) return;
+    this.downReason = reason;
+    const err = new TesseraError('WORKER_UNAVAILABLE', `shard worker ${this.label} stopped: ${reason}`);
+    for (const p of this.pending.values()) {
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    for (const l of this.listeners.splice(0)) l(reason);
+  }
+}
+
+/** A shard worker in a worker thread of this process (structured clone; result buffers transferred). */
+export class ThreadLink implements ShardLink {
+  private readonly calls: PendingCalls;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly label: string,
+    private readonly worker: Worker,
+  ) {
+    this.calls = new PendingCalls(label);
+    worker.on('message', (msg: WorkerMessage) => this.calls.answer(msg));
+    worker.on('error', (err) => this.calls.down(err.message));
+    worker.on('exit', (code) => this.calls.down(`thread exited with code ${code}`));
+  }
+
+  static open(label: string): ThreadLink {
+    return new ThreadLink(label, startTsWorker(new URL('./runner-worker.ts', import.meta.url), {}));
+  }
+
+  /** The thread's id, for tests that kill a worker. */
+  get threadId(): number {
+    return this.worker.threadId;
+  }
+
+  call(msg: WithoutId<ControllerMessage>, options: { timeoutMs?: number; transfer?: ArrayBuffer[] } = {}): Promise<WorkerMessage> {
+    return this.calls.open((id) => this.worker.postMessage({ ...msg, id }, options.transfer ?? []), options.timeoutMs, msg.type);
+  }
+
+  onDown(listener: (reason: string) => void): void {
+    this.calls.onDown(listener);
+  }
+
+  /** Kills the thread at once (tests of the failure path; hung workers). */
+  async kill(reason = 'killed'): Promise<void> {
+    this.calls.down(reason);
+    await this.worker.terminate();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.calls.down('closed');
+      await this.worker.terminate();
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,321 @@
+import * as ort from 'onnxruntime-node';
+import { join } from 'node:path';
+import { statSync } from 'node:fs';
+import { TesseraError } from '../errors.ts';
+import type { SequenceWork } from '../engine/executor.ts';
+import { readManifest, type ModelManifest } from '../model/converted-model.ts';
+import { GRAPH_IO } from '../model/graph/llama-graph.ts';
+import { serializeModel } from '../model/graph/onnx-serialize.ts';
+import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model/model-config.ts';
+import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
+import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
+import type { OnnxGraph } from '../../kernels/onnx-graph.ts';
+import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
+import { ConvertedWeights } from './converted-weights.ts';
+import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
+import { tpSlices, type TpSlices } from './shard-layout.ts';
+import { stepInputs, type StepInputs } from './step-inputs.ts';
+import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
+
+/**
+ * One shard of the model inside a worker (thread or remote process): ORT sessions for its stage or its
+ * tensor-parallel segments, the KV cache of its layers and KV heads, and its shard of every adapter slot.
+ */
+export class ShardRunner {
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly kv: PagedKvCache;
+  private readonly slots: AdapterSlotStacks;
+  private readonly local: ModelConfig;
+  private readonly slices: TpSlices | null;
+  private weightsBytes = 0;
+
+  private constructor(
+    readonly spec: ShardSpec,
+    readonly manifest: ModelManifest,
+    private readonly weights: ConvertedWeights | null,
+    private readonly sessionOptions: ort.InferenceSession.SessionOptions,
+  ) {
+    const p = spec.position;
+    this.slices = p.tpSize > 1 ? tpSlices(manifest.config, p.tpRank, p.tpSize) : null;
+    this.local = localConfig(manifest.config, this.slices, p.layerEnd - p.layerStart);
+    this.kv = new PagedKvCache({
+      numLayers: this.local.numLayers,
+      numKvHeads: this.local.numKvHeads,
+      headDim: this.local.headDim,
+      numBlocks: spec.numKvBlocks,
+      blockSizeTokens: spec.blockSizeTokens,
+    });
+    this.slots = new AdapterSlotStacks(this.local, spec.numAdapterSlots, spec.maxAdapterRank);
+  }
+
+  static async create(spec: ShardSpec): Promise<ShardRunner> {
+    const manifest = readManifest(spec.modelDir);
+    const device = spec.device ?? 'cpu';
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [device],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      ...(spec.intraOpThreads !== undefined ? { intraOpNumThreads: spec.intraOpThreads } : {}),
+    };
+    const p = spec.position;
+    const whole = p.tpSize === 1 && p.numStages === 1;
+    const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
+    const runner = new ShardRunner(spec, manifest, weights, sessionOptions);
+    await runner.warm();
+    return runner;
+  }
+
+  memory(): ShardMemory {
+    return { weightsBytes: this.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes };
+  }
+
+  /** Writes this shard's part of an adapter (its layers; S-LoRA split of A or B for its heads / MLP columns). */
+  loadAdapterSlot(slot: number, adapter: LoraWeights): void {
+    this.slots.write(slot, shardAdapter(adapter, this.manifest.config, this.spec, this.slices));
+  }
+
+  /**
+   * Decodes a `.cpeft` file into a slot. The whole model decodes straight into its stacks; a shard decodes into a
+   * scratch full-size slot first and keeps its part.
+   */
+  loadCompressedSlot(slot: number, bytes: Uint8Array): void {
+    const config = this.manifest.config;
+    if (!this.weights) {
+      decodeCompeftIntoSlot(bytes, config, slot, (rank, scale, fill) => this.slots.writeWith(slot, rank, scale, fill));
+      return;
+    }
+    const scratch = new AdapterSlotStacks(config, 2, this.slots.maxRank);
+    let rank = 0;
+    decodeCompeftIntoSlot(bytes, config, 1, (r, scale, fill) => {
+      rank = r;
+      scratch.writeWith(1, r, scale, fill);
+    });
+    this.loadAdapterSlot(slot, slotToLora(scratch, config, 1, rank));
+  }
+
+  clearAdapterSlot(slot: number): void {
+    this.slots.clear(slot);
+  }
+
+  async run(req: RunRequest): Promise<RunReply> {
+    const started = performance.now();
+    const inputs = stepInputs(req.rows);
+    const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
+    const session = await this.session(req.segment, useLora);
+    const feeds: Record<string, ort.Tensor> = {};
+    const { batch, stepLength } = inputs;
+    const hiddenShape = [batch, stepLength, this.manifest.config.hiddenSize];
+    const p = this.spec.position;
+    const names = new Set(session.inputNames);
+    if (names.has(GRAPH_IO.inputIds)) feeds[GRAPH_IO.inputIds] = new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]);
+    if (names.has(GRAPH_IO.hiddenIn)) {
+      if (!req.hidden || req.hidden.length !== batch * stepLength * hiddenShape[2]) {
+        throw new TesseraError('INTERNAL', `segment ${req.segment.kind} needs hidden [${hiddenShape}], got ${req.hidden?.length ?? 'none'} floats`);
+      }
+      // ORT does not take views of shared memory: a rank copies the shared residual stream into its own buffer.
+      const hidden = req.hidden.buffer instanceof SharedArrayBuffer ? new Float32Array(req.hidden) : req.hidden;
+      feeds[GRAPH_IO.hiddenIn] = new ort.Tensor('float32', hidden, hiddenShape);
+    }
+    if (names.has(GRAPH_IO.positionIds)) feeds[GRAPH_IO.positionIds] = new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]);
+    if (names.has(GRAPH_IO.attentionBias)) {
+      feeds[GRAPH_IO.attentionBias] = new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, inputs.pastLength + stepLength]);
+    }
+    if (names.has(GRAPH_IO.logitsIndex)) feeds[GRAPH_IO.logitsIndex] = new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]);
+    const kvLayers = this.kvLayers(req.segment);
+    for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
+    if (useLora) this.addLoraFeeds(feeds, req.rows, session);
+    const out = await session.run(feeds);
+    for (const layer of kvLayers) {
+      const local = layer - p.layerStart;
+      this.kv.scatter(local, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
+    }
+    const outputName = session.outputNames.find((n) => n === GRAPH_IO.logits || n === GRAPH_IO.hiddenOut || n === SEGMENT_IO.partial || n === SEGMENT_IO.logitsSlice)!;
+    return { output: out[outputName].data as Float32Array, runtimeMs: performance.now() - started };
+  }
+
+  async release(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+    this.weights?.close();
+  }
+
+  /** Builds (or opens) every base session up front, so weights are read once and memory is known at ready. */
+  private async warm(): Promise<void> {
+    const p = this.spec.position;
+    if (!this.weights) {
+      this.weightsBytes = statSync(join(this.spec.modelDir, this.manifest.weightsFile)).size;
+      await this.session({ kind: 'stage', layer: 0 }, false);
+      return;
+    }
+    if (p.tpSize === 1) {
+      await this.session({ kind: 'stage', layer: 0 }, false);
+      return;
+    }
+    if (p.stage === 0) await this.session({ kind: 'embed', layer: 0 }, false);
+    for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
+      await this.session({ kind: 'attention', layer }, false);
+      await this.session({ kind: 'mlp', layer }, false);
+    }
+    if (p.stage === p.numStages - 1) await this.session({ kind: 'head', layer: 0 }, false);
+  }
+
+  private tpBuilder: TpSegmentBuilder | null = null;
+  private stageWeights: ReturnType<typeof stageGraphWeights> | null = null;
+  private readonly stageCounter = { bytes: 0 };
+
+  private session(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {
+    const key = `${segment.kind}:${segment.layer}:${lora ? 'lora' : 'base'}`;
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = this.openSession(segment, lora);
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  private async openSession(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {
+    const p = this.spec.position;
+    const config = this.manifest.config;
+    this.checkSegment(segment);
+    if (!this.weights) {
+      const file = join(this.spec.modelDir, lora ? this.manifest.graphs.lora : this.manifest.graphs.base);
+      return this.create(file);
+    }
+    let graph: OnnxGraph;
+    if (p.tpSize === 1) {
+      this.stageWeights ??= stageGraphWeights(config, this.weights, this.stageCounter);
+      graph = buildStageGraph(config, this.stageWeights, { start: p.layerStart, end: p.layerEnd }, lora);
+      this.weightsBytes = this.stageCounter.bytes;
+    } else {
+      this.tpBuilder ??= new TpSegmentBuilder(config, this.weights, this.slices!, p.tpRank);
+      const b = this.tpBuilder;
+      graph = segment.kind === 'embed' ? b.embed() : segment.kind === 'head' ? b.head() : segment.kind === 'attention' ? b.attention(segment.layer, lora) : b.mlp(segment.layer, lora);
+      this.weightsBytes = b.bytes;
+    }
+    return this.create(serializeModel(graph, null));
+  }
+
+  private async create(model: string | Uint8Array): Promise<ort.InferenceSession> {
+    try {
+      return typeof model === 'string' ? await ort.InferenceSession.create(model, this.sessionOptions) : await ort.InferenceSession.create(model, this.sessionOptions);
+    } catch (err) {
+      const message = (err as Error).message;
+      const device = this.spec.device ?? 'cpu';
+      if (device !== 'cpu') throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' is not available here: ${message}`, { cause: err });
+      throw new TesseraError('CHECKPOINT_INVALID', `${this.spec.modelDir}: ONNX Runtime cannot load a shard graph: ${message}`, { cause: err });
+    }
+  }
+
+  private checkSegment(segment: SegmentRef): void {
+    const p = this.spec.position;
+    const ok =
+      p.tpSize === 1
+        ? segment.kind === 'stage'
+        : segment.kind === 'embed'
+          ? p.stage === 0
+          : segment.kind === 'head'
+            ? p.stage === p.numStages - 1
+            : (segment.kind === 'attention' || segment.kind === 'mlp') && segment.layer >= p.layerStart && segment.layer < p.layerEnd;
+    if (!ok) throw new TesseraError('INTERNAL', `shard (stage ${p.stage}, rank ${p.tpRank}) has no segment ${segment.kind} ${segment.layer}`);
+  }
+
+  /** Layers whose KV cache a segment reads and writes. */
+  private kvLayers(segment: SegmentRef): number[] {
+    const p = this.spec.position;
+    if (segment.kind === 'stage') return Array.from({ length: p.layerEnd - p.layerStart }, (_, i) => p.layerStart + i);
+    if (segment.kind === 'attention') return [segment.layer];
+    return [];
+  }
+
+  private addPast(feeds: Record<string, ort.Tensor>, layer: number, inputs: StepInputs): void {
+    const { numKvHeads, headDim } = this.local;
+    const { batch, pastLength } = inputs;
+    const floats = batch * numKvHeads * pastLength * headDim;
+    const pastK = new Float32Array(floats);
+    const pastV = new Float32Array(floats);
+    if (pastLength > 0) this.kv.gather(layer - this.spec.position.layerStart, inputs.kvRows, pastLength, pastK, pastV);
+    feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', pastK, [batch, numKvHeads, pastLength, headDim]);
+    feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', pastV, [batch, numKvHeads, pastLength, headDim]);
+  }
+
+  private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {
+    const { numSlots, maxRank } = this.slots;
+    const p = this.spec.position;
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(rows, (s) => BigInt(s.adapterSlot)), [rows.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(rows, (s) => this.slots.scales[s.adapterSlot]), [rows.length, 1, 1]);
+    const names = new Set(session.inputNames);
+    for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
+      for (const target of LORA_TARGETS) {
+        if (!names.has(GRAPH_IO.loraA(layer, target))) continue;
+        const [inF, outF] = loraTargetShape(this.local, target);
+        const local = layer - p.layerStart;
+        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(local, target), [numSlots, inF, maxRank]);
+        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(local, target), [numSlots, maxRank, outF]);
+      }
+    }
+  }
+}
+
+/** Reads one slot of full-model stacks back into PEFT layout (A [r, in], B [out, r]). */
+function slotToLora(stacks: AdapterSlotStacks, config: ModelConfig, slot: number, rank: number): LoraWeights {
+  const maxRank = stacks.maxRank;
+  const layers: LoraWeights['layers'] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const mods: LoraWeights['layers'][number] = {};
+    for (const target of LORA_TARGETS) {
+      const [inF, outF] = loraTargetShape(config, target);
+      const sa = stacks.stackA(layer, target);
+      const sb = stacks.stackB(layer, target);
+      const a = new Float32Array(rank * inF);
+      const b = new Float32Array(outF * rank);
+      for (let i = 0; i < rank; i++) for (let k = 0; k < inF; k++) a[i * inF + k] = sa[slot * inF * maxRank + k * maxRank + i];
+      for (let o = 0; o < outF; o++) for (let i = 0; i < rank; i++) b[o * rank + i] = sb[slot * maxRank * outF + i * outF + o];
+      mods[target] = { a, b };
+    }
+    layers.push(mods);
+  }
+  return { rank, scale: stacks.scales[slot], layers };
+}
+
+/**
+ * A shard's part of an adapter: its layers, re-indexed from 0; for tensor parallelism, column-parallel targets
+ * (q, k, v, gate, up) keep A and the rows of B (PEFT [out, r]) for the rank's outputs, row-parallel targets (o, down)
+ * keep the columns of A (PEFT [r, in]) for the rank's inputs and all of B.
+ */
+export function shardAdapter(adapter: LoraWeights, config: ModelConfig, spec: ShardSpec, slices: TpSlices | null): LoraWeights {
+  const p = spec.position;
+  const r = adapter.rank;
+  const layers: LoraWeights['layers'] = [];
+  for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
+    const src = adapter.layers[layer] ?? {};
+    const dst: LoraWeights['layers'][number] = {};
+    for (const target of LORA_TARGETS) {
+      const w = src[target];
+      if (!w) continue;
+      if (!slices) {
+        dst[target] = w;
+        continue;
+      }
+      const [inF] = loraTargetShape(config, target);
+      const d = config.headDim;
+      const outRange =
+        target === 'q_proj'
+          ? { start: slices.heads.start * d, count: slices.heads.count * d }
+          : target === 'k_proj' || target === 'v_proj'
+            ? { start: slices.kvHeads.start * d, count: slices.kvHeads.count * d }
+            : target === 'gate_proj' || target === 'up_proj'
+              ? slices.intermediate
+              : null;
+      if (outRange) {
+        dst[target] = { a: w.a, b: w.b.slice(outRange.start * r, (outRange.start + outRange.count) * r) };
+      } else {
+        const inRange = target === 'o_proj' ? { start: slices.heads.start * d, count: slices.heads.count * d } : slices.intermediate;
+        const a = new Float32Array(r * inRange.count);
+        for (let i = 0; i < r; i++) a.set(w.a.subarray(i * inF + inRange.start, i * inF + inRange.start + inRange.count), i * inRange.count);
+        dst[target] = { a, b: w.b };
+      }
+    }
+    layers.push(dst);
+  }
+  return { rank: adapter.rank, scale: adapter.scale, layers };
+}
