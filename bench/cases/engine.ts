@@ -1,0 +1,176 @@
+/**
+ * Continuous batching vs one-request-at-a-time, side by side in one run, on the same model worker:
+ *   (a) the engine with N requests in flight (closed loop at concurrency C): requests join and leave between steps;
+ *   (b) the same kind of requests run one after another.
+ * Reports total generated tokens/s, TTFT and time per output token (p50/p99), and the engine's own overhead per step
+ * (step wall time outside executor.execute: scheduling + sampling + bookkeeping) as a share of step time.
+ */
+import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
+import { createEngine } from '../../src/engine/engine.ts';
+import type { Executor, StepPlan, StepResult } from '../../src/engine/executor.ts';
+import type { ValidGenerateRequest } from '../../src/engine/request.ts';
+import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
+import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
+import { INT4 } from '../lib/quant-variants.ts';
+import { quantile, significant } from '../lib/stats.ts';
+
+interface Settings {
+  preset: ModelPreset;
+  promptTokens: number;
+  outputTokens: number;
+  concurrencies: number[];
+  requestsPerConcurrency: (c: number) => number;
+  sequentialRequests: number;
+}
+
+const SETTINGS: Record<'quick' | 'full', Settings> = {
+  quick: { preset: 'tiny', promptTokens: 16, outputTokens: 8, concurrencies: [1, 4], requestsPerConcurrency: (c) => 2 * c, sequentialRequests: 2 },
+  full: { preset: 'small', promptTokens: 64, outputTokens: 64, concurrencies: [1, 4, 16, 32], requestsPerConcurrency: (c) => Math.max(4, 2 * c), sequentialRequests: 4 },
+};
+
+/** Wraps an executor to add up the wall time the engine spends waiting on it. */
+class TimedExecutor implements Executor {
+  executeMs = 0;
+  steps = 0;
+  constructor(private readonly inner: Executor) {}
+  get layout() {
+    return this.inner.layout;
+  }
+  async execute(plan: StepPlan): Promise<StepResult> {
+    const t0 = performance.now();
+    try {
+      return await this.inner.execute(plan);
+    } finally {
+      this.executeMs += performance.now() - t0;
+      this.steps++;
+    }
+  }
+  shutdown(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+interface RunStats {
+  requests: number;
+  generatedTokens: number;
+  wallMs: number;
+  ttftMs: number[];
+  tpotMs: number[];
+  steps: number;
+  overheadMsPerStep: number;
+  stepMs: number;
+}
+
+function makeRequest(id: number, promptTokens: number, outputTokens: number, vocab: number): ValidGenerateRequest {
+  return {
+    requestId: `bench-${id}`,
+    promptTokenIds: Array.from({ length: promptTokens }, (_, j) => ((id * 7919 + j * 104729) % (vocab - 1)) + 1),
+    adapterId: null,
+    tenantId: null,
+    sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, seed: null, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
+    stopping: { maxNewTokens: outputTokens, stopSequences: [], stopTokenIds: [], ignoreEos: true },
+    topNLogprobs: 0,
+    deadlineMs: null,
+  };
+}
+
+/** Runs `total` requests keeping `concurrency` in flight. concurrency 1 = one after another. */
+async function drive(executor: Executor, s: Settings, total: number, concurrency: number): Promise<RunStats> {
+  const timed = new TimedExecutor(executor);
+  const engine = createEngine({ executor: timed, detokenizer: null, eosTokenIds: [], maxRunningSequences: Math.max(concurrency, 1), maxBatchTokens: 2048, prefillChunkTokens: 512 });
+  const ttftMs: number[] = [];
+  const tpotMs: number[] = [];
+  let generated = 0;
+  let next = 0;
+  const started = performance.now();
+  const worker = async () => {
+    while (next < total) {
+      const id = next++;
+      const submitted = performance.now();
+      let first: number | null = null;
+      let count = 0;
+      for await (const e of engine.submit(makeRequest(id, s.promptTokens, s.outputTokens, executor.layout.vocabSize))) {
+        if (e.type === 'tokens' && e.tokens.length > 0) {
+          first ??= performance.now();
+          count += e.tokens.length;
+        } else if (e.type === 'finish' && e.reason !== 'length') throw new Error(`request ${id} finished ${e.reason}: ${e.error?.message}`);
+      }
+      const done = performance.now();
+      ttftMs.push(first! - submitted);
+      if (count > 1) tpotMs.push((done - first!) / (count - 1));
+      generated += count;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const wallMs = performance.now() - started;
+  await engine.shutdown();
+  return {
+    requests: total,
+    generatedTokens: generated,
+    wallMs,
+    ttftMs,
+    tpotMs,
+    steps: timed.steps,
+    overheadMsPerStep: (wallMs - timed.executeMs) / timed.steps,
+    stepMs: wallMs / timed.steps,
+  };
+}
+
+async function run(ctx: BenchContext): Promise<CaseOutput> {
+  const s = SETTINGS[ctx.mode];
+  const model = await ctx.models.converted(s.preset, INT4);
+  const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: 1024 * 1024 * 1024, blockSizeTokens: 16, numAdapterSlots: 1, maxAdapterRank: 8 });
+  try {
+    ctx.log('warm-up');
+    await drive(executor, s, 2, 1);
+    const rows: Cell[][] = [];
+    const data: Record<string, unknown> = {};
+    // Sequential and continuous runs alternate per concurrency, so drift on a shared machine hits both alike.
+    for (const c of s.concurrencies) {
+      ctx.log(`sequential (${s.sequentialRequests} requests), then continuous batching at concurrency ${c}`);
+      const seq = await drive(executor, s, s.sequentialRequests, 1);
+      const cont = await drive(executor, s, s.requestsPerConcurrency(c), c);
+      const seqTps = (seq.generatedTokens * 1000) / seq.wallMs;
+      const contTps = (cont.generatedTokens * 1000) / cont.wallMs;
+      rows.push([
+        c,
+        significant(contTps),
+        significant(seqTps),
+        significant(contTps / seqTps),
+        significant(quantile(cont.ttftMs, 0.5)),
+        significant(quantile(cont.ttftMs, 0.99)),
+        significant(quantile(cont.tpotMs, 0.5)),
+        significant(quantile(cont.tpotMs, 0.99)),
+        significant(cont.stepMs),
+        significant((100 * cont.overheadMsPerStep) / cont.stepMs),
+      ]);
+      data[`c${c}`] = { continuous: cont, sequential: seq, throughputRatio: contTps / seqTps };
+    }
+    const at16 = data.c16 as { throughputRatio: number; continuous: RunStats } | undefined;
+    return {
+      tables: [
+        {
+          title: `Continuous batching vs sequential, ${s.preset} int4, prompt ${s.promptTokens} / output ${s.outputTokens} tokens, greedy`,
+          columns: ['concurrency', 'engine tok/s', 'sequential tok/s', 'ratio', 'TTFT p50 ms', 'TTFT p99 ms', 'TPOT p50 ms', 'TPOT p99 ms', 'step ms', 'engine overhead %'],
+          rows,
+          notes: [
+            'ratio = engine tok/s / sequential tok/s, both measured in this run on the same model worker (sequential re-measured next to each concurrency).',
+            'engine overhead = step wall time outside executor.execute (scheduling, sampling, bookkeeping, thread messaging excluded) / step wall time.',
+          ],
+        },
+      ],
+      summary: at16
+        ? [
+            { metric: 'engine throughput vs sequential at concurrency 16 (small int4)', value: `${significant(at16.throughputRatio)}x` },
+            { metric: 'engine overhead per step at concurrency 16', value: `${significant((100 * at16.continuous.overheadMsPerStep) / at16.continuous.stepMs)}%` },
+          ]
+        : [{ metric: `engine throughput vs sequential at concurrency ${s.concurrencies.at(-1)} (${s.preset})`, value: `${rows.at(-1)?.[3]}x` }],
+      data,
+    };
+  } finally {
+    await executor.shutdown();
+  }
+}
+
+const benchCase: BenchCase = { name: 'engine', description: 'continuous batching vs sequential: throughput, TTFT, TPOT, engine overhead', run };
+export default benchCase;
