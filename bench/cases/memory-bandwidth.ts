@@ -12,7 +12,7 @@ import { measureBandwidth, type BandwidthResult, type StreamOp } from '../lib/me
 import { benchPrompts, decodeStepsMs, openBenchRunner } from '../lib/model-runs.ts';
 import { FP32, INT4 } from '../lib/quant-variants.ts';
 import { MIB, median, significant } from '../lib/stats.ts';
-import { weightBytes } from '../lib/weight-bytes.ts';
+import { readWeightBytes } from '../lib/weight-bytes.ts';
 
 interface Settings {
   preset: ModelPreset;
@@ -66,7 +66,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
   const kvBytesPerPosition = 2 * config.numLayers * config.numKvHeads * config.headDim * 4;
   const meanContext = s.promptTokens + (s.decodeStepsPerRound - 1) / 2;
   const decode = models.map((m, i) => {
-    const bytes = weightBytes(config, m.manifest.weightsBytes);
+    const bytes = readWeightBytes(m.dir);
     const stepMs = median(steps[i]);
     const effectiveGBps = bytes.bytesReadPerDecodeStep / (stepMs * 1e6);
     return { variant: m.variant.id, bytesReadPerDecodeStep: bytes.bytesReadPerDecodeStep, kvBytesReadPerStep: Math.round(kvBytesPerPosition * meanContext), stepMs: steps[i], medianStepMs: stepMs, effectiveGBps, fractionOfMeasured: effectiveGBps / referenceGBps };

@@ -12,7 +12,7 @@ import type { BenchCase, BenchContext, Cell, CaseOutput, SummaryRow } from '../l
 import { benchPrompts, collectTailLogits, decodeStepsMs, openBenchRunner, prefillMs } from '../lib/model-runs.ts';
 import { FP32, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, INT8_OUTLIERS_ONE_PERCENT, type QuantVariant } from '../lib/quant-variants.ts';
 import { MIB, median, significant, timeMs } from '../lib/stats.ts';
-import { weightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
+import { readWeightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
 
 export const VARIANTS: QuantVariant[] = [FP32, INT8, INT8_OUTLIERS_ONE_PERCENT, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT];
 
@@ -83,7 +83,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       quant: c.variant.quant,
       blockSize: c.variant.blockSize,
       outlierFraction: c.variant.outlierFraction,
-      bytes: weightBytes(config, c.manifest.weightsBytes),
+      bytes: readWeightBytes(c.dir),
       conversionMs: c.conversionWallMs,
       loadMs: loadMs[i],
       prefillMs: prefill[i],
@@ -110,6 +110,7 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
     v.id,
     significant(v.bytes.weightsBytes / MIB),
     significant(v.bytes.weightsBytes / fp32.bytes.weightsBytes),
+    significant(v.bytes.linearBytes / MIB),
     significant(v.bytes.linearBitsPerWeight),
     significant(v.conversionMs / 1000),
     Math.round(v.loadMs),
@@ -145,10 +146,10 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
     tables: [
       {
         title: `Size and speed (${s.preset} model; ${s.latencyRounds} rounds round-robin; medians)`,
-        columns: ['variant', 'weights MiB', 'x fp32 size', 'linear bits/weight', 'convert s', 'load ms', `prefill ${s.promptTokens} ms`, 'prefill speedup', 'decode step ms', 'decode speedup'],
+        columns: ['variant', 'weights MiB', 'x fp32 size', 'linear MiB', 'linear bits/weight', 'convert s', 'load ms', `prefill ${s.promptTokens} ms`, 'prefill speedup', 'decode step ms', 'decode speedup'],
         rows: sizeRows,
         notes: [
-          'weights = the external weights file (embedding table stays fp32 for the gather); bits/weight counts the linears only (LM head included)',
+          'weights = the whole external weights file, fp32 embedding table included (it stays fp32 for the gather); linear = the linears alone (LM head included): codes, scales, zero points, fp32 outlier columns; bits/weight = 8 x linear bytes / linear parameters',
           'load = ModelRunner.create: both ORT sessions (base and multi-LoRA graph) over the one weights file',
           `prefill = one ${s.promptTokens}-token prompt at batch 1; decode = one token at batch 1 after it (${s.decodeStepsPerRound} steps per round); speedups are fp32 time / variant time, same run`,
         ],
