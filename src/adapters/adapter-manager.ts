@@ -98,7 +98,11 @@ export interface AdapterManager {
   unload(req: { adapterId: string; tenantId: string | null }): Promise<void>;
   list(req: { tenantId: string | null }): Promise<AdapterStatus[]>;
   get(req: { adapterId: string; tenantId: string | null }): Promise<AdapterStatus>;
-  /** Registers (without reading) each PEFT subdirectory and `.cpeft` file of `dir`, named after it. Returns the ids. */
+  /**
+   * Registers (without reading the weights) each PEFT subdirectory and `.cpeft` file of `dir`, named after it; entries
+   * whose path is rejected (outside the roots, not regular, too large, bad name) are skipped with a warning. Returns
+   * the ids registered. The same id twice is CONFIG_INVALID.
+   */
   registerDirectory(dir: string, opts: { tenantId: string | null }): string[];
   /** Device slot -> adapter id and version now in it (null = free), for tests and debugging. */
   slotTable(): Array<{ slot: number; adapterId: string | null; version: number; refs: number; state: SlotState }>;
@@ -576,13 +580,20 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
         const full = path.join(dir, name);
         let adapterId: string;
         if (name.endsWith('.cpeft')) adapterId = name.slice(0, -'.cpeft'.length);
-        else if (fs.statSync(full).isDirectory() && fs.existsSync(path.join(full, 'adapter_config.json'))) adapterId = name;
+        else if (fs.existsSync(path.join(full, 'adapter_config.json'))) adapterId = name;
         else continue;
-        checkAdapterId(adapterId);
         if (registry.has(keyOf(tenantId, adapterId))) {
           throw new TesseraError('CONFIG_INVALID', `adapter id ${JSON.stringify(adapterId)} appears twice (in ${dir} or registered before)`);
         }
-        register(adapterId, tenantId, full, resolveAdapterSource(full, policy), false);
+        let resolved: ResolvedSource;
+        try {
+          checkAdapterId(adapterId);
+          resolved = resolveAdapterSource(full, policy);
+        } catch (err) {
+          log?.warn({ dir, entry: name }, `adapter skipped: ${(err as Error).message}`);
+          continue;
+        }
+        register(adapterId, tenantId, full, resolved, false);
         ids.push(adapterId);
       }
       log?.info({ dir, count: ids.length }, 'adapters registered from directory');
