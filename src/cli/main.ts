@@ -38,6 +38,14 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
     },
   },
   {
+    name: 'bench',
+    summary: 'load-test a running server over gRPC (throughput, TTFT, TPOT, latency percentiles, errors); --soak-minutes checks it returns to rest',
+    load: async () => {
+      const m = await import('./commands/bench.ts');
+      return { spec: m.benchSpec, run: m.runBench };
+    },
+  },
+  {
     name: 'compress',
     summary: 'compress a PEFT LoRA adapter into a ComPEFT .cpeft file (sparse ternary A and B)',
     load: async () => {
