@@ -42,6 +42,11 @@ export interface StepResult {
   outcomes: SequenceOutcome[];
   /** [numRows, vocabSize] float32, raw logits (no softmax). */
   logits: Float32Array;
+  /**
+   * [numRows] log(sum(exp(row))) of each logits row, when the executor computes it (in the graph, where it is much cheaper
+   * than in JS); the sampler then turns logits into logprobs without a pass over the vocabulary.
+   */
+  logSumExp?: Float32Array;
   vocabSize: number;
   /** Time spent inside the model runtime for this step, in milliseconds. */
   runtimeMs: number;

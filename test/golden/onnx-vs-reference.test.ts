@@ -4,6 +4,7 @@ import { openCheckpointTensors } from '../../src/model/checkpoint/safetensors-re
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
 import type { SequenceWork } from '../../src/engine/executor.ts';
+import { logSumExp } from '../../src/engine/sampler/sampler.ts';
 import { tinyModel } from '../helpers/tiny-model.ts';
 
 /** Max |a - b| over all elements. */
@@ -46,6 +47,8 @@ describe('fp32 ONNX graph == plain-TS reference forward pass (tiny checkpoint)',
       const prefill = await runner.execute({ stepId: 1, sequences: [work(prompt, 0)] });
       expect(spread(lastRow)).toBeGreaterThan(1); // the random model is not near-uniform, so the comparison means something
       expect(maxAbsDiff(prefill.logits, Float32Array.from(lastRow))).toBeLessThanOrEqual(1e-4);
+      // The in-graph log-sum-exp the sampler uses for logprobs equals the one computed from the logits.
+      expect(prefill.logSumExp?.[0]).toBeCloseTo(logSumExp(prefill.logits, vocab), 4);
 
       let position = prompt.length;
       for (const token of decodeTokens) {

@@ -30,8 +30,11 @@ export interface SamplingState {
 }
 
 export interface Sampler {
-  /** Samples one token from `logits` (one row, [vocabSize] float32). */
-  sample(logits: Float32Array, state: SamplingState): GeneratedToken;
+  /**
+   * Samples one token from `logits` (one row, [vocabSize] float32). `logSumExp` of the row, when the executor gives it,
+   * saves the one pass over the vocabulary that greedy decoding would otherwise need for the logprob.
+   */
+  sample(logits: Float32Array, state: SamplingState, logSumExp?: number): GeneratedToken;
 }
 
 /** One sampler per engine; scratch buffers are reused across rows (not re-entrant, which the step loop is not). */
@@ -104,7 +107,7 @@ export function createSampler(opts: { vocabSize: number }): Sampler {
   }
 
   return {
-    sample(raw: Float32Array, state: SamplingState): GeneratedToken {
+    sample(raw: Float32Array, state: SamplingState, rowLogSumExp?: number): GeneratedToken {
       if (raw.length < vocabSize) throw new RangeError(`logits row has ${raw.length} values, vocab is ${vocabSize}`);
       const p = state.params;
       const u = state.prng.nextFloat();
@@ -116,7 +119,7 @@ export function createSampler(opts: { vocabSize: number }): Sampler {
       }
       const tokenId = p.temperature === 0 ? argmax(logits, vocabSize) : draw(logits, p, u);
 
-      const lse = logSumExp(raw, vocabSize);
+      const lse = rowLogSumExp !== undefined && Number.isFinite(rowLogSumExp) ? rowLogSumExp : logSumExp(raw, vocabSize);
       const top = topNSorted(raw, vocabSize, state.topNLogprobs).map((t) => ({ tokenId: t, logprob: raw[t] - lse }));
       return { tokenId, logprob: raw[tokenId] - lse, top };
     },

@@ -329,7 +329,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
         continue;
       }
       const row = result.logits.subarray(outcome.logitsRow * vocabSize, (outcome.logitsRow + 1) * vocabSize);
-      const token = sampler.sample(row, seq.sampling);
+      const token = sampler.sample(row, seq.sampling, result.logSumExp?.[outcome.logitsRow]);
       seq.tokenIds.push(token.tokenId);
       recordGenerated(seq.sampling.penalties, token.tokenId);
       const reason = seq.output.accept(token);

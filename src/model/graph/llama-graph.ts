@@ -15,6 +15,7 @@ export const GRAPH_IO = {
   loraSlot: 'lora_slot',
   loraScale: 'lora_scale',
   logits: 'logits',
+  logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
   hiddenIn: 'hidden_in',
   /** Residual stream [B, S, hidden] leaving a pipeline stage that does not end at the LM head. */
@@ -164,6 +165,8 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const finalNormed = rmsNorm(g, rows, norm('model.norm.weight'), eps, 'final_norm');
   const logits = linear(g, finalNormed, 'lm_head', weights.linear('lm_head'));
   g.output(g.op('Identity', [logits], { hint: GRAPH_IO.logits }), 'float32', ['rows', vocabSize]);
+  // The sampler needs log-softmax normalisers for logprobs; one vectorised reduction here beats a JS pass over the vocab.
+  g.output(g.op('ReduceLogSumExp', [logits], { attrs: { axes: { ints: [-1] }, keepdims: { i: 0 } }, hint: GRAPH_IO.logitsLogSumExp }), 'float32', ['rows']);
   return g;
 }
 

@@ -121,18 +121,21 @@ export class ModelRunner {
     const decode = runnable.filter((s) => s.tokenIds.length === 1);
     const prefill = runnable.filter((s) => s.tokenIds.length > 1);
     const logitsParts: Float32Array[] = [];
+    const lseParts: Float32Array[] = [];
     let rows = 0;
     for (const group of [decode, prefill]) {
       if (group.length === 0) continue;
-      const { logits, sampled } = await this.runGroup(group);
+      const { logits, logSumExp, sampled } = await this.runGroup(group);
       logitsParts.push(logits);
+      if (logSumExp) lseParts.push(logSumExp);
       let row = 0;
       for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: sampled.has(seq.seqId) ? rows + row++ : -1 });
       rows += row;
     }
     const vocab = this.layout.vocabSize;
     const logits = logitsParts.length === 1 ? logitsParts[0] : concatFloat32(logitsParts, rows * vocab);
-    return { stepId: plan.stepId, outcomes, logits, vocabSize: vocab, runtimeMs: performance.now() - started };
+    const logSumExp = lseParts.length === logitsParts.length ? concatFloat32(lseParts, rows) : undefined;
+    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: performance.now() - started };
   }
 
   async release(): Promise<void> {
@@ -140,7 +143,7 @@ export class ModelRunner {
     await this.loraSession.release();
   }
 
-  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; sampled: Set<number> }> {
+  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
     const config = this.manifest.config;
     const { numKvHeads, headDim, numLayers } = config;
     const batch = group.length;
@@ -200,7 +203,9 @@ export class ModelRunner {
       const newV = out[GRAPH_IO.newValue(layer)].data as Float32Array;
       this.kv.scatter(layer, kvRows, stepLength, newK, newV);
     }
-    return { logits: out[GRAPH_IO.logits].data as Float32Array, sampled };
+    // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
+    const lse = out[GRAPH_IO.logitsLogSumExp];
+    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled };
   }
 
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
