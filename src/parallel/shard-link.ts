@@ -1,6 +1,8 @@
+import * as grpc from '@grpc/grpc-js';
 import type { Worker } from 'node:worker_threads';
 import { TesseraError } from '../errors.ts';
 import { startTsWorker } from '../util/ts-worker.ts';
+import { decodeWorkerFrame, encodeControllerMessage, shardServiceClient } from './shard-grpc.ts';
 import type { ControllerMessage, WithoutId, WorkerMessage } from './wire.ts';
 
 /**
@@ -120,4 +122,61 @@ export class ThreadLink implements ShardLink {
     })();
     return this.closing;
   }
+}
+
+/** A shard worker in another process or host, over one tessera.shard.v1 Connect stream. */
+export class GrpcLink implements ShardLink {
+  private readonly calls: PendingCalls;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly label: string,
+    private readonly client: grpc.Client,
+    private readonly stream: grpc.ClientDuplexStream<unknown, unknown>,
+  ) {
+    this.calls = new PendingCalls(label);
+    stream.on('data', (frame: Record<string, unknown>) => this.calls.answer(decodeWorkerFrame(frame)));
+    stream.on('error', (err: Error) => this.calls.down(err.message));
+    stream.on('end', () => this.calls.down('stream ended'));
+  }
+
+  /** Connects to `address` (host:port), waiting at most `timeoutMs` for the channel. */
+  static async connect(address: string, timeoutMs = 5000): Promise<GrpcLink> {
+    const Ctor = shardServiceClient();
+    const client = new Ctor(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
+    try {
+      await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + timeoutMs, (err?: Error) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      client.close();
+      throw new TesseraError('WORKER_UNAVAILABLE', `shard worker ${address} not reachable: ${(err as Error).message}`);
+    }
+    const stream = (client as unknown as { Connect: () => grpc.ClientDuplexStream<unknown, unknown> }).Connect();
+    return new GrpcLink(address, client, stream);
+  }
+
+  call(msg: WithoutId<ControllerMessage>, options: { timeoutMs?: number } = {}): Promise<WorkerMessage> {
+    return this.calls.open((id) => this.stream.write(encodeControllerMessage({ ...msg, id } as ControllerMessage)), options.timeoutMs, msg.type);
+  }
+
+  onDown(listener: (reason: string) => void): void {
+    this.calls.onDown(listener);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.calls.down('closed');
+      this.stream.cancel();
+      this.client.close();
+    })();
+    return this.closing;
+  }
+}
+
+/** Link factory for a controller whose workers are remote: worker index i is `addresses[i]` (stage-major). */
+export function grpcLinks(addresses: string[], connectTimeoutMs = 5000): (index: number) => Promise<ShardLink> {
+  return (index) => {
+    const address = addresses[index];
+    if (address === undefined) return Promise.reject(new TesseraError('CONFIG_INVALID', `\`workers\` lists ${addresses.length} addresses; the shard group needs one for worker ${index}`));
+    return GrpcLink.connect(address, connectTimeoutMs);
+  };
 }

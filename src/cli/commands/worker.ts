@@ -1,0 +1,23 @@
+import { startShardServer } from '../../parallel/shard-server.ts';
+import { stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
+
+export const workerSpec: CommandSpec = {
+  name: 'worker',
+  usage: 'tessera worker --listen HOST:PORT',
+  summary: 'Serves one model shard to a controller over tessera.shard.v1 (the controller sends the model directory and the shard position).',
+  options: {
+    listen: { type: 'string', description: 'address to listen on (port 0 picks a free port, printed on start)', default: '127.0.0.1:0' },
+  },
+};
+
+/** Runs until SIGINT/SIGTERM; prints `listening HOST:PORT` once bound. */
+export async function runWorker(args: ParsedArgs, io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+  const server = await startShardServer({ listen: stringOpt(args, 'listen')! });
+  io.out(`listening ${server.address}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.shutdown();
+  return 0;
+}
