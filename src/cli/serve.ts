@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { createEngine, type Engine } from '../engine/engine.ts';
+import type { Executor, StepPlan } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
 import { renderChat } from '../model/tokenizer/chat-template.ts';
@@ -22,6 +23,8 @@ export interface RunningServer {
   readonly modelDir: string;
   readonly engine: Engine;
   readonly executor: ThreadExecutor;
+  /** The gRPC server (health, admission, calls in flight). */
+  readonly grpc: RunningGrpcServer;
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
@@ -83,7 +86,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       ...(config.maxNewTokens !== null ? { maxNewTokens: config.maxNewTokens } : {}),
     });
     const engine = createEngine({
-      executor,
+      // Every engine step passes through execute(): its plan's sequence count is the batch size.
+      executor: metrics ? observeSteps(executor, (plan) => metrics!.instruments.batchSize.record(plan.sequences.length)) : executor,
       detokenizer: tokenizer,
       eosTokenIds: manifest.config.eosTokenIds,
       maxBatchTokens: config.maxBatchTokens,
@@ -147,11 +151,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
       stopping ??= (async () => {
-        grpc.setServing(false);
         if (deadlineMs !== null) {
           log.info({ deadlineMs }, 'draining: health NOT_SERVING, new requests UNAVAILABLE');
-          await engine.drain(deadlineMs);
-          await grpc.shutdown(Math.max(0, deadlineMs - Date.now()));
+          // The gRPC server stops admitting (health NOT_SERVING, DRAINING) and waits for its calls; the engine
+          // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
+          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now())), engine.drain(deadlineMs)]);
+        } else {
+          grpc.setServing(false);
         }
         await cleanup();
         log.info('stopped');
@@ -167,6 +173,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       modelDir,
       engine,
       executor,
+      grpc,
       logger,
       drain: (deadlineMs) => stop(deadlineMs ?? Date.now() + config.drainTimeoutMs),
       shutdown: () => stop(null),
@@ -175,6 +182,20 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     await cleanup();
     throw err;
   }
+}
+
+/** The executor with `onStep` called for every plan before it runs (the engine sees no difference). */
+function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Executor {
+  return {
+    get layout() {
+      return executor.layout;
+    },
+    execute(plan) {
+      onStep(plan);
+      return executor.execute(plan);
+    },
+    shutdown: () => executor.shutdown(),
+  };
 }
 
 function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {

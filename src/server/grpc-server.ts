@@ -17,6 +17,7 @@ import { createGenerationHandlers } from './generation-service.ts';
 import { ADAPTERS_SERVICE_NAME, GENERATION_SERVICE_NAME, loadPublicApi } from './proto-loader.ts';
 import { createRequestGate } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
+import { rejectUndecodableRequests } from './undecodable-request.ts';
 
 /** PEM contents (the composition root reads the files). */
 export interface TlsOptions {
@@ -79,14 +80,18 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
   });
-  server.addService(
+  const generation = rejectUndecodableRequests(
     api.generationService,
     createGenerationHandlers({ backend: opts.backend, limits: opts.limits, auth: opts.auth, gate, logger, metrics, tracer: opts.tracer ?? null }),
+    { metrics },
   );
-  server.addService(
+  server.addService(generation.service, generation.impl);
+  const adapters = rejectUndecodableRequests(
     api.adaptersService,
     createAdaptersHandlers({ adapters: opts.backend.adapters, limits: opts.limits, auth: opts.auth, gate, logger, metrics }),
+    { metrics },
   );
+  server.addService(adapters.service, adapters.impl);
 
   const health = new HealthImplementation();
   const setHealth = (status: ServingStatus): void => {

@@ -1,149 +1,81 @@
 /**
- * The gRPC server against the real engine, the real thread executor and ORT on the tiny generated model.
- * Every call goes over loopback through @grpc/grpc-js clients built from the same protos.
+ * The whole server as `tessera serve` builds it (startServer with a ServeConfig from loadServeConfig): real engine,
+ * model worker thread and ORT on the tiny generated model, on 127.0.0.1:0. Every call goes over loopback through
+ * @grpc/grpc-js clients built from the same protos.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { createEngine, type Engine } from '../../src/engine/index.ts';
-import { readManifest } from '../../src/model/converted-model.ts';
-import { loadTokenizer, renderChat } from '../../src/model/tokenizer/tokenizer.ts';
-import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
-import { generateApiKey, hashApiKey, loadApiKeyFile } from '../../src/server/auth.ts';
-import type { ServingBackend } from '../../src/server/backend.ts';
-import { startGrpcServer, type GrpcServerOptions, type RunningGrpcServer } from '../../src/server/grpc-server.ts';
-import { loadPublicApi } from '../../src/server/proto-loader.ts';
-import { resolveRequestLimits } from '../../src/server/request-limits.ts';
-import { ERROR_CODE_TRAILER } from '../../src/server/status.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
-import { startMetrics, type TesseraMetrics } from '../../src/telemetry/metrics.ts';
-import { tempDir, tinyModel } from '../helpers/tiny-model.ts';
-
-/* eslint-disable @typescript-eslint/no-explicit-any -- dynamic grpc-js clients */
-type Client = any;
+import type { RunningServer } from '../../src/cli/serve.ts';
+import { generateApiKey, hashApiKey } from '../../src/server/auth.ts';
+import {
+  AdaptersClient,
+  bearer,
+  connect,
+  GenerationClient,
+  HealthClient,
+  histogramCount,
+  ReflectionClient,
+  scrapeMetrics,
+  startTestServer,
+  statusOf,
+  stream,
+  unary,
+  waitFor,
+  type DynamicClient,
+} from '../helpers/test-server.ts';
+import { tempDir } from '../helpers/tiny-model.ts';
 
 const KEY = generateApiKey();
 const OTHER_KEY = generateApiKey();
+const greedy = { temperature: 0 };
+const long = { text: 'go', sampling: greedy, stopping: { max_new_tokens: 400, ignore_eos: true } };
 
-let engine: Engine;
-let executor: ThreadExecutor;
-let backend: ServingBackend;
-let metrics: TesseraMetrics;
-let server: RunningGrpcServer;
-let baseOpts: GrpcServerOptions;
+let server: RunningServer;
+let keyFile: string;
 const clients: grpc.Client[] = [];
 
-const pkg = grpc.loadPackageDefinition(loadPublicApi().packageDefinition) as any;
-const healthPkg = grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String })) as any;
-const reflectionPkg = grpc.loadPackageDefinition(
-  protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
-    keepCase: true,
-    includeDirs: [join(process.cwd(), 'node_modules/@grpc/reflection/build/proto')],
-  }),
-) as any;
-
-function client(Ctor: new (addr: string, creds: grpc.ChannelCredentials, opts?: object) => grpc.Client, port: number): Client {
-  const c = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
-  clients.push(c);
-  return c;
+function gen(port = server.port): DynamicClient {
+  return connect(GenerationClient, port, { closeWith: clients });
 }
 
-function auth(key = KEY): grpc.Metadata {
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${key}`);
-  return md;
+/** Engine and gRPC server hold nothing: no running or queued sequence, no KV block, no call in flight. */
+function idle(s: RunningServer): boolean {
+  const st = s.engine.stats();
+  return st.running === 0 && st.queued === 0 && st.kvBlocksUsed === 0 && s.grpc.numInFlight === 0;
 }
 
-function unary(c: Client, method: string, req: object, md = auth(), options: grpc.CallOptions = {}): Promise<any> {
-  return new Promise((resolve, reject) => c[method](req, md, options, (err: grpc.ServiceError | null, res: any) => (err ? reject(err) : resolve(res))));
+/** Starts a long stream and resolves once its first tokens arrived (the request then holds KV blocks). */
+async function longStream(client: DynamicClient): Promise<grpc.ClientReadableStream<unknown>> {
+  const call = client.GenerateStream(long, bearer(KEY));
+  call.on('error', () => {});
+  await new Promise<void>((resolve) => call.once('data', () => resolve()));
+  return call;
 }
-
-function stream(c: Client, req: object, md = auth()): Promise<any[]> {
-  return new Promise((resolve, reject) => {
-    const out: any[] = [];
-    const call = c.GenerateStream(req, md);
-    call.on('data', (m: any) => out.push(m));
-    call.on('error', reject);
-    call.on('end', () => resolve(out));
-  });
-}
-
-async function statusOf(p: Promise<unknown>): Promise<{ code: number; details: string; errorCode: unknown }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: e.code, details: e.details, errorCode: e.metadata?.get(ERROR_CODE_TRAILER)[0] };
-  }
-  throw new Error('expected the call to fail');
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-const greedy = { temperature: 0 };
 
 beforeAll(async () => {
-  const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
-  const manifest = readManifest(convertedDir);
-  const tokenizer = loadTokenizer(convertedDir)!;
-  executor = await ThreadExecutor.start({ modelDir: convertedDir, kvCacheBytes: 16 << 20, blockSizeTokens: 16, numAdapterSlots: 1, maxAdapterRank: 8, intraOpThreads: 1 });
-  engine = createEngine({ executor, detokenizer: tokenizer, eosTokenIds: manifest.config.eosTokenIds });
-  backend = {
-    submit: (req, opts) => engine.submit(req, opts),
-    nowMs: () => Date.now(),
-    encoder: {
-      encode: (text) => tokenizer.encode(text),
-      encodeChat: (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }),
-    },
-    modelInfo: {
-      modelId: 'tiny',
-      modelType: 'llama',
-      quantization: 'fp32',
-      vocabSize: executor.layout.vocabSize,
-      maxContextTokens: executor.layout.maxContextTokens,
-      eosTokenIds: manifest.config.eosTokenIds,
-      maxAdapterRank: 0,
-    },
-    adapters: null,
-  };
-  const keyFile = join(tempDir('keys'), 'keys.json');
+  keyFile = join(tempDir('keys'), 'keys.json');
   writeFileSync(keyFile, JSON.stringify({ keys: [{ sha256: hashApiKey(KEY), tenant: 'acme' }, { sha256: hashApiKey(OTHER_KEY), tenant: 'globex' }] }));
-  metrics = await startMetrics({ port: 0 });
-  baseOpts = {
-    backend,
-    port: 0,
-    limits: resolveRequestLimits({ vocabSize: executor.layout.vocabSize, maxContextTokens: executor.layout.maxContextTokens, maxPromptTokens: 256 }),
-    auth: await loadApiKeyFile(keyFile),
-    logger: createLogger({ level: 'silent' }),
-    metrics: metrics.instruments,
-    maxMessageBytes: 64 * 1024,
-  };
-  server = await startGrpcServer(baseOpts);
+  server = await startTestServer({ 'api-keys': keyFile, 'max-prompt-tokens': 256, 'max-message-bytes': 64 * 1024, 'metrics-port': 0 });
 });
 
 afterAll(async () => {
   for (const c of clients) c.close();
-  await server?.shutdown(0);
-  await engine?.shutdown();
-  await executor?.shutdown();
-  await metrics?.shutdown();
+  await server?.shutdown();
 });
 
-describe('tessera.v1.Generation over gRPC (tiny model, real engine)', () => {
+describe('tessera serve over gRPC (startServer, tiny model, real engine)', () => {
+  it('prints nothing but serves on the bound port with the model it was given', () => {
+    expect(server.port).toBeGreaterThan(0);
+    expect(server.metricsPort).toBeGreaterThan(0);
+    expect(server.host).toBe('127.0.0.1');
+  });
+
   it('streams the same tokens and text as the unary reply; the last message carries finish reason and usage', async () => {
-    const gen = client(pkg.tessera.v1.Generation, server.port);
     const req = { request_id: 'same-1', text: 'hello world', sampling: greedy, stopping: { max_new_tokens: 12, ignore_eos: true }, top_n_logprobs: 2 };
-    const full = await unary(gen, 'Generate', req);
-    const parts = await stream(gen, req);
+    const full = await unary(gen(), 'Generate', req, bearer(KEY));
+    const parts = await stream(gen(), req, bearer(KEY));
     expect(full.request_id).toBe('same-1');
     expect(full.token_ids).toHaveLength(12);
     expect(full.finish_reason).toBe('FINISH_REASON_LENGTH');
@@ -161,120 +93,196 @@ describe('tessera.v1.Generation over gRPC (tiny model, real engine)', () => {
   });
 
   it('renders chat prompts with the chat template; Tokenize and GetModelInfo agree with it', async () => {
-    const gen = client(pkg.tessera.v1.Generation, server.port);
     const chat = { messages: [{ role: 'user', content: 'hi there' }] };
-    const reply = await unary(gen, 'Generate', { chat, sampling: greedy, stopping: { max_new_tokens: 4, ignore_eos: true } });
-    const tokens = await unary(gen, 'Tokenize', { chat });
+    const reply = await unary(gen(), 'Generate', { chat, sampling: greedy, stopping: { max_new_tokens: 4, ignore_eos: true } }, bearer(KEY));
+    const tokens = await unary(gen(), 'Tokenize', { chat }, bearer(KEY));
     expect(reply.usage.prompt_tokens).toBe(tokens.token_ids.length);
-    const byIds = await unary(gen, 'Generate', { token_ids: { ids: tokens.token_ids }, sampling: greedy, stopping: { max_new_tokens: 4, ignore_eos: true } });
+    const byIds = await unary(gen(), 'Generate', { token_ids: { ids: tokens.token_ids }, sampling: greedy, stopping: { max_new_tokens: 4, ignore_eos: true } }, bearer(KEY));
     expect(byIds.token_ids).toEqual(reply.token_ids);
-    const info = await unary(gen, 'GetModelInfo', {});
-    expect(info).toMatchObject({ model_id: 'tiny', vocab_size: executor.layout.vocabSize, max_prompt_tokens: 256, has_chat_template: true });
+    const info = await unary(gen(), 'GetModelInfo', {}, bearer(KEY));
+    expect(info).toMatchObject({ model_id: expect.any(String), vocab_size: server.executor.layout.vocabSize, max_prompt_tokens: 256, has_chat_template: true });
+  });
+
+  it('maps every API key of the key file to its tenant and rejects missing, malformed or unknown keys', async () => {
+    const req = { text: 'x', sampling: greedy, stopping: { max_new_tokens: 2, ignore_eos: true } };
+    const a = await unary(gen(), 'Generate', req, bearer(KEY));
+    const b = await unary(gen(), 'Generate', req, bearer(OTHER_KEY));
+    expect(b.token_ids).toEqual(a.token_ids);
+    expect(await statusOf(unary(gen(), 'Generate', req, bearer()))).toMatchObject({ code: grpc.status.UNAUTHENTICATED, errorCode: 'UNAUTHENTICATED' });
+    expect(await statusOf(unary(gen(), 'Generate', req, bearer('tsk_wrong')))).toMatchObject({ code: grpc.status.UNAUTHENTICATED, errorCode: 'UNAUTHENTICATED' });
+    const basic = new grpc.Metadata();
+    basic.set('authorization', `Basic ${KEY}`);
+    expect(await statusOf(unary(gen(), 'Generate', req, basic))).toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    expect(await statusOf(stream(gen(), req, bearer('tsk_wrong')))).toMatchObject({ code: grpc.status.UNAUTHENTICATED, errorCode: 'UNAUTHENTICATED' });
+    expect(await statusOf(unary(gen(), 'Tokenize', { text: 'x' }, bearer()))).toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    expect(await statusOf(unary(gen(), 'GetModelInfo', {}, bearer(`${KEY}x`)))).toMatchObject({ code: grpc.status.UNAUTHENTICATED });
   });
 
   it('answers every client error with its status and the tessera-error-code trailer', async () => {
-    const gen = client(pkg.tessera.v1.Generation, server.port);
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x', sampling: { top_p: 1.5 } }))).toMatchObject({
+    const g = gen();
+    expect(await statusOf(unary(g, 'Generate', { text: 'x', sampling: { top_p: 1.5 } }, bearer(KEY)))).toMatchObject({
       code: grpc.status.INVALID_ARGUMENT,
       errorCode: 'INVALID_ARGUMENT',
       details: expect.stringContaining('`sampling.top_p` must be > 0 and <= 1. Given: 1.5'),
     });
-    expect(await statusOf(unary(gen, 'Generate', {}))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('`prompt` is required') });
-    expect(await statusOf(unary(gen, 'Generate', { token_ids: { ids: Array(300).fill(5) } }))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, errorCode: 'PROMPT_TOO_LONG' });
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x', adapter_id: 'nope' }))).toMatchObject({ code: grpc.status.NOT_FOUND, errorCode: 'ADAPTER_NOT_FOUND' });
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x' }, new grpc.Metadata()))).toMatchObject({ code: grpc.status.UNAUTHENTICATED, errorCode: 'UNAUTHENTICATED' });
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x' }, auth('tsk_wrong')))).toMatchObject({ code: grpc.status.UNAUTHENTICATED });
-    expect(await statusOf(stream(gen, { text: 'x' }, auth('tsk_wrong')))).toMatchObject({ code: grpc.status.UNAUTHENTICATED, errorCode: 'UNAUTHENTICATED' });
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x'.repeat(100_000) }))).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
-    const adapters = client(pkg.tessera.v1.Adapters, server.port);
-    expect(await statusOf(unary(adapters, 'ListAdapters', {}))).toMatchObject({ code: grpc.status.UNIMPLEMENTED, errorCode: 'UNIMPLEMENTED' });
+    expect(await statusOf(unary(g, 'Generate', {}, bearer(KEY)))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining('`prompt` is required') });
+    expect(await statusOf(unary(g, 'Generate', { token_ids: { ids: Array(300).fill(5) } }, bearer(KEY)))).toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      errorCode: 'PROMPT_TOO_LONG',
+      details: expect.stringMatching(/256.*300|300.*256/),
+    });
+    expect(await statusOf(unary(g, 'Generate', { token_ids: { ids: [1 << 30] } }, bearer(KEY)))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining(String(1 << 30)) });
+    expect(await statusOf(unary(g, 'Generate', { text: 'x', adapter_id: 'nope' }, bearer(KEY)))).toMatchObject({ code: grpc.status.NOT_FOUND, errorCode: 'ADAPTER_NOT_FOUND' });
+    // Larger than --max-message-bytes: grpc-js refuses it before any handler runs.
+    expect(await statusOf(unary(g, 'Generate', { text: 'x'.repeat(100_000) }, bearer(KEY)))).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+    const adapters = connect(AdaptersClient, server.port, { closeWith: clients });
+    expect(await statusOf(unary(adapters, 'ListAdapters', {}, bearer(KEY)))).toMatchObject({ code: grpc.status.UNIMPLEMENTED, errorCode: 'UNIMPLEMENTED' });
   });
 
   it('turns the gRPC deadline into DEADLINE_EXCEEDED and frees the request', async () => {
-    const gen = client(pkg.tessera.v1.Generation, server.port);
-    const long = { text: 'go', sampling: greedy, stopping: { max_new_tokens: 400, ignore_eos: true } };
-    const st = await statusOf(unary(gen, 'Generate', long, auth(), { deadline: Date.now() + 30 }));
+    const st = await statusOf(unary(gen(), 'Generate', long, bearer(KEY), { deadline: Date.now() + 30 }));
     expect(st.code).toBe(grpc.status.DEADLINE_EXCEEDED);
-    await waitFor(() => engine.stats().running === 0 && engine.stats().kvBlocksUsed === 0 && server.numInFlight === 0);
+    await waitFor(() => idle(server), 5000, 'engine idle after the deadline');
   });
 
   it('cancelling a stream frees its KV blocks at once', async () => {
-    const gen = client(pkg.tessera.v1.Generation, server.port);
-    const call = gen.GenerateStream({ text: 'go', sampling: greedy, stopping: { max_new_tokens: 400, ignore_eos: true } }, auth());
+    const call = await longStream(gen());
     const failed = new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve));
-    await new Promise<void>((resolve) => call.once('data', () => resolve()));
-    expect(engine.stats().kvBlocksUsed).toBeGreaterThan(0);
+    expect(server.engine.stats().kvBlocksUsed).toBeGreaterThan(0);
+    expect(server.engine.stats().running).toBe(1);
     call.cancel();
     expect((await failed).code).toBe(grpc.status.CANCELLED);
-    await waitFor(() => engine.stats().running === 0 && engine.stats().kvBlocksUsed === 0 && server.numInFlight === 0);
-  });
-
-  it('answers RESOURCE_EXHAUSTED beyond max concurrent requests', async () => {
-    const small = await startGrpcServer({ ...baseOpts, maxConcurrentRequests: 1 });
-    onTestFinished(() => small.shutdown(0));
-    const gen = client(pkg.tessera.v1.Generation, small.port);
-    const call = gen.GenerateStream({ text: 'go', sampling: greedy, stopping: { max_new_tokens: 400, ignore_eos: true } }, auth());
-    call.on('error', () => {});
-    await new Promise<void>((resolve) => call.once('data', () => resolve()));
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x' }))).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, errorCode: 'QUEUE_FULL' });
-    call.cancel();
-    await waitFor(() => small.numInFlight === 0);
+    await waitFor(() => idle(server), 5000, 'engine idle after the cancel');
   });
 
   it('reports health per service, with Watch seeing the transitions', async () => {
-    const health = client(healthPkg.grpc.health.v1.Health, server.port);
-    expect(await unary(health, 'Check', { service: '' }, new grpc.Metadata())).toEqual({ status: 'SERVING' });
-    expect(await unary(health, 'Check', { service: 'tessera.v1.Generation' }, new grpc.Metadata())).toEqual({ status: 'SERVING' });
-    expect(await statusOf(unary(health, 'Check', { service: 'nope.Service' }, new grpc.Metadata()))).toMatchObject({ code: grpc.status.NOT_FOUND });
+    const health = connect(HealthClient, server.port, { closeWith: clients });
+    expect(await unary(health, 'Check', { service: '' })).toEqual({ status: 'SERVING' });
+    expect(await unary(health, 'Check', { service: 'tessera.v1.Generation' })).toEqual({ status: 'SERVING' });
+    expect(await unary(health, 'Check', { service: 'tessera.v1.Adapters' })).toEqual({ status: 'SERVING' });
+    expect(await statusOf(unary(health, 'Check', { service: 'nope.Service' }))).toMatchObject({ code: grpc.status.NOT_FOUND });
     const seen: string[] = [];
     const watch = health.Watch({ service: 'tessera.v1.Generation' });
     watch.on('data', (m: { status: string }) => seen.push(m.status));
     watch.on('error', () => {});
     await waitFor(() => seen.length === 1);
-    server.setServing(false);
+    server.grpc.setServing(false);
     await waitFor(() => seen.length === 2);
-    const gen = client(pkg.tessera.v1.Generation, server.port);
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x' }))).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
-    server.setServing(true);
+    expect(await statusOf(unary(gen(), 'Generate', { text: 'x' }, bearer(KEY)))).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
+    server.grpc.setServing(true);
     await waitFor(() => seen.length === 3);
     watch.cancel();
     expect(seen).toEqual(['SERVING', 'NOT_SERVING', 'SERVING']);
   });
 
   it('lists every service through reflection', async () => {
-    const refl = client(reflectionPkg.grpc.reflection.v1.ServerReflection, server.port);
+    const refl = connect(ReflectionClient, server.port, { closeWith: clients });
     const call = refl.ServerReflectionInfo();
-    const reply = new Promise<any>((resolve, reject) => {
+    const reply = new Promise<{ list_services_response: { service: { name: string }[] } }>((resolve, reject) => {
       call.once('data', resolve);
       call.once('error', reject);
     });
     call.write({ list_services: '' });
-    const names = ((await reply).list_services_response.service as { name: string }[]).map((s) => s.name);
+    const names = (await reply).list_services_response.service.map((s) => s.name);
     call.end();
     expect(names).toEqual(expect.arrayContaining(['tessera.v1.Generation', 'tessera.v1.Adapters', 'grpc.health.v1.Health']));
   });
 
-  it('records the GenAI histograms, token counters and errors on the metrics endpoint', async () => {
-    const body = await (await fetch(`http://127.0.0.1:${metrics.port}/metrics`)).text();
-    const count = (name: string): number => Number(new RegExp(`^${name}_count\\{[^}]*\\} (\\d+)$`, 'm').exec(body)?.[1] ?? 0);
-    expect(count('gen_ai_server_time_to_first_token')).toBeGreaterThan(0);
-    expect(count('gen_ai_server_time_per_output_token')).toBeGreaterThan(0);
-    expect(count('gen_ai_server_request_duration')).toBeGreaterThan(0);
+  it('exports the GenAI histograms, engine gauges, batch sizes, token and error counters on /metrics', async () => {
+    await unary(gen(), 'Generate', { text: 'metrics', sampling: greedy, stopping: { max_new_tokens: 6, ignore_eos: true } }, bearer(KEY));
+    // The gauges are sampled from engine stats every 500 ms.
+    let body = '';
+    await waitFor(
+      async () => {
+        body = await scrapeMetrics(server.metricsPort!);
+        return /^tessera_kv_usage_ratio(\{[^}]*\})? /m.test(body);
+      },
+      3000,
+      'engine gauges on /metrics',
+    );
+    expect(histogramCount(body, 'gen_ai_server_time_to_first_token')).toBeGreaterThan(0);
+    expect(histogramCount(body, 'gen_ai_server_time_per_output_token')).toBeGreaterThan(0);
+    expect(histogramCount(body, 'gen_ai_server_request_duration')).toBeGreaterThan(0);
+    // One observation per engine step: at least one prefill and five decode steps of the request above.
+    expect(histogramCount(body, 'tessera_batch_size')).toBeGreaterThanOrEqual(6);
+    expect(body).toMatch(/^gen_ai_server_time_to_first_token_bucket\{[^}]*le="0\.001"[^}]*\} \d+$/m);
+    for (const gauge of ['tessera_queue_length', 'tessera_running_sequences', 'tessera_kv_usage_ratio']) {
+      expect(body).toMatch(new RegExp(`^${gauge}(\\{[^}]*\\})? \\d+(\\.\\d+)?(e-?\\d+)?$`, 'm'));
+    }
     expect(body).toMatch(/^tessera_tokens_total\{direction="output"\} [1-9]\d*$/m);
     expect(body).toMatch(/^tessera_errors_total\{code="UNAUTHENTICATED",error_code="UNAUTHENTICATED"\} [1-9]/m);
   });
+});
+
+describe('admission limits (their own servers)', () => {
+  it('answers RESOURCE_EXHAUSTED beyond --max-concurrent-requests', async () => {
+    const small = await startTestServer({ 'max-concurrent-requests': 1 });
+    onTestFinished(() => small.shutdown());
+    const g = gen(small.port);
+    const call = await longStream(g);
+    expect(await statusOf(unary(g, 'Generate', { text: 'x' }))).toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      errorCode: 'QUEUE_FULL',
+      details: expect.stringContaining('concurrent requests must be at most 1. Given: 2'),
+    });
+    call.cancel();
+    await waitFor(() => idle(small), 5000, 'idle after the cancel');
+  });
+
+  it('answers RESOURCE_EXHAUSTED beyond --max-queued-requests and admits again once the queue drains', async () => {
+    const small = await startTestServer({ 'max-queued-requests': 1, 'max-running-sequences': 1, 'max-batch-tokens': 64, 'prefill-chunk-tokens': 64 });
+    onTestFinished(() => small.shutdown());
+    const g = gen(small.port);
+    const running = await longStream(g);
+    const queued = g.GenerateStream({ text: 'queued', sampling: greedy, stopping: { max_new_tokens: 3, ignore_eos: true } });
+    const queuedDone = new Promise<unknown[]>((resolve, reject) => {
+      const out: unknown[] = [];
+      queued.on('data', (m: unknown) => out.push(m));
+      queued.on('error', reject);
+      queued.on('end', () => resolve(out));
+    });
+    await waitFor(() => small.engine.stats().queued === 1, 5000, 'second request queued');
+    expect(await statusOf(unary(g, 'Generate', { text: 'x' }))).toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      errorCode: 'QUEUE_FULL',
+      details: expect.stringContaining('maxQueuedRequests'),
+    });
+    running.cancel();
+    expect((await queuedDone).length).toBeGreaterThan(0);
+    const after = await unary(g, 'Generate', { text: 'x', sampling: greedy, stopping: { max_new_tokens: 2, ignore_eos: true } });
+    expect(after.token_ids).toHaveLength(2);
+    await waitFor(() => idle(small), 5000, 'idle at the end');
+  });
 
   it('drains gracefully: in-flight requests finish, new ones get UNAVAILABLE, health goes NOT_SERVING', async () => {
-    const draining = await startGrpcServer(baseOpts);
-    const gen = client(pkg.tessera.v1.Generation, draining.port);
-    const health = client(healthPkg.grpc.health.v1.Health, draining.port);
-    const inFlight = unary(gen, 'Generate', { text: 'go', sampling: greedy, stopping: { max_new_tokens: 48, ignore_eos: true } });
-    await waitFor(() => draining.numInFlight === 1);
-    const done = draining.shutdown(10_000);
-    expect(await unary(health, 'Check', { service: '' }, new grpc.Metadata())).toEqual({ status: 'NOT_SERVING' });
-    expect(await statusOf(unary(gen, 'Generate', { text: 'x' }))).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
+    const draining = await startTestServer({});
+    onTestFinished(() => draining.shutdown());
+    const g = gen(draining.port);
+    const health = connect(HealthClient, draining.port, { closeWith: clients });
+    const inFlight = unary(g, 'Generate', { text: 'go', sampling: greedy, stopping: { max_new_tokens: 48, ignore_eos: true } });
+    await waitFor(() => draining.grpc.numInFlight === 1);
+    const done = draining.drain(Date.now() + 10_000);
+    expect(await unary(health, 'Check', { service: '' })).toEqual({ status: 'NOT_SERVING' });
+    expect(await statusOf(unary(g, 'Generate', { text: 'x' }))).toMatchObject({
+      code: grpc.status.UNAVAILABLE,
+      errorCode: 'DRAINING',
+      details: expect.stringContaining('shutting down'),
+    });
     const reply = await inFlight;
     expect(reply.token_ids).toHaveLength(48);
     await done;
+    expect(draining.engine.stats().stopped).toBe(true);
+  });
+
+  it('cancels what is still running at the drain deadline', async () => {
+    const draining = await startTestServer({});
+    onTestFinished(() => draining.shutdown());
+    const g = gen(draining.port);
+    const st = statusOf(unary(g, 'Generate', long));
+    await waitFor(() => draining.engine.stats().running === 1);
+    const started = Date.now();
+    await draining.drain(Date.now() + 200);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await st).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
   });
 });
