@@ -1,0 +1,59 @@
+/**
+ * `tessera serve` as a process: port 0 read back from the `listening on` line, a call, a metrics scrape, and SIGTERM
+ * while a stream is in flight (the stream completes, new calls get UNAVAILABLE, the process exits 0).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { jsonLines, spawnServe } from '../helpers/serve-process.ts';
+import { connect, GenerationClient, HealthClient, histogramCount, scrapeMetrics, statusOf, unary, waitFor, tinyConvertedDir, type DynamicClient } from '../helpers/test-server.ts';
+
+describe('tessera serve (child process)', () => {
+  it('serves on the printed port, drains on SIGTERM with a stream in flight and exits 0', async () => {
+    const modelDir = await tinyConvertedDir();
+    const proc = await spawnServe(['--model', modelDir, '--port', '0', '--metrics-port', '0', '--threads', '1', '--kv-cache-bytes', String(16 << 20), '--adapter-slots', '0', '--log-level', 'info']);
+    onTestFinished(() => proc.kill());
+    const clients: grpc.Client[] = [];
+    onTestFinished(() => clients.forEach((c) => c.close()));
+    expect(proc.host).toBe('127.0.0.1');
+    expect(proc.port).toBeGreaterThan(0);
+    expect(proc.stdout()).toBe(`listening on 127.0.0.1:${proc.port}\n`);
+
+    const gen: DynamicClient = connect(GenerationClient, proc.port, { closeWith: clients });
+    const health: DynamicClient = connect(HealthClient, proc.port, { closeWith: clients });
+    expect(await unary(health, 'Check', { service: '' })).toEqual({ status: 'SERVING' });
+    const warm = await unary(gen, 'Generate', { text: 'hi', sampling: { temperature: 0 }, stopping: { max_new_tokens: 3, ignore_eos: true } });
+    expect(warm.token_ids).toHaveLength(3);
+
+    // Auth is off without a key file, and the server says so once at start.
+    const logs = jsonLines(proc.stderr());
+    expect(logs.some((l) => l.level === 40 && String(l.msg).includes('authentication is OFF'))).toBe(true);
+    const serving = logs.find((l) => l.msg === 'serving');
+    expect(serving).toMatchObject({ port: proc.port, auth: false, tls: false });
+    const body = await scrapeMetrics(serving!.metricsPort as number);
+    expect(histogramCount(body, 'gen_ai_server_request_duration')).toBeGreaterThan(0);
+
+    const maxNewTokens = 160;
+    const messages: Array<{ token_ids: number[]; finish_reason: string }> = [];
+    const call = gen.GenerateStream({ text: 'go', sampling: { temperature: 0 }, stopping: { max_new_tokens: maxNewTokens, ignore_eos: true } });
+    const ended = new Promise<void>((resolve, reject) => {
+      call.on('data', (m: { token_ids: number[]; finish_reason: string }) => messages.push(m));
+      call.on('error', reject);
+      call.on('end', resolve);
+    });
+    await waitFor(() => messages.length > 0, 10_000, 'first streamed tokens');
+
+    expect(proc.child.kill('SIGTERM')).toBe(true);
+    await waitFor(async () => (await unary<{ status: string }>(health, 'Check', { service: '' })).status === 'NOT_SERVING', 5000, 'health NOT_SERVING');
+    const refused = await statusOf(unary(gen, 'Generate', { text: 'late' }));
+    expect(refused).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
+    expect(messages.at(-1)!.finish_reason).toBe('FINISH_REASON_UNSPECIFIED'); // still streaming while it refused
+
+    await ended;
+    expect(messages.flatMap((m) => m.token_ids)).toHaveLength(maxNewTokens);
+    expect(messages.at(-1)!.finish_reason).toBe('FINISH_REASON_LENGTH');
+    expect(await proc.exited).toEqual({ code: 0, signal: null });
+    // Gone: a fresh connection is refused.
+    const after = connect(GenerationClient, proc.port, { closeWith: clients });
+    expect((await statusOf(unary(after, 'Generate', { text: 'x' }, new grpc.Metadata(), { deadline: Date.now() + 2000 }))).code).toBe(grpc.status.UNAVAILABLE);
+  });
+});
