@@ -103,7 +103,8 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
       return new Promise((resolve, reject) => {
         client.GetModelInfo({}, metadata(''), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: any) => {
           if (err) {
-            reject(new TesseraError('WORKER_UNAVAILABLE', `GetModelInfo on ${opts.target} failed: ${statusName(err.code)}: ${err.details}`, { cause: err }));
+            const code = err.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : err.code === grpc.status.PERMISSION_DENIED ? 'PERMISSION_DENIED' : 'WORKER_UNAVAILABLE';
+            reject(new TesseraError(code, `GetModelInfo on ${opts.target} failed: ${statusName(err.code)}: ${err.details}`, { cause: err }));
             return;
           }
           resolve({

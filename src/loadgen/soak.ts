@@ -147,9 +147,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     result: clientErrors.length === 0 && run.records.length > 0 ? 'pass' : 'fail',
     detail: run.records.length === 0 ? 'no request completed' : clientErrors.length === 0 ? `${run.records.length} requests ok` : `${clientErrors.length} failed: ${[...byCode].map(([c, n]) => `${c} x${n}`).join(', ')}`,
   });
-  const gauge = (name: string, base: number | null, pk: number | null, end: number | null, unit = '') => {
+  const gauge = (name: string, base: number | null, pk: number | null, end: number | null) => {
+    const show = (v: number | null) => (v === null ? '-' : String(Number(v.toPrecision(4))));
     if (end === null) checks.push({ name, result: 'skip', detail: metricsUrl ? 'metric not exposed by the server' : 'no --metrics-url' });
-    else checks.push({ name, result: end === 0 ? 'pass' : 'fail', detail: `baseline ${base}${unit}, peak ${pk}${unit}, after idle ${end}${unit}` });
+    else checks.push({ name, result: end === 0 ? 'pass' : 'fail', detail: `baseline ${show(base)}, peak ${show(pk)}, after idle ${show(end)}` });
   };
   gauge('KV cache usage back to 0', baseline.kvUsageRatio, peak.kvUsageRatio, final.kvUsageRatio);
   gauge('running sequences back to 0', baseline.runningSequences, peak.runningSequences, final.runningSequences);

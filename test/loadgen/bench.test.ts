@@ -2,19 +2,25 @@
  * `tessera bench` against a real server started in-process (tiny model, real engine, ORT worker) on 127.0.0.1:0,
  * through the CLI entry point, as an operator would run it.
  */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { loadServeConfig } from '../../src/cli/config.ts';
 import { startServer, type RunningServer } from '../../src/cli/serve.ts';
 import type { BenchReport } from '../../src/loadgen/bench-report.ts';
 import type { SoakCheck } from '../../src/loadgen/soak.ts';
-import { tinyModel } from '../helpers/tiny-model.ts';
+import { generateApiKey, hashApiKey } from '../../src/server/auth.ts';
+import { tempDir, tinyModel } from '../helpers/tiny-model.ts';
 
 let server: RunningServer;
 let target: string;
+let modelDir: string;
 
 beforeAll(async () => {
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
+  modelDir = convertedDir;
   const flags = new Map<string, string[]>([
     ['model', [convertedDir]],
     ['port', ['0']],
@@ -193,5 +199,67 @@ describe('tessera bench --soak-minutes', () => {
     expect(report.soak!.ok).toBe(false);
     const failed = report.soak!.checks.filter((c) => c.result === 'fail').map((c) => c.name);
     expect(failed).toEqual(['no errors seen by the load generator', 'no errors counted by the server']);
+  });
+});
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.runIf(hasOpenssl())('tessera bench --tls --ca --api-key', () => {
+  const key = generateApiKey();
+  let secure: RunningServer;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = tempDir('bench-tls');
+    // A self-signed certificate for 127.0.0.1, used by the client as its CA.
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    writeFileSync(join(dir, 'keys.json'), JSON.stringify({ keys: [{ sha256: hashApiKey(key), tenant: 'acme' }] }));
+    const flags = new Map<string, string[]>([
+      ['model', [modelDir]],
+      ['port', ['0']],
+      ['log-level', ['silent']],
+      ['threads', ['1']],
+      ['kv-cache-bytes', [String(16 << 20)]],
+      ['tls-cert', [join(dir, 'cert.pem')]],
+      ['tls-key', [join(dir, 'key.pem')]],
+      ['api-keys', [join(dir, 'keys.json')]],
+    ]);
+    secure = await startServer(loadServeConfig(flags));
+  });
+
+  afterAll(async () => {
+    await secure?.shutdown();
+  });
+
+  it('connects over TLS with the CA and authenticates with the key; without it the first call is UNAUTHENTICATED and the run stops', async () => {
+    const run = async (extra: string[]) => {
+      let out = '';
+      let err = '';
+      const rc = await main(['bench', '--target', `127.0.0.1:${secure.port}`, '--tls', '--ca', join(dir, 'cert.pem'), '--requests', '4', '--concurrency', '2', '--output-tokens', '3', '--json', ...extra], {
+        out: (s) => (out += s),
+        err: (s) => (err += s),
+      });
+      return { rc, out, err };
+    };
+    const ok = await run(['--api-key', key]);
+    expect(ok.rc).toBe(0);
+    expect(JSON.parse(ok.out)).toMatchObject({ counts: { succeeded: 4, failed: 0 }, totalOutputTokens: 12, config: { tls: true } });
+    // GetModelInfo is the first call: without a key the run stops there, naming the status.
+    const noKey = await run([]);
+    expect(noKey.rc).toBe(1);
+    expect(noKey.err).toMatch(/GetModelInfo on 127\.0\.0\.1:\d+ failed: UNAUTHENTICATED/);
+    // Plaintext against a TLS port fails to connect rather than hang.
+    let err = '';
+    const plain = await main(['bench', '--target', `127.0.0.1:${secure.port}`, '--requests', '1', '--timeout-s', '2'], { out: () => {}, err: (s) => (err += s) });
+    expect(plain).toBe(1);
+    expect(err).toMatch(/GetModelInfo .* failed: (UNAVAILABLE|DEADLINE_EXCEEDED)/);
   });
 });
