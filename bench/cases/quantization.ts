@@ -1,7 +1,9 @@
 /**
- * Quantization: one checkpoint converted to fp32, int8, int4 (block 32), int4 with 0.5% / 1% fp32 outlier channels
- * and int8 with 1% outliers; for each, size, conversion and load time, prefill and decode latency, and next-token
- * quality against fp32 at fixed positions. Latencies are measured round-robin over all variants (a different starting
+ * Quantization: one checkpoint converted to fp32, int8, int4 (block 32), int4 with 0.5% / 1% fp32 outlier channels;
+ * for each, size, conversion and load time, prefill and decode latency, and next-token quality against fp32 at fixed
+ * positions. The generated checkpoint has Gaussian weights and so no outlier channels; the same int4 variants are also
+ * run on a copy with outlier input channels planted (same function, bench/lib/planted-outliers.ts), the situation
+ * SpQR-style outliers are meant for. Latencies are measured round-robin over all variants (a different starting
  * variant each round), so load on a shared machine spreads over all of them and the ratios to fp32 stay meaningful.
  */
 import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
@@ -9,12 +11,26 @@ import type { ModelConfig } from '../../src/model/model-config.ts';
 import { compareLogits, type LogitComparison } from '../../src/model/quantization/quality.ts';
 import type { ModelRunner } from '../../src/model/runner/model-runner.ts';
 import type { BenchCase, BenchContext, Cell, CaseOutput, SummaryRow } from '../lib/bench-case.ts';
+import { OUTLIER_CHANNELS, type CheckpointKind } from '../lib/bench-models.ts';
 import { benchPrompts, collectTailLogits, decodeStepsMs, openBenchRunner, prefillMs } from '../lib/model-runs.ts';
-import { FP32, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, INT8_OUTLIERS_ONE_PERCENT, type QuantVariant } from '../lib/quant-variants.ts';
+import { FP32, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { MIB, median, significant, timeMs } from '../lib/stats.ts';
 import { readWeightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
 
-export const VARIANTS: QuantVariant[] = [FP32, INT8, INT8_OUTLIERS_ONE_PERCENT, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT];
+interface Entry {
+  kind: CheckpointKind;
+  variant: QuantVariant;
+}
+
+/** The first entry is the reference (fp32 of the plain checkpoint; the planted checkpoint computes the same function). */
+export const ENTRIES: Entry[] = [
+  ...[FP32, INT8, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'plain' as const, variant })),
+  ...[INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'outlier-channels' as const, variant })),
+];
+
+function labelOf(e: Entry): string {
+  return e.kind === 'plain' ? e.variant.id : `${e.variant.id} [planted]`;
+}
 
 interface Settings {
   preset: ModelPreset;
@@ -31,7 +47,16 @@ export const SETTINGS: Record<'quick' | 'full', Settings> = {
   full: { preset: 'small', numPrompts: 4, promptTokens: 64, qualityFromTokens: 32, latencyRounds: 5, decodeStepsPerRound: 8 },
 };
 
+interface Quality extends LogitComparison {
+  /** KL of each position, nats. */
+  klPerPosition: number[];
+  /** Standard error of meanKl over positions. */
+  klStandardError: number;
+}
+
 interface VariantMeasurement {
+  label: string;
+  checkpoint: CheckpointKind;
   id: string;
   quant: string;
   blockSize: number | null;
@@ -41,13 +66,25 @@ interface VariantMeasurement {
   loadMs: number;
   prefillMs: number[];
   decodeStepMs: number[];
-  quality: LogitComparison;
+  quality: Quality;
+}
+
+function meanAndStandardError(xs: number[]): { mean: number; se: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const variance = xs.reduce((a, x) => a + (x - mean) ** 2, 0) / Math.max(1, xs.length - 1);
+  return { mean, se: Math.sqrt(variance / xs.length) };
+}
+
+function quality(ref: Float32Array, test: Float32Array, vocab: number): Quality {
+  const all = compareLogits(ref, test, vocab);
+  const klPerPosition = Array.from({ length: all.positions }, (_, p) => compareLogits(ref.subarray(p * vocab, (p + 1) * vocab), test.subarray(p * vocab, (p + 1) * vocab), vocab).meanKl);
+  return { ...all, klPerPosition, klStandardError: meanAndStandardError(klPerPosition).se };
 }
 
 async function run(ctx: BenchContext): Promise<CaseOutput> {
   const s = SETTINGS[ctx.mode];
   const converted = [];
-  for (const v of VARIANTS) converted.push(await ctx.models.converted(s.preset, v));
+  for (const e of ENTRIES) converted.push(await ctx.models.converted(s.preset, e.variant, e.kind));
   const config = converted[0].manifest.config;
   const maxSequenceTokens = s.promptTokens + s.decodeStepsPerRound;
   const prompts = benchPrompts({ numPrompts: s.numPrompts, lengthTokens: s.promptTokens, vocabSize: config.vocabSize });
@@ -55,8 +92,8 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
   const runners: ModelRunner[] = [];
   const loadMs: number[] = [];
   try {
-    for (const c of converted) {
-      ctx.log(`loading ${c.variant.id}`);
+    for (const [i, c] of converted.entries()) {
+      ctx.log(`loading ${labelOf(ENTRIES[i])}`);
       let runner: ModelRunner | undefined;
       loadMs.push(await timeMs(async () => (runner = await openBenchRunner(c.dir, { maxSequences: s.numPrompts, maxSequenceTokens }))));
       runners.push(runner!);
@@ -65,7 +102,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     ctx.log(`quality: ${s.numPrompts} prompts x ${s.promptTokens - s.qualityFromTokens} positions per variant`);
     const logits: Float32Array[] = [];
     for (const runner of runners) logits.push(await collectTailLogits(runner, prompts, s.qualityFromTokens));
-    const quality = logits.map((l) => compareLogits(logits[0], l, config.vocabSize));
+    const qualities = logits.map((l) => quality(logits[0], l, config.vocabSize));
 
     ctx.log(`latency: ${s.latencyRounds} rounds over all variants`);
     const prefill: number[][] = runners.map(() => []);
@@ -79,6 +116,8 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     }
 
     const variants: VariantMeasurement[] = converted.map((c, i) => ({
+      label: labelOf(ENTRIES[i]),
+      checkpoint: c.kind,
       id: c.variant.id,
       quant: c.variant.quant,
       blockSize: c.variant.blockSize,
@@ -88,7 +127,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       loadMs: loadMs[i],
       prefillMs: prefill[i],
       decodeStepMs: decode[i],
-      quality: quality[i],
+      quality: qualities[i],
     }));
     return output(ctx, s, config, variants);
   } finally {
@@ -96,10 +135,10 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
   }
 }
 
-/** The variant an outlier variant is measured against: same quantizer, no outliers. */
+/** The variant an outlier variant is measured against: same checkpoint and quantizer, no outliers. */
 function baseOf(v: VariantMeasurement, all: VariantMeasurement[]): VariantMeasurement | undefined {
   if (v.outlierFraction === 0) return undefined;
-  return all.find((b) => b.quant === v.quant && b.blockSize === v.blockSize && b.outlierFraction === 0);
+  return all.find((b) => b.checkpoint === v.checkpoint && b.quant === v.quant && b.blockSize === v.blockSize && b.outlierFraction === 0);
 }
 
 function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: VariantMeasurement[]): CaseOutput {
@@ -107,7 +146,7 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
   const ref = { prefill: median(fp32.prefillMs), decode: median(fp32.decodeStepMs) };
   const positions = fp32.quality.positions;
   const sizeRows: Cell[][] = variants.map((v) => [
-    v.id,
+    v.label,
     significant(v.bytes.weightsBytes / MIB),
     significant(v.bytes.weightsBytes / fp32.bytes.weightsBytes),
     significant(v.bytes.linearBytes / MIB),
@@ -122,20 +161,22 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
   const qualityRows: Cell[][] = variants.map((v) => {
     const base = baseOf(v, variants);
     const extraMiB = base ? (v.bytes.weightsBytes - base.bytes.weightsBytes) / MIB : null;
-    const klRemoved = base ? base.quality.meanKl - v.quality.meanKl : null;
+    // paired over positions: the same position's KL with and without outliers
+    const removed = base ? meanAndStandardError(base.quality.klPerPosition.map((k, p) => k - v.quality.klPerPosition[p])) : null;
     return [
-      v.id,
+      v.label,
       significant(v.quality.top1Agreement, 4),
       significant(v.quality.meanKl),
+      significant(v.quality.klStandardError, 2),
       significant(v.quality.maxAbsDiff),
-      base ? base.id : null,
+      base ? base.label : null,
       extraMiB === null ? null : significant(extraMiB),
-      klRemoved === null || base!.quality.meanKl === 0 ? null : significant((100 * klRemoved) / base!.quality.meanKl),
-      klRemoved === null || extraMiB === null || extraMiB <= 0 ? null : significant(klRemoved / extraMiB),
+      removed === null || base!.quality.meanKl === 0 ? null : `${significant((100 * removed.mean) / base!.quality.meanKl)} ± ${significant((100 * removed.se) / base!.quality.meanKl, 2)}`,
+      removed === null || extraMiB === null || extraMiB <= 0 ? null : significant(removed.mean / extraMiB),
     ];
   });
   const summary: SummaryRow[] = variants.slice(1).map((v) => ({
-    metric: `quantization ${v.id} vs fp32`,
+    metric: `quantization ${v.label} vs fp32`,
     value:
       `${significant(v.bytes.weightsBytes / MIB)} MiB (${significant(v.bytes.weightsBytes / fp32.bytes.weightsBytes)}x), ` +
       `decode ${significant(ref.decode / median(v.decodeStepMs))}x, prefill ${significant(ref.prefill / median(v.prefillMs))}x faster, ` +
@@ -150,21 +191,26 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
         rows: sizeRows,
         notes: [
           'weights = the whole external weights file, fp32 embedding table included (it stays fp32 for the gather); linear = the linears alone (LM head included): codes, scales, zero points, fp32 outlier columns; bits/weight = 8 x linear bytes / linear parameters',
-          'load = ModelRunner.create: both ORT sessions (base and multi-LoRA graph) over the one weights file',
+          'convert = tessera convert wall time (read checkpoint, quantize, write graphs and weights); load = ModelRunner.create: both ORT sessions (base and multi-LoRA graph) over the one weights file',
           `prefill = one ${s.promptTokens}-token prompt at batch 1; decode = one token at batch 1 after it (${s.decodeStepsPerRound} steps per round); speedups are fp32 time / variant time, same run`,
+          `[planted] = the same checkpoint with outlier input channels planted (${100 * OUTLIER_CHANNELS.fraction}% of each linear's inputs, columns x${OUTLIER_CHANNELS.scale}, the preceding norm or projection / ${OUTLIER_CHANNELS.scale}: same function)`,
         ],
       },
       {
         title: `Quality vs fp32 (${positions} positions: ${s.numPrompts} prompts x ${s.promptTokens - s.qualityFromTokens} next-token predictions)`,
-        columns: ['variant', 'top-1 agreement', 'mean KL nats', 'max |dlogit|', 'outliers vs', 'extra MiB', 'KL removed %', 'KL removed per MiB'],
+        columns: ['variant', 'top-1 agreement', 'mean KL nats', 'KL std err', 'max |dlogit|', 'outliers vs', 'extra MiB', 'KL removed %', 'KL removed per MiB'],
         rows: qualityRows,
-        notes: ['KL(fp32 || variant) of the next-token distributions; outlier variants are compared with the same quantizer without outliers'],
+        notes: [
+          'KL(fp32 || variant) of the next-token distributions, reference = fp32 of the plain checkpoint for every row',
+          'outlier variants are compared with the same checkpoint and quantizer without outliers; KL removed is paired over positions, ± one standard error',
+        ],
       },
     ],
     summary,
     data: {
       preset: s.preset,
       settings: s,
+      outlierChannels: OUTLIER_CHANNELS,
       model: { hiddenSize: config.hiddenSize, numLayers: config.numLayers, intermediateSize: config.intermediateSize, vocabSize: config.vocabSize },
       variants,
     },
@@ -173,7 +219,7 @@ function output(ctx: BenchContext, s: Settings, config: ModelConfig, variants: V
 
 const benchCase: BenchCase = {
   name: 'quantization',
-  description: 'fp32 / int8 / int4 (+ SpQR-style outliers): size, conversion, load, prefill and decode latency, next-token quality vs fp32',
+  description: 'fp32 / int8 / int4 (+ SpQR-style outliers, also on planted outlier channels): size, conversion, load, prefill and decode latency, next-token quality vs fp32',
   run,
 };
 

@@ -11,7 +11,16 @@ import { ensureDirOnce } from '../../src/model/checkpoint/atomic-dir.ts';
 import { makeModel, modelName, type ModelPreset } from '../../src/model/checkpoint/make-model.ts';
 import { convertCheckpoint } from '../../src/model/convert/convert-checkpoint.ts';
 import type { ModelManifest } from '../../src/model/converted-model.ts';
+import { plantOutlierChannels } from './planted-outliers.ts';
 import { variantDirName, type QuantVariant } from './quant-variants.ts';
+
+/**
+ * plain: the generated checkpoint. outlier-channels: the same function with outlier input channels planted
+ * (bench/lib/planted-outliers.ts, OUTLIER_CHANNELS), the case SpQR-style outliers are for.
+ */
+export type CheckpointKind = 'plain' | 'outlier-channels';
+
+export const OUTLIER_CHANNELS = { fraction: 0.005, scale: 16 } as const;
 
 /** Bump when the generator's output changes, so cached checkpoints are regenerated. */
 const CHECKPOINT_VERSION = 'v1';
@@ -25,6 +34,7 @@ export interface BenchModelsOptions {
 
 export interface ConvertedBenchModel {
   variant: QuantVariant;
+  kind: CheckpointKind;
   dir: string;
   manifest: ModelManifest;
   /** Wall time of convertCheckpoint in this run (reads the checkpoint, quantizes, writes graphs and weights). */
@@ -41,7 +51,7 @@ export class BenchModels {
   readonly seed: number;
   private readonly runDir: string;
   private readonly log: (message: string) => void;
-  private readonly checkpoints = new Map<ModelPreset, Promise<string>>();
+  private readonly checkpoints = new Map<string, Promise<string>>();
   private readonly conversions = new Map<string, Promise<ConvertedBenchModel>>();
 
   constructor(options: BenchModelsOptions) {
@@ -52,31 +62,36 @@ export class BenchModels {
   }
 
   /** The generated Hugging Face checkpoint directory for a preset (no adapters), generated on first use. */
-  checkpoint(preset: ModelPreset): Promise<string> {
-    let pending = this.checkpoints.get(preset);
+  checkpoint(preset: ModelPreset, kind: CheckpointKind = 'plain'): Promise<string> {
+    const key = `${preset}/${kind}`;
+    let pending = this.checkpoints.get(key);
     if (!pending) {
-      const dir = path.join(this.cacheDir, 'checkpoints', `${modelName(preset, this.seed)}-${CHECKPOINT_VERSION}`);
+      const plainName = `${modelName(preset, this.seed)}-${CHECKPOINT_VERSION}`;
+      const name = kind === 'plain' ? plainName : `${plainName}-outliers-f${OUTLIER_CHANNELS.fraction}-x${OUTLIER_CHANNELS.scale}`;
+      const dir = path.join(this.cacheDir, 'checkpoints', name);
       pending = (async () => {
-        if (!fs.existsSync(dir)) this.log(`generating the ${preset} checkpoint into ${dir} (once; cached for later runs)`);
+        const plainDir = kind === 'plain' ? null : await this.checkpoint(preset, 'plain');
+        if (!fs.existsSync(dir)) this.log(`generating the ${preset} ${kind} checkpoint into ${dir} (once; cached for later runs)`);
         await ensureDirOnce(dir, async (tmpDir) => {
-          await makeModel({ preset, outDir: tmpDir, numAdapters: 0, seed: this.seed });
+          if (plainDir === null) await makeModel({ preset, outDir: tmpDir, numAdapters: 0, seed: this.seed });
+          else await plantOutlierChannels({ srcDir: plainDir, outDir: tmpDir, ...OUTLIER_CHANNELS, seed: this.seed });
         });
         return dir;
       })();
-      this.checkpoints.set(preset, pending);
+      this.checkpoints.set(key, pending);
     }
     return pending;
   }
 
-  /** The checkpoint of `preset` converted to `variant`, converted at most once per run. */
-  converted(preset: ModelPreset, variant: QuantVariant): Promise<ConvertedBenchModel> {
-    const key = `${preset}/${variant.id}`;
+  /** The `kind` checkpoint of `preset` converted to `variant`, converted at most once per run. */
+  converted(preset: ModelPreset, variant: QuantVariant, kind: CheckpointKind = 'plain'): Promise<ConvertedBenchModel> {
+    const key = `${preset}/${kind}/${variant.id}`;
     let pending = this.conversions.get(key);
     if (!pending) {
       pending = (async () => {
-        const hfDir = await this.checkpoint(preset);
-        const dir = path.join(this.runDir, `${preset}-${variantDirName(variant)}`);
-        this.log(`converting ${preset} -> ${variant.id}`);
+        const hfDir = await this.checkpoint(preset, kind);
+        const dir = path.join(this.runDir, `${preset}-${kind}-${variantDirName(variant)}`);
+        this.log(`converting ${preset} ${kind} -> ${variant.id}`);
         const started = performance.now();
         const manifest = await convertCheckpoint({
           hfDir,
@@ -85,7 +100,7 @@ export class BenchModels {
           ...(variant.blockSize !== null ? { blockSize: variant.blockSize } : {}),
           outlierFraction: variant.outlierFraction,
         });
-        return { variant, dir, manifest, conversionWallMs: performance.now() - started };
+        return { variant, kind, dir, manifest, conversionWallMs: performance.now() - started };
       })();
       this.conversions.set(key, pending);
     }
