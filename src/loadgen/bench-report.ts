@@ -44,6 +44,11 @@ export interface BenchReport {
   requestsByAdapter: Record<string, number>;
 }
 
+/** Microsecond resolution is plenty for ms latencies and keeps the JSON readable. */
+const round3 = (v: number): number => Math.round(v * 1000) / 1000;
+const roundSummary = (s: LatencySummary | null): LatencySummary | null =>
+  s && { count: s.count, mean: round3(s.mean), min: round3(s.min), p50: round3(s.p50), p90: round3(s.p90), p99: round3(s.p99), max: round3(s.max) };
+
 export function buildBenchReport(run: LoadResult, model: BenchReport['model'], config: Record<string, unknown>): BenchReport {
   const ok = run.records.filter((r) => r.status === 'OK');
   const errors: Record<string, number> = {};
@@ -78,17 +83,17 @@ export function buildBenchReport(run: LoadResult, model: BenchReport['model'], c
     config,
     model,
     stoppedBy: run.stoppedBy,
-    durationS,
+    durationS: round3(durationS),
     counts: { issued: all.length, succeeded: ok.length, failed: run.records.length - ok.length, cancelledAtEnd: run.cancelledAtEnd.length, clampedLengths: run.numClampedLengths },
-    requestThroughputPerS: perS(ok.length),
-    outputTokensPerS: perS(totalOutputTokens),
-    inputTokensPerS: perS(totalInputTokens),
+    requestThroughputPerS: round3(perS(ok.length)),
+    outputTokensPerS: round3(perS(totalOutputTokens)),
+    inputTokensPerS: round3(perS(totalInputTokens)),
     totalInputTokens,
     totalOutputTokens,
-    ttftMs: summarize(ttft),
-    tpotMs: summarize(tpot),
-    itlMs: summarize(itl),
-    e2eMs: summarize(ok.map((r: CallRecord) => r.endMs - r.startMs)),
+    ttftMs: roundSummary(summarize(ttft)),
+    tpotMs: roundSummary(summarize(tpot)),
+    itlMs: roundSummary(summarize(itl)),
+    e2eMs: roundSummary(summarize(ok.map((r: CallRecord) => r.endMs - r.startMs))),
     errors,
     errorExamples,
     requestsByAdapter,
