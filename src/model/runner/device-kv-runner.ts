@@ -1,0 +1,346 @@
+import * as ort from 'onnxruntime-node';
+import { TesseraError } from '../../errors.ts';
+import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
+import { pagedKvIndices } from '../../../kernels/paged-kv-device.ts';
+import { readManifest, type ModelManifest } from '../converted-model.ts';
+import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
+import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
+import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
+import { PagedKvCache } from './paged-kv-cache.ts';
+import { DEVICE_KV_IO, deviceKvModel, slotWriteModel, zerosModel } from './device-kv-graph.ts';
+import type { Device, RunnerMemory } from './model-runner.ts';
+
+export interface DeviceKvRunnerOptions {
+  /** A converted model directory (manifest.json). */
+  modelDir: string;
+  /**
+   * 'webgpu': KV cache and adapter stacks stay in GPU buffers across steps (the point of this runner).
+   * 'cpu' / 'cuda': the same graphs with the state returned to the host and fed back every step (correctness
+   * reference on machines without a GPU; on CUDA every step would copy the whole cache both ways, see docs/gpu.md).
+   */
+  device?: Device;
+  intraOpThreads?: number;
+  /** Device memory for the KV cache, in bytes (one extra scratch block is added on top). */
+  kvCacheBytes?: number;
+  blockSizeTokens?: number;
+  /** Adapter device slots including slot 0 (base model). */
+  numAdapterSlots?: number;
+  maxAdapterRank?: number;
+}
+
+const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
+
+/**
+ * Runs engine step plans with all model state on the device: the paged KV cache (same block layout and block ids as
+ * the engine hands out, kernels/paged-kv-device.ts) and the LoRA slot stacks are GPU-buffer tensors that each run
+ * returns updated and the next run takes as inputs. Per step only token ids, positions, the attention bias, the
+ * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back.
+ * Loading an adapter uploads that adapter alone and writes its slot on the device.
+ */
+export class DeviceKvRunner {
+  readonly layout: ExecutorLayout;
+  readonly numBlocks: number;
+  private readonly cacheKeys: ort.Tensor[] = [];
+  private readonly cacheValues: ort.Tensor[] = [];
+  private readonly stacks = new Map<string, ort.Tensor>();
+  private readonly scales: Float32Array;
+  private staging: AdapterSlotStacks | null = null;
+  private released = false;
+
+  private constructor(
+    readonly manifest: ModelManifest,
+    readonly device: Device,
+    private readonly sessions: { base: ort.InferenceSession; lora: ort.InferenceSession; slotWrite: ort.InferenceSession; zeros: Map<number, ort.InferenceSession> },
+    readonly blockSizeTokens: number,
+    numBlocks: number,
+    readonly numAdapterSlots: number,
+    readonly maxAdapterRank: number,
+  ) {
+    this.numBlocks = numBlocks;
+    this.scales = new Float32Array(numAdapterSlots);
+    this.layout = {
+      vocabSize: manifest.config.vocabSize,
+      maxContextTokens: manifest.config.maxPositionEmbeddings,
+      numKvBlocks: numBlocks,
+      blockSizeTokens,
+      numAdapterSlots,
+    };
+  }
+
+  static async create(options: DeviceKvRunnerOptions): Promise<DeviceKvRunner> {
+    const manifest = readManifest(options.modelDir);
+    const config = manifest.config;
+    const device = options.device ?? 'webgpu';
+    const blockSizeTokens = options.blockSizeTokens ?? 16;
+    const numAdapterSlots = options.numAdapterSlots ?? 8;
+    const maxAdapterRank = options.maxAdapterRank ?? 16;
+    const kvShape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens };
+    const numBlocks = Math.floor((options.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES) / PagedKvCache.bytesPerBlock(kvShape));
+    if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `\`kvCacheBytes\` must hold at least one KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes. Given: ${options.kvCacheBytes}`);
+    if (!Number.isInteger(numAdapterSlots) || numAdapterSlots < 1) throw new TesseraError('CONFIG_INVALID', `\`numAdapterSlots\` must be an integer >= 1. Given: ${numAdapterSlots}`);
+
+    const stateLocation: ort.Tensor.DataLocation = device === 'webgpu' ? 'gpu-buffer' : 'cpu';
+    const base: ort.InferenceSession.SessionOptions = {
+      executionProviders: [device],
+      executionMode: 'sequential',
+      ...(options.intraOpThreads !== undefined ? { intraOpNumThreads: options.intraOpThreads } : {}),
+    };
+    // State outputs stay where the state lives; everything else (logits, their log-sum-exp) comes back to the host.
+    const outputLocations = (outputs: string[]) =>
+      Object.fromEntries(outputs.map((name) => [name, name.startsWith('present_') ? stateLocation : ('cpu' as const)])) as Record<string, ort.Tensor.DataLocation>;
+    const stackDefs = stackShapes(manifest, numAdapterSlots, maxAdapterRank);
+    const slotOutputs: Record<string, ort.Tensor.DataLocation> = {};
+    for (const s of stackDefs) slotOutputs[DEVICE_KV_IO.stackOut(s.name)] = stateLocation;
+
+    const open = async (what: string, bytes: Uint8Array, extra: ort.InferenceSession.SessionOptions) => {
+      try {
+        return await ort.InferenceSession.create(bytes, { ...base, ...extra });
+      } catch (err) {
+        const message = (err as Error).message;
+        if (device !== 'cpu') throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' cannot run the ${what} graph here: ${message}`, { cause: err });
+        throw new TesseraError('CHECKPOINT_INVALID', `${options.modelDir}: ONNX Runtime cannot load the ${what} graph: ${message}`, { cause: err });
+      }
+    };
+    // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
+    const weightsDir = { session: { model_external_initializers_file_folder_path: options.modelDir } };
+    const model = (file: string, what: string) => {
+      const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens);
+      return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), extra: weightsDir });
+    };
+    const sessions = {
+      base: await model(manifest.graphs.base, 'base'),
+      lora: await model(manifest.graphs.lora, 'LoRA'),
+      slotWrite: await open('slot-write', slotWriteModel(stackDefs), { graphOptimizationLevel: 'all', preferredOutputLocation: slotOutputs }),
+      // Optimisations off: constant folding would turn the zeros into one shared initializer.
+      zeros: new Map([
+        [3, await open('zeros', zerosModel(3), { graphOptimizationLevel: 'disabled', preferredOutputLocation: stateLocation })],
+        [4, await open('zeros', zerosModel(4), { graphOptimizationLevel: 'disabled', preferredOutputLocation: stateLocation })],
+      ]),
+    };
+    const runner = new DeviceKvRunner(manifest, device, sessions, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
+    const cacheDims = [numBlocks + 1, config.numKvHeads, blockSizeTokens, config.headDim];
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      runner.cacheKeys.push(await runner.zeros(cacheDims));
+      runner.cacheValues.push(await runner.zeros(cacheDims));
+    }
+    for (const s of stackDefs) runner.stacks.set(s.name, await runner.zeros(s.dims));
+    return runner;
+  }
+
+  memory(): RunnerMemory {
+    const config = this.manifest.config;
+    const kvCacheBytes = 2 * config.numLayers * (this.numBlocks + 1) * config.numKvHeads * this.blockSizeTokens * config.headDim * 4;
+    let adapterSlotBytes = 0;
+    for (const s of this.stacks.values()) adapterSlotBytes += s.dims.reduce((a, b) => a * b, 4);
+    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes, adapterSlotBytes };
+  }
+
+  /** Where each piece of state lives ('gpu-buffer' on WebGPU): tests check nothing fell back to the host. */
+  stateLocations(): Set<ort.Tensor.DataLocation> {
+    return new Set([...this.cacheKeys, ...this.cacheValues, ...this.stacks.values()].map((t) => t.location));
+  }
+
+  /** Uploads one adapter (PEFT layout) and writes it into `slot` on the device. */
+  async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {
+    this.checkSlot(slot);
+    const staging = this.stagingFor(1);
+    staging.write(1, weights);
+    await this.writeSlot(slot, staging, 1);
+    this.scales[slot] = weights.scale;
+  }
+
+  /**
+   * Fills `slot` through a callback that writes host stacks in place at that slot's offsets (the compressed-adapter
+   * decoder's interface, see AdapterSlotStacks.writeWith), then uploads it. The host staging holds slot + 1 slots.
+   */
+  async fillAdapterSlot(slot: number, rank: number, scale: number, fill: (stacks: AdapterSlotStacks) => void): Promise<void> {
+    this.checkSlot(slot);
+    const staging = this.stagingFor(slot);
+    staging.writeWith(slot, rank, scale, fill);
+    await this.writeSlot(slot, staging, slot);
+    this.scales[slot] = scale;
+  }
+
+  async clearAdapterSlot(slot: number): Promise<void> {
+    this.checkSlot(slot);
+    this.scales[slot] = 0;
+    const staging = this.stagingFor(1);
+    staging.clear(1);
+    await this.writeSlot(slot, staging, 1);
+  }
+
+  /** Runs one step: decode rows (one token) and prefill rows as separate batches, as ModelRunner does. */
+  async execute(plan: StepPlan): Promise<StepResult> {
+    if (this.released) throw new TesseraError('INTERNAL', 'DeviceKvRunner.execute after release()');
+    const started = performance.now();
+    const outcomes: StepResult['outcomes'] = [];
+    const runnable: SequenceWork[] = [];
+    for (const seq of plan.sequences) {
+      const problem = this.checkSequence(seq);
+      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
+      else runnable.push(seq);
+    }
+    const parts: Float32Array[] = [];
+    const lseParts: Float32Array[] = [];
+    let rows = 0;
+    for (const group of [runnable.filter((s) => s.tokenIds.length === 1), runnable.filter((s) => s.tokenIds.length > 1)]) {
+      if (group.length === 0) continue;
+      const { logits, logSumExp } = await this.runGroup(group);
+      parts.push(logits);
+      if (logSumExp) lseParts.push(logSumExp);
+      for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: seq.sampleNext ? rows++ : -1 });
+    }
+    const vocab = this.layout.vocabSize;
+    const logits = concatFloat32(parts, rows * vocab);
+    const logSumExp = lseParts.length === parts.length ? concatFloat32(lseParts, rows) : undefined;
+    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: performance.now() - started };
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    for (const t of [...this.cacheKeys, ...this.cacheValues, ...this.stacks.values()]) t.dispose();
+    for (const s of [this.sessions.base, this.sessions.lora, this.sessions.slotWrite, ...this.sessions.zeros.values()]) await s.release();
+  }
+
+  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null }> {
+    const { numKvHeads, numLayers } = this.manifest.config;
+    const batch = group.length;
+    const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
+    const { blockIndex, numPastBlocks, writeIndex } = pagedKvIndices(
+      group.map((s) => ({ blockTable: s.blockTable, startPosition: s.startPosition, numNewTokens: s.tokenIds.length })),
+      { numKvHeads, blockSizeTokens: this.blockSizeTokens, scratchBlock: this.numBlocks, stepLength },
+    );
+    const pastLength = numPastBlocks * this.blockSizeTokens;
+    const total = pastLength + stepLength;
+    const inputIds = new BigInt64Array(batch * stepLength);
+    const positionIds = new BigInt64Array(batch * stepLength);
+    const bias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
+    const logitsIndex: bigint[] = [];
+    group.forEach((seq, b) => {
+      const n = seq.tokenIds.length;
+      for (let i = 0; i < stepLength; i++) {
+        const at = b * stepLength + i;
+        const biasRow = at * total;
+        if (i < n) {
+          inputIds[at] = BigInt(seq.tokenIds[i]);
+          positionIds[at] = BigInt(seq.startPosition + i);
+          bias.fill(0, biasRow, biasRow + seq.startPosition);
+          bias.fill(0, biasRow + pastLength, biasRow + pastLength + i + 1);
+        } else {
+          positionIds[at] = BigInt(seq.startPosition);
+          bias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, never read
+        }
+      }
+      if (seq.sampleNext) logitsIndex.push(BigInt(b * stepLength + n - 1));
+    });
+    const feeds: Record<string, ort.Tensor> = {
+      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
+      [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
+      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', bias, [batch, 1, stepLength, total]),
+      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', BigInt64Array.from(logitsIndex), [logitsIndex.length]),
+      [DEVICE_KV_IO.blockIndex]: new ort.Tensor('int64', blockIndex, [batch, numPastBlocks]),
+      [DEVICE_KV_IO.writeIndex]: new ort.Tensor('int64', writeIndex, [batch, numKvHeads, stepLength, 3]),
+    };
+    for (let layer = 0; layer < numLayers; layer++) {
+      feeds[DEVICE_KV_IO.cacheKey(layer)] = this.cacheKeys[layer];
+      feeds[DEVICE_KV_IO.cacheValue(layer)] = this.cacheValues[layer];
+    }
+    const useLora = group.some((s) => s.adapterSlot !== 0);
+    if (useLora) {
+      feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [batch]);
+      feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
+      for (const [name, tensor] of this.stacks) feeds[name] = tensor;
+    }
+    const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);
+    // Double buffering: the run returned new cache buffers; the ones it read are released now.
+    for (let layer = 0; layer < numLayers; layer++) {
+      this.cacheKeys[layer].dispose();
+      this.cacheValues[layer].dispose();
+      this.cacheKeys[layer] = out[DEVICE_KV_IO.presentKey(layer)];
+      this.cacheValues[layer] = out[DEVICE_KV_IO.presentValue(layer)];
+    }
+    const lse = out[GRAPH_IO.logitsLogSumExp];
+    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null };
+  }
+
+  private async zeros(dims: number[]): Promise<ort.Tensor> {
+    const session = this.sessions.zeros.get(dims.length)!;
+    const out = await session.run({ [DEVICE_KV_IO.zerosShape]: new ort.Tensor('int64', BigInt64Array.from(dims, (d) => BigInt(d)), [dims.length]) });
+    return out[DEVICE_KV_IO.zeros];
+  }
+
+  private stagingFor(slot: number): AdapterSlotStacks {
+    if (!this.staging || this.staging.numSlots <= slot) this.staging = new AdapterSlotStacks(this.manifest.config, Math.max(2, slot + 1), this.maxAdapterRank);
+    return this.staging;
+  }
+
+  /** Writes host staging slot `from` into device slot `slot` of every stack. */
+  private async writeSlot(slot: number, staging: AdapterSlotStacks, from: number): Promise<void> {
+    const config = this.manifest.config;
+    const r = this.maxAdapterRank;
+    const feeds: Record<string, ort.Tensor> = { [DEVICE_KV_IO.slot]: new ort.Tensor('int64', BigInt64Array.of(BigInt(slot)), [1, 1]) };
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const [inF, outF] = loraTargetShape(config, target);
+        const a = GRAPH_IO.loraA(layer, target);
+        const b = GRAPH_IO.loraB(layer, target);
+        feeds[DEVICE_KV_IO.stackIn(a)] = this.stacks.get(a)!;
+        feeds[DEVICE_KV_IO.stackIn(b)] = this.stacks.get(b)!;
+        feeds[DEVICE_KV_IO.stackValue(a)] = new ort.Tensor('float32', staging.stackA(layer, target).slice(from * inF * r, (from + 1) * inF * r), [1, inF, r]);
+        feeds[DEVICE_KV_IO.stackValue(b)] = new ort.Tensor('float32', staging.stackB(layer, target).slice(from * r * outF, (from + 1) * r * outF), [1, r, outF]);
+      }
+    }
+    const out = await this.sessions.slotWrite.run(feeds);
+    for (const [name, old] of this.stacks) {
+      old.dispose();
+      this.stacks.set(name, out[DEVICE_KV_IO.stackOut(name)]);
+    }
+  }
+
+  private checkSlot(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 1 || slot >= this.numAdapterSlots) {
+      throw new TesseraError('INVALID_ARGUMENT', `adapter \`slot\` must be an integer in [1, ${this.numAdapterSlots - 1}]. Given: ${slot}`);
+    }
+  }
+
+  /** Why this sequence cannot run (it then fails alone), or null. */
+  private checkSequence(seq: SequenceWork): string | null {
+    const { vocabSize, maxPositionEmbeddings } = this.manifest.config;
+    const end = seq.startPosition + seq.tokenIds.length;
+    if (seq.tokenIds.length === 0) return 'no tokens in step';
+    if (!Number.isInteger(seq.startPosition) || seq.startPosition < 0) return `start position ${seq.startPosition} is not a non-negative integer`;
+    if (end > maxPositionEmbeddings) return `position ${end} past the model's ${maxPositionEmbeddings}`;
+    for (const id of seq.tokenIds) if (!Number.isInteger(id) || id < 0 || id >= vocabSize) return `token id ${id} outside [0, ${vocabSize})`;
+    if (!Number.isInteger(seq.adapterSlot) || seq.adapterSlot < 0 || seq.adapterSlot >= this.numAdapterSlots) return `adapter slot ${seq.adapterSlot} outside [0, ${this.numAdapterSlots})`;
+    const needed = Math.ceil(end / this.blockSizeTokens);
+    if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
+    for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= this.numBlocks) return `KV block ${block} outside [0, ${this.numBlocks})`;
+    return null;
+  }
+}
+
+/** The LoRA stack inputs of the converted LoRA graph: [numSlots, in, maxRank] for A, [numSlots, maxRank, out] for B. */
+function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number): Array<{ name: string; dims: number[] }> {
+  const config = manifest.config;
+  const out: Array<{ name: string; dims: number[] }> = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const target of LORA_TARGETS) {
+      const [inF, outF] = loraTargetShape(config, target);
+      out.push({ name: GRAPH_IO.loraA(layer, target), dims: [numSlots, inF, maxRank] });
+      out.push({ name: GRAPH_IO.loraB(layer, target), dims: [numSlots, maxRank, outF] });
+    }
+  }
+  return out;
+}
+
+function concatFloat32(parts: Float32Array[], length: number): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(length);
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
