@@ -61,6 +61,14 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
       return { spec: m.inspectSpec, run: m.runInspect };
     },
   },
+  {
+    name: 'worker',
+    summary: 'serve one model shard to a controller over tessera.shard.v1 (multi-host tensor/pipeline parallel)',
+    load: async () => {
+      const m = await import('./commands/worker.ts');
+      return { spec: m.workerSpec, run: m.runWorker };
+    },
+  },
 ];
 
 /** `serve` takes its settings from the config schema (src/cli/config.ts), not from a CommandSpec. */

@@ -1,11 +1,18 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import pino from 'pino';
+import { TesseraError } from '../errors.ts';
 import { createEngine, type Engine } from '../engine/engine.ts';
 import type { Executor, StepPlan } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
+import { createAdapterManager, type AdapterManager } from '../adapters/adapter-manager.ts';
+import { createAdapterMetrics } from '../adapters/adapter-metrics.ts';
+import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
+import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
 import { renderChat } from '../model/tokenizer/chat-template.ts';
-import { ThreadExecutor } from '../parallel/thread-executor.ts';
+import { ShardController } from '../parallel/controller.ts';
+import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
 import type { ServingBackend } from '../server/backend.ts';
 import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
@@ -22,7 +29,7 @@ export interface RunningServer {
   readonly metricsPort: number | null;
   readonly modelDir: string;
   readonly engine: Engine;
-  readonly executor: ThreadExecutor;
+  readonly executor: ShardController;
   /** The gRPC server (health, admission, calls in flight). */
   readonly grpc: RunningGrpcServer;
   readonly logger: Logger;
@@ -59,8 +66,24 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     cleanups.length = 0;
   };
   try {
-    const executor = await ThreadExecutor.start({
+    let grpcServer: RunningGrpcServer | null = null;
+    let workersHealthy = true;
+    let draining = false;
+    if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
+      throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
+    }
+    const executor = await ShardController.start({
       modelDir,
+      tp: config.tp,
+      pp: config.pp,
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
+      // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
+      onHealth: (serving) => {
+        workersHealthy = serving;
+        log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
+        grpcServer?.setServing(serving && !draining);
+      },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
       kvCacheBytes: config.kvCacheBytes,
@@ -85,7 +108,31 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       ...(config.maxPromptTokens !== null ? { maxPromptTokens: config.maxPromptTokens } : {}),
       ...(config.maxNewTokens !== null ? { maxNewTokens: config.maxNewTokens } : {}),
     });
+    let adapters: AdapterManager | null = null;
+    if (config.adapterSlots > 0) {
+      const roots = [...config.adaptersDir, ...config.adapterRoots].map((d) => resolve(d));
+      adapters = createAdapterManager({
+        slots: executor,
+        config: manifest.config,
+        modelId: manifest.modelId,
+        numSlots: config.adapterSlots + 1,
+        maxRank: config.maxAdapterRank,
+        hostCacheBytes: config.adapterHostCacheBytes,
+        allowedRoots: roots,
+        ...(metrics ? { metrics: createAdapterMetrics(metrics.meter) } : {}),
+        logger: componentLogger(logger, 'adapters'),
+      });
+      const manager = adapters;
+      cleanups.push(() => manager.shutdown());
+      for (const dir of config.adaptersDir) {
+        const ids = manager.registerDirectory(resolve(dir), { tenantId: null });
+        log.info({ dir, adapters: ids }, 'registered adapters (shared by all tenants)');
+      }
+    }
+    // Per-tenant fair share: S-LoRA's virtual token counter decides admission order.
+    const fairShare = createVtcPolicy();
     const engine = createEngine({
+      admissionPolicy: fairShare,
       // Every engine step passes through execute(): its plan's sequence count is the batch size.
       executor: metrics ? observeSteps(executor, (plan) => metrics!.instruments.batchSize.record(plan.sequences.length)) : executor,
       detokenizer: tokenizer,
@@ -94,13 +141,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       prefillChunkTokens: config.prefillChunkTokens,
       maxRunningSequences: config.maxRunningSequences,
       maxQueuedRequests: config.maxQueuedRequests,
-      adapterSlots: null,
+      adapterSlots: adapters,
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
 
     const backend: ServingBackend = {
-      submit: (req, opts) => engine.submit(req, opts),
+      submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
       encoder: tokenizer ? promptEncoder(tokenizer) : null,
       modelInfo: {
@@ -112,7 +159,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         eosTokenIds: manifest.config.eosTokenIds,
         maxAdapterRank: config.adapterSlots > 0 ? config.maxAdapterRank : 0,
       },
-      adapters: null,
+      adapters,
     };
 
     const auth = config.apiKeysFile ? await loadApiKeyFile(config.apiKeysFile) : null;
@@ -122,6 +169,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       : null;
 
     const grpc: RunningGrpcServer = await startGrpcServer({
+      serving: workersHealthy,
       backend,
       host: config.host,
       port: config.port,
@@ -135,6 +183,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       maxConcurrentRequests: config.maxConcurrentRequests,
     });
     cleanups.push(() => grpc.shutdown(0));
+    grpcServer = grpc;
 
     if (metrics) {
       const instruments = metrics.instruments;
@@ -151,6 +200,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
       stopping ??= (async () => {
+        draining = true;
         if (deadlineMs !== null) {
           log.info({ deadlineMs }, 'draining: health NOT_SERVING, new requests UNAVAILABLE');
           // The gRPC server stops admitting (health NOT_SERVING, DRAINING) and waits for its calls; the engine

@@ -12,7 +12,7 @@ import { DEVICES, QUANT_KINDS } from '../choices.ts';
 
 export const generateSpec: CommandSpec = {
   name: 'generate',
-  usage: 'tessera generate [--model DIR] [--adapter DIR] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--json]',
+  usage: 'tessera generate [--model DIR] [--adapter DIR] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--tp N] [--pp N] [--json]',
   summary: 'Generates greedily from a Hugging Face checkpoint directory (converted once into the cache) or a converted model directory.',
   options: {
     model: { type: 'string', description: 'HF checkpoint or converted model directory (default: the embedded default model)' },
@@ -24,6 +24,8 @@ export const generateSpec: CommandSpec = {
     quant: { type: 'string', description: 'weight precision when converting an HF checkpoint', default: 'int4' },
     outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
     device: { type: 'string', description: 'execution provider: cpu, cuda or webgpu', default: 'cpu' },
+    tp: { type: 'string', description: 'tensor-parallel worker threads per stage', default: '1' },
+    pp: { type: 'string', description: 'pipeline stages (worker threads)', default: '1' },
     'ignore-eos': { type: 'boolean', description: 'keep generating past end-of-sequence tokens', default: false },
     json: { type: 'boolean', description: 'print {"tokens":[{id,text,logprob,top}]} instead of text', default: false },
   },
@@ -58,7 +60,15 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     });
   }
 
-  const executor = await ThreadExecutor.start({ modelDir, device: choiceOpt(args, 'device', DEVICES), kvCacheBytes: 256 * 1024 * 1024, numAdapterSlots: 2, maxAdapterRank: 64 });
+  const executor = await ThreadExecutor.start({
+    modelDir,
+    device: choiceOpt(args, 'device', DEVICES),
+    tp: intOpt(args, 'tp', { min: 1, max: 64 }),
+    pp: intOpt(args, 'pp', { min: 1, max: 64 }),
+    kvCacheBytes: 256 * 1024 * 1024,
+    numAdapterSlots: 2,
+    maxAdapterRank: 64,
+  });
   try {
     let adapterSlots: AdapterSlots | null = null;
     const adapterDir = stringOpt(args, 'adapter');
