@@ -31,6 +31,12 @@ async function main(): Promise<number> {
   const command = `npm run bench -- --${args.mode}${args.only ? ` --only ${args.only.join(',')}` : ''}`;
   log(`${args.mode} mode, cases: ${cases.map((c) => c.name).join(', ')}; cache ${models.cacheDir}`);
   const outDir = resultsDir(benchDir, args.mode);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      models.cleanup(); // a killed run leaves no converted models behind
+      process.exit(130);
+    });
+  }
   try {
     for (const c of cases) {
       const machine = machineInfo();
