@@ -490,7 +490,7 @@ describe('LeaderWorkerSet shard groups', () => {
   const lws = () => find(renders.get('lws')!, 'LeaderWorkerSet', 'tessera-shards');
 
   /** Runs the leader's shell command with a stand-in `node` that prints its argv, under LWS's environment. */
-  function leaderArgv(groupSize: number, leaderAddress: string): string[] {
+  function leaderArgv(groupSize: number, leaderAddress: string, tp = 1): string[] {
     const leader = container(lws().spec.leaderWorkerTemplate.leaderTemplate, 'leader');
     const cmd = leader.command as string[];
     expect(cmd.slice(0, 2)).toEqual(['/usr/bin/tini', '--']);
@@ -498,29 +498,32 @@ describe('LeaderWorkerSet shard groups', () => {
     const bin = mkdtempSync(join(scratch, 'bin-'));
     writeFileSync(join(bin, 'node'), '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n');
     chmodSync(join(bin, 'node'), 0o755);
-    const out = execFileSync('/bin/sh', ['-c', cmd[4]], { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin`, LWS_LEADER_ADDRESS: leaderAddress, LWS_GROUP_SIZE: String(groupSize) } });
+    const out = execFileSync('/bin/sh', ['-c', cmd[4]], { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin`, LWS_LEADER_ADDRESS: leaderAddress, LWS_GROUP_SIZE: String(groupSize), ...(tp > 1 ? { TESSERA_TP: String(tp) } : {}) } });
     return out.trimEnd().split('\n');
   }
 
   it('the leader passes every worker of its group to `tessera serve --workers`', () => {
     const worker = container(lws().spec.leaderWorkerTemplate.workerTemplate, 'worker');
     const workerPort = worker.ports.find((p: K8sObject) => p.name === 'shard').containerPort;
-    for (const [size, group] of [[3, 0], [5, 2]]) {
-      const argv = leaderArgv(size, `tessera-shards-${group}.tessera-shards.prod`);
+    for (const [size, group, tp] of [[3, 0, 1], [5, 2, 2]]) {
+      const argv = leaderArgv(size, `tessera-shards-${group}.tessera-shards.prod`, tp);
       expect(argv.slice(0, 2)).toEqual(['/app/bin/tessera.mjs', 'serve']);
-      const workers = splitFlags(argv.slice(2)).get('workers')![0].split(',');
+      const flags = splitFlags(argv.slice(2));
+      const workers = flags.get('workers')![0].split(',');
       expect(workers).toEqual(Array.from({ length: size - 1 }, (_, i) => `tessera-shards-${group}-${i + 1}.tessera-shards.prod:${workerPort}`));
+      expect(Number(flags.get('pp')![0]) * tp, 'tp x pp = number of workers').toBe(size - 1);
     }
   });
 
-  it('leader flags are serve settings (or the pending --workers), and the leader pod matches its settings', async () => {
+  it('leader flags are serve settings (or the pending --pp/--workers), and the leader pod matches its settings', async () => {
     const template = lws().spec.leaderWorkerTemplate.leaderTemplate;
     const leader = container(template, 'leader');
     const serveArgs = leaderArgv(3, 'tessera-shards-0.tessera-shards.prod').slice(2);
     const flags = splitFlags(serveArgs);
     const knownFlags = new Set(Object.values(SERVE_SETTINGS).map((s) => s.flag as string));
-    // `--workers` is the interface of the parallel-shards issue; once it is a serve setting the real loader checks it too.
-    const pending = ['workers'].filter((f) => !knownFlags.has(f));
+    // `--pp`/`--workers` are the interface of the parallel-shards issue; once they are serve settings the real loader
+    // checks them too.
+    const pending = ['pp', 'workers'].filter((f) => !knownFlags.has(f));
     for (const flag of flags.keys()) if (flag !== 'config') expect(knownFlags.has(flag) || pending.includes(flag), `--${flag}`).toBe(true);
     for (const flag of pending) flags.delete(flag);
     const withoutPending = [...flags].flatMap(([k, vs]) => vs.flatMap((v) => [`--${k}`, v]));
