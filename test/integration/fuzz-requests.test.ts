@@ -70,7 +70,8 @@ function randomValue(field: protobuf.Field, depth: number): unknown {
     case 'uint64':
     case 'int64':
     case 'fixed64':
-      return chance(0.3) ? protobuf.util.Long.fromBits(int(2 ** 32), int(2 ** 32), true) : Math.abs(Number(randomNumber('uint64'))) || 0;
+      // A decimal string covers the whole 64-bit range (protobufjs parses it into a Long).
+      return chance(0.3) ? ((BigInt(int(2 ** 32)) << 32n) | BigInt(int(2 ** 32))).toString() : Math.abs(Number(randomNumber('uint64'))) || 0;
     default:
       return randomNumber(field.type);
   }
