@@ -66,7 +66,7 @@ afterAll(async () => {
 });
 
 describe('tessera serve over gRPC (startServer, tiny model, real engine)', () => {
-  it('prints nothing but serves on the bound port with the model it was given', () => {
+  it('binds 127.0.0.1 on free ports and reads both back', () => {
     expect(server.port).toBeGreaterThan(0);
     expect(server.metricsPort).toBeGreaterThan(0);
     expect(server.host).toBe('127.0.0.1');
