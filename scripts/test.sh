@@ -9,7 +9,7 @@ export ONNXRUNTIME_NODE_INSTALL=skip
 npm ci --no-audit --no-fund --loglevel=error
 
 # The cross-language test calls the server from Python (Debian's grpcio and grpc-tools).
-if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+if ! /usr/bin/python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-grpcio python3-grpc-tools >/dev/null

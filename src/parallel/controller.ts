@@ -7,7 +7,7 @@ import type { RunnerMemory, RunnerOptions } from '../model/runner/model-runner.t
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { shardPositions, tpSlices, type ShardPosition } from './shard-layout.ts';
 import { ThreadLink, type ShardLink } from './shard-link.ts';
-import { checkSequence, stepInputs } from './step-inputs.ts';
+import { checkSequence, stepInputs } from '../model/runner/step-inputs.ts';
 import type { RunReply, SegmentRef, ShardMemory, ShardSpec, WorkerMessage } from './wire.ts';
 
 /** Opens a link to the worker at `index` (thread: a new thread; remote: a connection to its address). */

@@ -14,7 +14,7 @@ import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
 import { tpSlices, type TpSlices } from './shard-layout.ts';
-import { stepInputs, type StepInputs } from './step-inputs.ts';
+import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
 
 /**

@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
-import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
+import { GRAPH_IO } from '../graph/llama-graph.ts';
 import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
-import { PagedKvCache, type KvRow } from './paged-kv-cache.ts';
+import { PagedKvCache } from './paged-kv-cache.ts';
+import { checkSequence, stepInputs } from './step-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
@@ -114,7 +115,7 @@ export class ModelRunner {
     const outcomes: StepResult['outcomes'] = [];
     const runnable: SequenceWork[] = [];
     for (const seq of plan.sequences) {
-      const problem = this.checkSequence(seq);
+      const problem = checkSequence(seq, this.layout);
       if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
       else runnable.push(seq);
     }
@@ -144,46 +145,15 @@ export class ModelRunner {
   }
 
   private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
-    const config = this.manifest.config;
-    const { numKvHeads, headDim, numLayers } = config;
-    const batch = group.length;
-    const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
-    const pastLength = Math.max(...group.map((s) => s.startPosition));
+    const { numKvHeads, headDim, numLayers } = this.manifest.config;
+    const inputs = stepInputs(group);
+    const { batch, stepLength, pastLength, kvRows } = inputs;
     const total = pastLength + stepLength;
-
-    const inputIds = new BigInt64Array(batch * stepLength);
-    const positionIds = new BigInt64Array(batch * stepLength);
-    const bias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
-    const logitsIndex: bigint[] = [];
-    const sampled = new Set<number>();
-    const kvRows: KvRow[] = [];
-    group.forEach((seq, b) => {
-      const n = seq.tokenIds.length;
-      for (let i = 0; i < stepLength; i++) {
-        const at = b * stepLength + i;
-        const valid = i < n;
-        inputIds[at] = BigInt(valid ? seq.tokenIds[i] : 0);
-        positionIds[at] = BigInt(seq.startPosition + (valid ? i : 0));
-        const biasRow = at * total;
-        if (valid) {
-          bias.fill(0, biasRow, biasRow + seq.startPosition);
-          bias.fill(0, biasRow + pastLength, biasRow + pastLength + i + 1);
-        } else {
-          bias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, ignored
-        }
-      }
-      if (seq.sampleNext) {
-        logitsIndex.push(BigInt(b * stepLength + n - 1));
-        sampled.add(seq.seqId);
-      }
-      kvRows.push({ blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
-    });
-
     const feeds: Record<string, ort.Tensor> = {
-      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
-      [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
-      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', bias, [batch, 1, stepLength, total]),
-      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', BigInt64Array.from(logitsIndex), [logitsIndex.length]),
+      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]),
+      [GRAPH_IO.positionIds]: new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]),
+      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, total]),
+      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]),
     };
     const pastFloats = batch * numKvHeads * pastLength * headDim;
     for (let layer = 0; layer < numLayers; layer++) {
@@ -205,7 +175,7 @@ export class ModelRunner {
     }
     // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled };
+    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: new Set(inputs.sampledSeqIds) };
   }
 
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
@@ -222,23 +192,7 @@ export class ModelRunner {
     }
   }
 
-  /** Why this sequence cannot run (it then fails alone), or null. */
-  private checkSequence(seq: SequenceWork): string | null {
-    const { vocabSize, maxPositionEmbeddings } = this.manifest.config;
-    const { blockSizeTokens, numBlocks } = this.kv.options;
-    const end = seq.startPosition + seq.tokenIds.length;
-    if (seq.tokenIds.length === 0) return 'no tokens in step';
-    if (!Number.isInteger(seq.startPosition) || seq.startPosition < 0) return `start position ${seq.startPosition} is not a non-negative integer`;
-    if (end > maxPositionEmbeddings) return `position ${end} past the model's ${maxPositionEmbeddings}`;
-    for (const id of seq.tokenIds) if (!Number.isInteger(id) || id < 0 || id >= vocabSize) return `token id ${id} outside [0, ${vocabSize})`;
-    if (!Number.isInteger(seq.adapterSlot) || seq.adapterSlot < 0 || seq.adapterSlot >= this.slots.numSlots) {
-      return `adapter slot ${seq.adapterSlot} outside [0, ${this.slots.numSlots})`;
-    }
-    const needed = Math.ceil(end / blockSizeTokens);
-    if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
-    for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= numBlocks) return `KV block ${block} outside [0, ${numBlocks})`;
-    return null;
-  }
+
 }
 
 function concatFloat32(parts: Float32Array[], length: number): Float32Array {

@@ -1,6 +1,6 @@
-import type { SequenceWork } from '../engine/executor.ts';
-import { MASKED_SCORE } from '../model/graph/llama-graph.ts';
-import type { KvRow } from '../model/runner/paged-kv-cache.ts';
+import type { SequenceWork } from '../../engine/executor.ts';
+import { MASKED_SCORE } from '../graph/llama-graph.ts';
+import type { KvRow } from './paged-kv-cache.ts';
 
 /**
  * The per-run inputs every shard derives from the same rows (so only the rows travel, never these arrays):
