@@ -47,6 +47,7 @@ export interface StartServerOptions {
 }
 
 const STATS_INTERVAL_MS = 500;
+const DRAIN_REPLY_GRACE_MS = 500;
 
 /**
  * The composition root of `tessera serve`: resolves the model, starts the model worker, the engine, telemetry and the
@@ -205,7 +206,9 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           log.info({ deadlineMs }, 'draining: health NOT_SERVING, new requests UNAVAILABLE');
           // The gRPC server stops admitting (health NOT_SERVING, DRAINING) and waits for its calls; the engine
           // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
-          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now())), engine.drain(deadlineMs)]);
+          // The gRPC grace outlasts the engine deadline a little, so requests the engine cancels at the deadline still
+          // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
+          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
         } else {
           grpc.setServing(false);
         }

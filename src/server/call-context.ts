@@ -11,6 +11,18 @@ export function tenantOf(metadata: Metadata, auth: Authenticator | null): string
 }
 
 /**
+ * Metadata header carrying the adapter id, so a gRPC-aware proxy can route by it (Envoy ring hash on this header keeps
+ * an adapter's requests on the replicas whose caches hold it). Clients send it beside `adapter_id`.
+ */
+export const ADAPTER_HEADER = 'x-tessera-adapter';
+
+/** The adapter id from the call's `x-tessera-adapter` header ('' when absent). */
+export function adapterHeaderOf(metadata: Metadata): string {
+  const values = metadata.get(ADAPTER_HEADER);
+  return values.length > 0 && typeof values[0] === 'string' ? values[0] : '';
+}
+
+/**
  * The call's gRPC deadline as an absolute time on the engine clock, or null when there is none.
  * grpc-js gives the deadline as a Date or epoch milliseconds (Infinity = none).
  */

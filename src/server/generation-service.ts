@@ -9,7 +9,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { TesseraInstruments } from '../telemetry/metrics.ts';
 import type { Authenticator } from './auth.ts';
 import type { ServingBackend } from './backend.ts';
-import { engineDeadlineMs, tenantOf } from './call-context.ts';
+import { engineDeadlineMs, adapterHeaderOf, tenantOf } from './call-context.ts';
 import { RepliedError, serverStreamHandler, unaryHandler } from './handler.ts';
 import type {
   GenerateRequestMsg,
@@ -48,7 +48,7 @@ interface GenerationCall {
 
 /** Error for a request that ended without finishing normally. */
 function finishError(ev: FinishEvent, signal: AbortSignal): unknown {
-  if (ev.reason === 'cancelled') return signal.aborted ? signal.reason : new TesseraError('CANCELLED', 'request cancelled');
+  if (ev.reason === 'cancelled') return signal.aborted ? signal.reason : (ev.error ?? new TesseraError('CANCELLED', 'request cancelled'));
   if (ev.reason === 'deadline') return new TesseraError('DEADLINE_EXCEEDED', 'request deadline passed before generation finished');
   return ev.error ?? new TesseraError('INTERNAL', 'generation failed without an error');
 }
@@ -80,6 +80,7 @@ async function runGeneration(
       tenantId,
       deadlineMs: engineDeadlineMs(call.getDeadline(), backend.nowMs()),
       newRequestId: () => fallbackId,
+      adapterHeader: adapterHeaderOf(call.metadata),
     });
     requestId = req.requestId;
     ticket = gate.admit(controller);

@@ -35,12 +35,14 @@ export interface ValidateOptions {
   deadlineMs: number | null;
   /** Id used when the client sends none; default a random UUID. */
   newRequestId?: () => string;
+  /** The `x-tessera-adapter` header ('' when absent): used when `adapter_id` is empty, must agree when both are set. */
+  adapterHeader?: string;
 }
 
 export function validateGenerateRequest(msg: GenerateRequestMsg, opts: ValidateOptions): ValidGenerateRequest {
   const { limits } = opts;
   const requestId = validateRequestId(msg.request_id ?? '', limits, opts.newRequestId ?? randomUUID);
-  const adapterId = validateAdapterId(msg.adapter_id ?? '', 'adapter_id', limits, true);
+  const adapterId = validateAdapterId(adapterIdOf(msg.adapter_id ?? '', opts.adapterHeader ?? ''), 'adapter_id', limits, true);
   const promptTokenIds = validatePrompt(msg, limits, opts.encoder);
   const sampling = validateSampling(msg.sampling ?? null, limits);
   const stopping = validateStopping(msg.stopping ?? null, limits, promptTokenIds.length);
@@ -56,6 +58,14 @@ function validateRequestId(given: string, limits: RequestLimits, newRequestId: (
   }
   if (!REQUEST_ID_PATTERN.test(given)) throw outOfRange('request_id', 'printable ASCII without spaces', given);
   return given;
+}
+
+/** The body's adapter id, or the routing header's when the body has none; the two must not disagree. */
+function adapterIdOf(body: string, header: string): string {
+  if (body !== '' && header !== '' && body !== header) {
+    throw new TesseraError('INVALID_ARGUMENT', `\`adapter_id\` ("${body.slice(0, 64)}") and the x-tessera-adapter header ("${header.slice(0, 64)}") must name the same adapter`);
+  }
+  return body !== '' ? body : header;
 }
 
 /** Empty -> null when `emptyMeansNone`, else an error. */

@@ -136,6 +136,7 @@ describe('tessera serve over gRPC (startServer, tiny model, real engine)', () =>
     // Larger than --max-message-bytes: grpc-js refuses it before any handler runs.
     expect(await statusOf(unary(g, 'Generate', { text: 'x'.repeat(100_000) }, bearer(KEY)))).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
     const adapters = connect(AdaptersClient, server.port, { closeWith: clients });
+    // --adapter-slots 0 turns adapters off: the Adapters service says so (test/integration/adapters-api.test.ts covers it on).
     expect(await statusOf(unary(adapters, 'ListAdapters', {}, bearer(KEY)))).toMatchObject({ code: grpc.status.UNIMPLEMENTED, errorCode: 'UNIMPLEMENTED' });
   });
 
