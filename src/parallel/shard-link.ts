@@ -81,6 +81,8 @@ export class PendingCalls {
 export class ThreadLink implements ShardLink {
   private readonly calls: PendingCalls;
   private closing: Promise<void> | null = null;
+  private stopping: Promise<void> | null = null;
+  private exited = false;
 
   private constructor(
     readonly label: string,
@@ -89,7 +91,10 @@ export class ThreadLink implements ShardLink {
     this.calls = new PendingCalls(label);
     worker.on('message', (msg: WorkerMessage) => this.calls.answer(msg));
     worker.on('error', (err) => this.calls.down(err.message));
-    worker.on('exit', (code) => this.calls.down(`thread exited with code ${code}`));
+    worker.on('exit', (code) => {
+      this.exited = true;
+      this.calls.down(`thread exited with code ${code}`);
+    });
   }
 
   static open(label: string): ThreadLink {
@@ -109,18 +114,36 @@ export class ThreadLink implements ShardLink {
     this.calls.onDown(listener);
   }
 
-  /** Kills the thread at once (tests of the failure path; hung workers). */
-  async kill(reason = 'killed'): Promise<void> {
+  /**
+   * Takes the worker down at once for the controller (every pending call fails now), then stops the thread: asked
+   * first, forcibly after `graceMs` (a hung worker). Terminating a thread while ONNX Runtime is inside session.run can
+   * abort the whole process, so a thread mid-run is left to finish that run and exit by itself.
+   */
+  async kill(reason = 'killed', graceMs = 10_000): Promise<void> {
     this.calls.down(reason);
-    await this.worker.terminate();
+    await this.stopThread(graceMs);
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.calls.down('closed');
-      await this.worker.terminate();
+      await this.stopThread(5_000);
     })();
     return this.closing;
+  }
+
+  private stopThread(graceMs: number): Promise<void> {
+    this.stopping ??= new Promise<void>((resolve) => {
+      if (this.exited) return resolve();
+      const timer = setTimeout(() => void this.worker.terminate(), graceMs);
+      this.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      // Answered by nobody (id -1): the worker releases its sessions after the run in progress and closes its port.
+      this.worker.postMessage({ type: 'shutdown', id: -1 });
+    });
+    return this.stopping;
   }
 }
 
