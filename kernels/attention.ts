@@ -7,7 +7,7 @@ import type { OnnxGraph } from './onnx-graph.ts';
  *            pastK, pastV [B, Hkv, P, D]: the cached keys/values of each row (rows shorter than P are padded)
  *            bias [B, 1, 1, S, P+S]: 0 where query s of row b may attend key t, a large negative number elsewhere
  *   G = H / Hkv; query head h uses kv head h / G
- *   K = concat(pastK, k), V = concat(pastV, v)          along the position axis
+ *   K = concat(pastK, k), V = concat(pastV, v)          along the position axis (never materialised: see below)
  *   for each b, kv head j, group g, query s:
  *     p = softmax_t(q[b, s, j*G+g] . K[b, j, t] + bias[b, 0, 0, s, t])
  *     out[b, s, j*G+g] = sum_t p[t] * V[b, j, t]
@@ -41,13 +41,21 @@ export function groupedQueryAttention(
   const kvShape = g.constInt64('shape_kv4', [0, 0, numKvHeads, headDim]);
   const newK = transpose(reshape(io.k, kvShape, 'k4'), [0, 2, 1, 3], 'new_k');
   const newV = transpose(reshape(io.v, kvShape, 'v4'), [0, 2, 1, 3], 'new_v');
-  const keys = g.op('Concat', [io.pastK, newK], { attrs: { axis: { i: 2 } }, hint: `${hint}_keys` });
-  const values = g.op('Concat', [io.pastV, newV], { attrs: { axis: { i: 2 } }, hint: `${hint}_values` });
 
-  const scores = g.op('MatMul', [qGrouped, transpose(keys, [0, 1, 3, 2], 'keys_t')], { hint: `${hint}_scores` });
+  // Scores against the cached and the new keys separately, so the (large) cached keys and values are never copied into
+  // a concatenation; ORT folds each key transpose into its MatMul (FusedMatMul, transB). Only the small score and
+  // probability matrices are concatenated and sliced.
+  const keysT = (keys: string, h: string) => transpose(keys, [0, 1, 3, 2], h);
+  const scoresPast = g.op('MatMul', [qGrouped, keysT(io.pastK, 'past_k_t')], { hint: `${hint}_scores_past` });
+  const scoresNew = g.op('MatMul', [qGrouped, keysT(newK, 'new_k_t')], { hint: `${hint}_scores_new` });
+  const scores = g.op('Concat', [scoresPast, scoresNew], { attrs: { axis: { i: -1 } }, hint: `${hint}_scores` });
   const masked = g.op('Add', [reshape(scores, shapes.scores5, 'scores5'), io.bias5], { hint: `${hint}_masked` });
-  const probs = g.op('Softmax', [masked], { attrs: { axis: { i: -1 } }, hint: `${hint}_probs` });
-  const context = g.op('MatMul', [reshape(probs, shapes.scores4, 'probs4'), values], { hint: `${hint}_context` });
+  const probs = reshape(g.op('Softmax', [masked], { attrs: { axis: { i: -1 } }, hint: `${hint}_probs` }), shapes.scores4, 'probs4');
+  const pastLen = g.op('Shape', [io.pastK], { attrs: { start: { i: 2 }, end: { i: 3 } }, hint: `${hint}_past_len` });
+  const lastAxis = g.constInt64('axis_last', [3]);
+  const probsPast = g.op('Slice', [probs, g.constInt64('zero', [0]), pastLen, lastAxis], { hint: `${hint}_probs_past` });
+  const probsNew = g.op('Slice', [probs, pastLen, g.constInt64('int64_max', [Number.MAX_SAFE_INTEGER]), lastAxis], { hint: `${hint}_probs_new` });
+  const context = g.op('Add', [g.op('MatMul', [probsPast, io.pastV], { hint: `${hint}_ctx_past` }), g.op('MatMul', [probsNew, newV], { hint: `${hint}_ctx_new` })], { hint: `${hint}_context` });
   const context5 = reshape(context, g.constInt64('shape_ctx5', [0, 0, groups, -1, headDim]), 'ctx5');
   const out = reshape(transpose(context5, [0, 3, 1, 2, 4], 'ctx_t'), g.constInt64('shape_out', [0, 0, -1]), 'out');
   return { out, newK, newV };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { TesseraError } from '../errors.ts';
 import { convertCheckpoint } from '../model/convert/convert-checkpoint.ts';
 import { isConvertedModelDir, type QuantKind } from '../model/converted-model.ts';
+import { GRAPH_VERSION } from '../model/graph/llama-graph.ts';
 import { ensureDefaultModel } from '../model/checkpoint/make-model.ts';
 import { progressBar } from './progress.ts';
 
@@ -69,7 +70,7 @@ function conversionKey(hfDir: string, choice: ModelChoice): string {
       return `${f}:${s.size}:${s.mtimeMs}`;
     });
   const hash = createHash('sha256')
-    .update(JSON.stringify({ real, files, quant: choice.quant, blockSize: choice.blockSize ?? 32, outliers: choice.outlierFraction ?? 0, v: 1 }))
+    .update(JSON.stringify({ real, files, quant: choice.quant, blockSize: choice.blockSize ?? 32, outliers: choice.outlierFraction ?? 0, graph: GRAPH_VERSION }))
     .digest('hex')
     .slice(0, 16);
   return `${real.split('/').filter(Boolean).slice(-1)[0] ?? 'model'}-${choice.quant}-${hash}`;

@@ -230,12 +230,9 @@ export class ShardRunner {
   private addPast(feeds: Record<string, ort.Tensor>, layer: number, inputs: StepInputs): void {
     const { numKvHeads, headDim } = this.local;
     const { batch, pastLength } = inputs;
-    const floats = batch * numKvHeads * pastLength * headDim;
-    const pastK = new Float32Array(floats);
-    const pastV = new Float32Array(floats);
-    if (pastLength > 0) this.kv.gather(layer - this.spec.position.layerStart, inputs.kvRows, pastLength, pastK, pastV);
-    feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', pastK, [batch, numKvHeads, pastLength, headDim]);
-    feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', pastV, [batch, numKvHeads, pastLength, headDim]);
+    const past = this.kv.past(layer - this.spec.position.layerStart, inputs.kvRows, pastLength, inputs.stepLength === 1 ? 'decode' : 'prefill');
+    feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', past.keys, [batch, numKvHeads, pastLength, headDim]);
+    feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
   }
 
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {

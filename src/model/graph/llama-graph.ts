@@ -6,6 +6,12 @@ import { multiLoraDelta } from '../../../kernels/multi-lora.ts';
 import { groupedQueryAttention } from '../../../kernels/attention.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 
+/**
+ * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
+ * builder are rebuilt instead of being served with stale graphs.
+ */
+export const GRAPH_VERSION = 3;
+
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
   inputIds: 'input_ids',

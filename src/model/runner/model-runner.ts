@@ -155,13 +155,10 @@ export class ModelRunner {
       [GRAPH_IO.attentionBias]: new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, total]),
       [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]),
     };
-    const pastFloats = batch * numKvHeads * pastLength * headDim;
     for (let layer = 0; layer < numLayers; layer++) {
-      const pastK = new Float32Array(pastFloats);
-      const pastV = new Float32Array(pastFloats);
-      if (pastLength > 0) this.kv.gather(layer, kvRows, pastLength, pastK, pastV);
-      feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', pastK, [batch, numKvHeads, pastLength, headDim]);
-      feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', pastV, [batch, numKvHeads, pastLength, headDim]);
+      const past = this.kv.past(layer, kvRows, pastLength, stepLength === 1 ? 'decode' : 'prefill');
+      feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', past.keys, [batch, numKvHeads, pastLength, headDim]);
+      feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
     }
 
     const useLora = group.some((s) => s.adapterSlot !== 0);

@@ -20,10 +20,15 @@ export interface StepInputs {
   sampledSeqIds: number[];
 }
 
+/** The graph's past length is the longest row's history rounded up to this (masked positions cost a little compute). */
+export const PAST_ALIGN_TOKENS = 32;
+
 export function stepInputs(rows: SequenceWork[]): StepInputs {
   const batch = rows.length;
   const stepLength = Math.max(...rows.map((s) => s.tokenIds.length));
-  const pastLength = Math.max(...rows.map((s) => s.startPosition));
+  // Rounded up so that the past inputs keep their shape for many steps (their buffers are then updated in place).
+  const longest = Math.max(...rows.map((s) => s.startPosition));
+  const pastLength = Math.ceil(longest / PAST_ALIGN_TOKENS) * PAST_ALIGN_TOKENS;
   const total = pastLength + stepLength;
   const inputIds = new BigInt64Array(batch * stepLength);
   const positionIds = new BigInt64Array(batch * stepLength);
@@ -50,7 +55,7 @@ export function stepInputs(rows: SequenceWork[]): StepInputs {
       logitsIndex.push(BigInt(b * stepLength + n - 1));
       sampledSeqIds.push(seq.seqId);
     }
-    kvRows.push({ blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
+    kvRows.push({ seqId: seq.seqId, blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
   });
   return { batch, stepLength, pastLength, inputIds, positionIds, attentionBias, logitsIndex: BigInt64Array.from(logitsIndex), kvRows, sampledSeqIds };
 }
