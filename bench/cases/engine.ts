@@ -11,11 +11,12 @@ import type { Executor, StepPlan, StepResult } from '../../src/engine/executor.t
 import type { ValidGenerateRequest } from '../../src/engine/request.ts';
 import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
-import { INT4 } from '../lib/quant-variants.ts';
+import { INT4, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { quantile, significant } from '../lib/stats.ts';
 
 interface Settings {
   preset: ModelPreset;
+  variants: QuantVariant[];
   promptTokens: number;
   outputTokens: number;
   concurrencies: number[];
@@ -24,8 +25,8 @@ interface Settings {
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', promptTokens: 16, outputTokens: 8, concurrencies: [1, 4], requestsPerConcurrency: (c) => 2 * c, sequentialRequests: 2 },
-  full: { preset: 'small', promptTokens: 64, outputTokens: 64, concurrencies: [1, 4, 16, 32], requestsPerConcurrency: (c) => Math.max(4, 2 * c), sequentialRequests: 4 },
+  quick: { preset: 'tiny', variants: [INT4], promptTokens: 16, outputTokens: 8, concurrencies: [1, 4], requestsPerConcurrency: (c) => 2 * c, sequentialRequests: 2 },
+  full: { preset: 'small', variants: [INT4, INT8], promptTokens: 64, outputTokens: 64, concurrencies: [1, 4, 16, 32], requestsPerConcurrency: (c) => Math.max(4, 2 * c), sequentialRequests: 4 },
 };
 
 /** Wraps an executor to add up the wall time the engine spends waiting on it. */
@@ -116,23 +117,23 @@ async function drive(executor: Executor, s: Settings, total: number, concurrency
   };
 }
 
-async function run(ctx: BenchContext): Promise<CaseOutput> {
-  const s = SETTINGS[ctx.mode];
-  const model = await ctx.models.converted(s.preset, INT4);
+async function runVariant(ctx: BenchContext, s: Settings, variant: QuantVariant): Promise<{ rows: Cell[][]; data: Record<string, unknown> }> {
+  const model = await ctx.models.converted(s.preset, variant);
   const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: 1024 * 1024 * 1024, blockSizeTokens: 16, numAdapterSlots: 1, maxAdapterRank: 8 });
   try {
-    ctx.log('warm-up');
-    await drive(executor, s, 2, 1);
+    ctx.log(`${variant.id}: warm-up`);
+    await drive(executor, s, 4, 4);
     const rows: Cell[][] = [];
     const data: Record<string, unknown> = {};
     // Sequential and continuous runs alternate per concurrency, so drift on a shared machine hits both alike.
     for (const c of s.concurrencies) {
-      ctx.log(`sequential (${s.sequentialRequests} requests), then continuous batching at concurrency ${c}`);
+      ctx.log(`${variant.id}: sequential (${s.sequentialRequests} requests), then continuous batching at concurrency ${c}`);
       const seq = await drive(executor, s, s.sequentialRequests, 1);
       const cont = await drive(executor, s, s.requestsPerConcurrency(c), c);
       const seqTps = (seq.generatedTokens * 1000) / seq.wallMs;
       const contTps = (cont.generatedTokens * 1000) / cont.wallMs;
       rows.push([
+        variant.id,
         c,
         significant(contTps),
         significant(seqTps),
@@ -146,30 +147,45 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       ]);
       data[`c${c}`] = { continuous: cont, sequential: seq, throughputRatio: contTps / seqTps };
     }
-    const at16 = data.c16 as { throughputRatio: number; continuous: RunStats } | undefined;
-    return {
-      tables: [
-        {
-          title: `Continuous batching vs sequential, ${s.preset} int4, prompt ${s.promptTokens} / output ${s.outputTokens} tokens, greedy`,
-          columns: ['concurrency', 'engine tok/s', 'sequential tok/s', 'ratio', 'TTFT p50 ms', 'TTFT p99 ms', 'TPOT p50 ms', 'TPOT p99 ms', 'step ms', 'engine overhead %'],
-          rows,
-          notes: [
-            'ratio = engine tok/s / sequential tok/s, both measured in this run on the same model worker (sequential re-measured next to each concurrency).',
-            'engine overhead = step wall time outside executor.execute (scheduling, sampling, bookkeeping, thread messaging excluded) / step wall time.',
-          ],
-        },
-      ],
-      summary: at16
-        ? [
-            { metric: 'engine throughput vs sequential at concurrency 16 (small int4)', value: `${significant(at16.throughputRatio)}x` },
-            { metric: 'engine overhead per step at concurrency 16', value: `${significant((100 * at16.continuous.overheadMsPerStep) / at16.continuous.stepMs)}%` },
-          ]
-        : [{ metric: `engine throughput vs sequential at concurrency ${s.concurrencies.at(-1)} (${s.preset})`, value: `${rows.at(-1)?.[3]}x` }],
-      data,
-    };
+    return { rows, data };
   } finally {
     await executor.shutdown();
   }
+}
+
+async function run(ctx: BenchContext): Promise<CaseOutput> {
+  const s = SETTINGS[ctx.mode];
+  const rows: Cell[][] = [];
+  const data: Record<string, Record<string, unknown>> = {};
+  for (const variant of s.variants) {
+    const r = await runVariant(ctx, s, variant);
+    rows.push(...r.rows);
+    data[variant.id] = r.data;
+  }
+  const summary = s.variants.flatMap((v) => {
+    const at16 = data[v.id].c16 as { throughputRatio: number; continuous: RunStats } | undefined;
+    return at16
+      ? [
+          { metric: `engine throughput vs sequential at concurrency 16 (${s.preset} ${v.id})`, value: `${significant(at16.throughputRatio)}x (${significant((at16.continuous.generatedTokens * 1000) / at16.continuous.wallMs)} tok/s)` },
+          { metric: `engine overhead per step at concurrency 16 (${s.preset} ${v.id})`, value: `${significant((100 * at16.continuous.overheadMsPerStep) / at16.continuous.stepMs)}%` },
+        ]
+      : [];
+  });
+  return {
+    tables: [
+      {
+        title: `Continuous batching vs sequential, ${s.preset}, prompt ${s.promptTokens} / output ${s.outputTokens} tokens, greedy`,
+        columns: ['weights', 'concurrency', 'engine tok/s', 'sequential tok/s', 'ratio', 'TTFT p50 ms', 'TTFT p99 ms', 'TPOT p50 ms', 'TPOT p99 ms', 'step ms', 'engine overhead %'],
+        rows,
+        notes: [
+          'ratio = engine tok/s / sequential tok/s, both measured in this run on the same model worker (sequential re-measured next to each concurrency).',
+          'engine overhead = step wall time outside executor.execute (scheduling, sampling, bookkeeping; thread messaging excluded) / step wall time.',
+        ],
+      },
+    ],
+    summary: summary.length > 0 ? summary : [{ metric: `engine throughput vs sequential at concurrency ${s.concurrencies.at(-1)} (${s.preset})`, value: `${rows.at(-1)?.[4]}x` }],
+    data,
+  };
 }
 
 const benchCase: BenchCase = { name: 'engine', description: 'continuous batching vs sequential: throughput, TTFT, TPOT, engine overhead', run };
