@@ -201,7 +201,17 @@ export class ShardController implements Executor {
     });
     timing.totalMs = performance.now() - started;
     this.lastTiming = timing;
-    return { stepId: plan.stepId, outcomes, logits, vocabSize: vocab, runtimeMs: timing.totalMs };
+    // The sampler skips its own pass over the vocabulary when every logits row comes with its log-sum-exp.
+    let logSumExp: Float32Array | undefined;
+    if (results.every((r) => r.logSumExp && r.logSumExp.length === r.sampled.length)) {
+      logSumExp = new Float32Array(numRows);
+      let at = 0;
+      for (const r of results) {
+        logSumExp.set(r.logSumExp!, at);
+        at += r.sampled.length;
+      }
+    }
+    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: timing.totalMs };
   }
 
   async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {
@@ -254,15 +264,15 @@ export class ShardController implements Executor {
     rows: SequenceWork[],
     microBatch: number,
     ctx: { started: number; timing: StepTiming; plan: StepPlan },
-  ): Promise<{ logits: Float32Array; sampled: number[] }> {
+  ): Promise<{ logits: Float32Array; logSumExp?: Float32Array; sampled: number[] }> {
     const { tp, pp } = { tp: this.options.tp ?? 1, pp: this.options.pp ?? 1 };
     const inputs = stepInputs(rows);
     const sampled = inputs.sampledSeqIds;
     const run = (shard: Shard, segment: SegmentRef, hidden: Float32Array | null) => this.run(shard, { stepId: ctx.plan.stepId, segment, rows, hidden }, microBatch, ctx);
     if (tp === 1) {
-      let hidden: Float32Array | null = null;
-      for (let stage = 0; stage < pp; stage++) hidden = (await run(this.shards[stage], { kind: 'stage', layer: 0 }, hidden)).output;
-      return { logits: hidden!, sampled };
+      let reply: RunReply | null = null;
+      for (let stage = 0; stage < pp; stage++) reply = await run(this.shards[stage], { kind: 'stage', layer: 0 }, reply?.output ?? null);
+      return { logits: reply!.output, ...(reply!.logSumExp ? { logSumExp: reply!.logSumExp } : {}), sampled };
     }
     const rank = (stage: number) => this.shards.slice(stage * tp, (stage + 1) * tp);
     // All-reduce staged through the controller: h = sum of partials (embedding) or h += sum of partials.

@@ -130,7 +130,8 @@ export class ShardRunner {
       this.kv.scatter(local, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
     }
     const outputName = session.outputNames.find((n) => n === GRAPH_IO.logits || n === GRAPH_IO.hiddenOut || n === SEGMENT_IO.partial || n === SEGMENT_IO.logitsSlice)!;
-    return { output: out[outputName].data as Float32Array, runtimeMs: performance.now() - started };
+    const lse = out[GRAPH_IO.logitsLogSumExp];
+    return { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
   }
 
   async release(): Promise<void> {

@@ -45,6 +45,8 @@ export interface RunRequest {
 export interface RunReply {
   /** hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece. */
   output: Float32Array;
+  /** [rows] log-sum-exp of each logits row, when the last piece computes it in its graph (world and stage graphs). */
+  logSumExp?: Float32Array;
   runtimeMs: number;
 }
 

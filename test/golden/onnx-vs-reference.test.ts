@@ -3,6 +3,7 @@ import { ReferenceModel } from '../../kernels/reference/llama-reference.ts';
 import { openCheckpointTensors } from '../../src/model/checkpoint/safetensors-reader.ts';
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
+import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { SequenceWork } from '../../src/engine/executor.ts';
 import { logSumExp } from '../../src/engine/sampler/sampler.ts';
 import { tinyModel } from '../helpers/tiny-model.ts';
@@ -60,6 +61,21 @@ describe('fp32 ONNX graph == plain-TS reference forward pass (tiny checkpoint)',
       await runner.release();
     });
   }
+
+  test("the serving executor (shard controller, worker thread) returns the runner's logits and their log-sum-exp", async () => {
+    const options = { modelDir: convertedDir, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 2, maxAdapterRank: 16 };
+    const runner = await ModelRunner.create(options);
+    const executor = await ThreadExecutor.start(options);
+    try {
+      const plan = { stepId: 1, sequences: [{ seqId: 7, tokenIds: prompt, startPosition: 0, blockTable, adapterSlot: 0, sampleNext: true }] };
+      const [a, b] = [await runner.execute(plan), await executor.execute(plan)];
+      expect(maxAbsDiff(a.logits, b.logits)).toBeLessThanOrEqual(1e-5);
+      expect(b.logSumExp?.[0]).toBeCloseTo(logSumExp(b.logits, vocab), 4);
+    } finally {
+      await runner.release();
+      await executor.shutdown();
+    }
+  });
 
   test('the adapter changes the logits (so the adapter comparison is not vacuous)', async () => {
     const adapter = readPeftAdapter(hf.adapterDirs[0], hf.config);
