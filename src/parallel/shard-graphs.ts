@@ -129,7 +129,7 @@ export class TpSegmentBuilder {
       if (!rows) return base;
       const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, { inFeatures: inF as number, outFeatures: outF as number }, `${target}_lora`)], { hint: `${target}_adapted` });
+      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
     };
     q = withLora(normed, q, 'q_proj', hiddenSize, localQ);
     k = withLora(normed, k, 'k_proj', hiddenSize, localKv);
@@ -188,7 +188,7 @@ export class TpSegmentBuilder {
       if (!rows) return base;
       const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, { inFeatures: inF as number, outFeatures: outF as number }, `${target}_lora`)], { hint: `${target}_adapted` });
+      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
     };
     gate = withLora(normed, gate, 'gate_proj', hiddenSize, cols.count);
     up = withLora(normed, up, 'up_proj', hiddenSize, cols.count);
@@ -237,5 +237,5 @@ export class TpSegmentBuilder {
 }
 
 function loraRowInputs(g: OnnxGraph): { used: string; mask: string } {
-  return { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'tokens', 1]) };
+  return { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'batch', 1, 1]) };
 }

@@ -124,7 +124,7 @@ export class ShardRunner {
     if (names.has(GRAPH_IO.logitsIndex)) feeds[GRAPH_IO.logitsIndex] = new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]);
     const kvLayers = this.kvLayers(req.segment);
     for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
-    if (useLora) this.addLoraFeeds(feeds, req.rows, stepLength, session);
+    if (useLora) this.addLoraFeeds(feeds, req.rows, session);
     const out = await session.run(feeds);
     for (const layer of kvLayers) {
       const local = layer - p.layerStart;
@@ -237,12 +237,12 @@ export class ShardRunner {
     feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
   }
 
-  private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], stepLength: number, session: ort.InferenceSession): void {
+  private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {
     const { numSlots, maxRank } = this.slots;
     const p = this.spec.position;
-    const lora = loraRowInputs(rows.map((s) => s.adapterSlot), stepLength, this.slots.scales);
+    const lora = loraRowInputs(rows.map((s) => s.adapterSlot), this.slots.scales);
     feeds[GRAPH_IO.loraUsed] = new ort.Tensor('int64', lora.used, [lora.numUsed]);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, lora.numTokens, 1]);
+    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, rows.length, 1, 1]);
     const names = new Set(session.inputNames);
     for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
       for (const target of LORA_TARGETS) {

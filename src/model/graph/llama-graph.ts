@@ -10,7 +10,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 5;
+export const GRAPH_VERSION = 4;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -81,7 +81,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
   const loraRows = lora
-    ? { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'tokens', 1]) }
+    ? { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'batch', 1, 1]) }
     : null;
 
   // Shapes computed once per run from the bias input [B, 1, S, T].
@@ -113,7 +113,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
     const [inF, outF] = loraTargetShape(config, target);
     const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
     const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-    const delta = multiLoraDelta(g, x, { a, b }, loraRows, { inFeatures: inF, outFeatures: outF }, `l${layer}_${target}_lora`);
+    const delta = multiLoraDelta(g, x, { a, b }, loraRows, `l${layer}_${target}_lora`);
     return g.op('Add', [base, delta], { hint: `l${layer}_${target}_adapted` });
   };
 

@@ -249,9 +249,9 @@ export class DeviceKvRunner {
     }
     const useLora = group.some((s) => s.adapterSlot !== 0);
     if (useLora) {
-      const lora = loraRowInputs(group.map((s) => s.adapterSlot), stepLength, this.scales);
+      const lora = loraRowInputs(group.map((s) => s.adapterSlot), this.scales);
       feeds[GRAPH_IO.loraUsed] = new ort.Tensor('int64', lora.used, [lora.numUsed]);
-      feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, lora.numTokens, 1]);
+      feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, batch, 1, 1]);
       for (const [name, tensor] of this.stacks) feeds[name] = tensor;
     }
     const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);

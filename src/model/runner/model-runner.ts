@@ -163,7 +163,7 @@ export class ModelRunner {
     }
 
     const useLora = group.some((s) => s.adapterSlot !== 0);
-    if (useLora) this.addLoraFeeds(feeds, group, stepLength);
+    if (useLora) this.addLoraFeeds(feeds, group);
     const session = useLora ? this.loraSession : this.baseSession;
     const out = await session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
@@ -176,12 +176,12 @@ export class ModelRunner {
     return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: new Set(inputs.sampledSeqIds) };
   }
 
-  private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[], stepLength: number): void {
+  private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
     const config = this.manifest.config;
     const { numSlots, maxRank } = this.slots;
-    const lora = loraRowInputs(group.map((s) => s.adapterSlot), stepLength, this.slots.scales);
+    const lora = loraRowInputs(group.map((s) => s.adapterSlot), this.slots.scales);
     feeds[GRAPH_IO.loraUsed] = new ort.Tensor('int64', lora.used, [lora.numUsed]);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, lora.numTokens, 1]);
+    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, group.length, 1, 1]);
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
