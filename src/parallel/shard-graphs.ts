@@ -236,6 +236,6 @@ export class TpSegmentBuilder {
   }
 }
 
-function loraRowInputs(g: OnnxGraph): { used: string; mask: string } {
-  return { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'batch', 1, 1]) };
+function loraRowInputs(g: OnnxGraph): { slot: string; scale: string } {
+  return { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) };
 }

@@ -15,7 +15,6 @@ import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
 import { tpSlices, type TpSlices } from './shard-layout.ts';
 import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
-import { loraRowInputs } from '../model/runner/lora-row-inputs.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
 
 /**
@@ -240,9 +239,8 @@ export class ShardRunner {
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {
     const { numSlots, maxRank } = this.slots;
     const p = this.spec.position;
-    const lora = loraRowInputs(rows.map((s) => s.adapterSlot), this.slots.scales);
-    feeds[GRAPH_IO.loraUsed] = new ort.Tensor('int64', lora.used, [lora.numUsed]);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, rows.length, 1, 1]);
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(rows, (s) => BigInt(s.adapterSlot)), [rows.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(rows, (s) => this.slots.scales[s.adapterSlot]), [rows.length, 1, 1]);
     const names = new Set(session.inputNames);
     for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
       for (const target of LORA_TARGETS) {

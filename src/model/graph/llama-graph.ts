@@ -10,7 +10,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 4;
+export const GRAPH_VERSION = 3;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -18,8 +18,8 @@ export const GRAPH_IO = {
   positionIds: 'position_ids',
   attentionBias: 'attention_bias',
   logitsIndex: 'logits_index',
-  loraUsed: 'lora_used',
-  loraMask: 'lora_mask',
+  loraSlot: 'lora_slot',
+  loraScale: 'lora_scale',
   logits: 'logits',
   logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
@@ -81,7 +81,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
   const loraRows = lora
-    ? { used: g.input(GRAPH_IO.loraUsed, 'int64', ['used']), mask: g.input(GRAPH_IO.loraMask, 'float32', ['used', 'batch', 1, 1]) }
+    ? { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) }
     : null;
 
   // Shapes computed once per run from the bias input [B, 1, S, T].

@@ -7,7 +7,6 @@ import { GRAPH_IO } from '../graph/llama-graph.ts';
 import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
-import { loraRowInputs } from './lora-row-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
@@ -179,9 +178,8 @@ export class ModelRunner {
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
     const config = this.manifest.config;
     const { numSlots, maxRank } = this.slots;
-    const lora = loraRowInputs(group.map((s) => s.adapterSlot), this.slots.scales);
-    feeds[GRAPH_IO.loraUsed] = new ort.Tensor('int64', lora.used, [lora.numUsed]);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', lora.mask, [lora.numUsed, group.length, 1, 1]);
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [group.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.slots.scales[s.adapterSlot]), [group.length, 1, 1]);
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
