@@ -30,6 +30,11 @@ export interface ControllerOptions extends RunnerOptions {
   initTimeoutMs?: number;
   /** Wait between reconnect attempts after a worker went down. Default 200 ms. */
   restartDelayMs?: number;
+  /**
+   * Keep the KV cache and adapter stacks on the device between steps (world size 1 only). Default: on for WebGPU, where
+   * outputs can stay in GPU buffers; other providers copy that state both ways every step with it (docs/gpu.md).
+   */
+  deviceResidentKv?: boolean;
   /** Called with false when a worker goes down and with true once the whole shard group serves again. */
   onHealth?: (serving: boolean) => void;
 }
@@ -117,6 +122,7 @@ export class ShardController implements Executor {
         maxAdapterRank: options.maxAdapterRank ?? 16,
         device: options.device,
         intraOpThreads: options.intraOpThreads,
+        deviceResidentKv: positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu'),
       },
     }));
     const layout: ExecutorLayout = {

@@ -1,5 +1,6 @@
 import { isTesseraError, TesseraError } from '../errors.ts';
 import { ShardRunner } from './shard-runner.ts';
+import { DeviceShardRunner } from './device-shard-runner.ts';
 import type { ControllerMessage, WorkerMessage } from './wire.ts';
 
 /**
@@ -7,7 +8,7 @@ import type { ControllerMessage, WorkerMessage } from './wire.ts';
  * arrival order (a step never overlaps an adapter write, and pipeline micro-batches keep their order).
  */
 export class ShardWorkerHost {
-  private runner: ShardRunner | null = null;
+  private runner: ShardRunner | DeviceShardRunner | null = null;
   private queue: Promise<void> = Promise.resolve();
 
   /** Queues a message; `reply` is called once with the answer. */
@@ -21,7 +22,7 @@ export class ShardWorkerHost {
         case 'init': {
           if (this.runner) await this.runner.release();
           this.runner = null;
-          this.runner = await ShardRunner.create(msg.spec);
+          this.runner = msg.spec.deviceResidentKv ? await DeviceShardRunner.create(msg.spec) : await ShardRunner.create(msg.spec);
           const c = this.runner.manifest.config;
           return {
             type: 'ready',
@@ -34,13 +35,13 @@ export class ShardWorkerHost {
         case 'run':
           return { type: 'result', id: msg.id, reply: await this.ready().run(msg.run) };
         case 'load-adapter':
-          this.ready().loadAdapterSlot(msg.slot, msg.weights);
+          await this.ready().loadAdapterSlot(msg.slot, msg.weights);
           return { type: 'done', id: msg.id };
         case 'load-compressed-adapter':
-          this.ready().loadCompressedSlot(msg.slot, msg.bytes);
+          await this.ready().loadCompressedSlot(msg.slot, msg.bytes);
           return { type: 'done', id: msg.id };
         case 'clear-adapter':
-          this.ready().clearAdapterSlot(msg.slot);
+          await this.ready().clearAdapterSlot(msg.slot);
           return { type: 'done', id: msg.id };
         case 'shutdown':
           await this.runner?.release();
@@ -52,7 +53,7 @@ export class ShardWorkerHost {
     }
   }
 
-  private ready(): ShardRunner {
+  private ready(): ShardRunner | DeviceShardRunner {
     if (!this.runner) throw new TesseraError('WORKER_UNAVAILABLE', 'shard worker has no model loaded (init first)');
     return this.runner;
   }

@@ -19,6 +19,8 @@ export interface ShardSpec {
   maxAdapterRank: number;
   device?: Device;
   intraOpThreads?: number;
+  /** Whole-model shard whose KV cache and adapter stacks stay on the device between steps (DeviceKvRunner). */
+  deviceResidentKv?: boolean;
 }
 
 export interface ShardMemory {
