@@ -31,6 +31,8 @@ export interface Int4Weight {
   scales: Float32Array;
   /** [out, ceil(kBlocks / 2)] two zero points per byte, low nibble first */
   zeroPoints: Uint8Array;
+  /** MatMulNBits accuracy_level: 4 (default) quantizes activations to int8 inside the kernel (fast), 0 keeps them fp32. */
+  accuracyLevel?: 0 | 4;
 }
 
 /**
@@ -84,7 +86,7 @@ export function linear(g: OnnxGraph, x: string, name: string, w: LinearWeight): 
           N: { i: w.outFeatures },
           bits: { i: 4 },
           block_size: { i: w.blockSize },
-          accuracy_level: { i: INT4_ACCURACY_LEVEL },
+          accuracy_level: { i: w.accuracyLevel ?? INT4_ACCURACY_LEVEL },
         },
         hint: name,
       });

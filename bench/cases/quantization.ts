@@ -13,7 +13,7 @@ import type { ModelRunner } from '../../src/model/runner/model-runner.ts';
 import type { BenchCase, BenchContext, Cell, CaseOutput, SummaryRow } from '../lib/bench-case.ts';
 import { OUTLIER_CHANNELS, type CheckpointKind } from '../lib/bench-models.ts';
 import { benchPrompts, collectTailLogits, decodeStepsMs, openBenchRunner, prefillMs } from '../lib/model-runs.ts';
-import { FP32, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, type QuantVariant } from '../lib/quant-variants.ts';
+import { FP32, INT4, INT4_ACCURACY0, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { MIB, median, significant, timeMs } from '../lib/stats.ts';
 import { readWeightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
 
@@ -24,7 +24,7 @@ interface Entry {
 
 /** The first entry is the reference (fp32 of the plain checkpoint; the planted checkpoint computes the same function). */
 export const ENTRIES: Entry[] = [
-  ...[FP32, INT8, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'plain' as const, variant })),
+  ...[FP32, INT8, INT4, INT4_ACCURACY0, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'plain' as const, variant })),
   ...[INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'outlier-channels' as const, variant })),
 ];
 

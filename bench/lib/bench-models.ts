@@ -99,6 +99,7 @@ export class BenchModels {
           quant: variant.quant,
           ...(variant.blockSize !== null ? { blockSize: variant.blockSize } : {}),
           outlierFraction: variant.outlierFraction,
+          ...(variant.int4AccuracyLevel !== undefined ? { int4AccuracyLevel: variant.int4AccuracyLevel } : {}),
         });
         return { variant, kind, dir, manifest, conversionWallMs: performance.now() - started };
       })();

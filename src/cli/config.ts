@@ -26,6 +26,7 @@ export const SERVE_SETTINGS = {
   model: s({ kind: 'string', flag: 'model', env: 'TESSERA_MODEL', default: null, doc: 'HF checkpoint or converted model directory; unset = the embedded default model (generated once into the cache)' }),
   quant: s({ kind: 'string', flag: 'quant', env: 'TESSERA_QUANT', default: 'int4', choices: ['fp32', 'int8', 'int4'], doc: 'weight precision when converting an HF checkpoint' }),
   outliers: s({ kind: 'number', flag: 'outliers', env: 'TESSERA_OUTLIERS', default: 0, min: 0, max: 0.49, unit: 'fraction', doc: 'input channels per linear kept in fp32 (SpQR-style) when converting' }),
+  int4Accuracy: s({ kind: 'int', flag: 'int4-accuracy', env: 'TESSERA_INT4_ACCURACY', default: 4, min: 0, max: 4, doc: 'int4 MatMulNBits accuracy level when converting: 4 = int8 activations (fast), 0 = fp32 activations (accurate); 1-3 act as 4' }),
   device: s({ kind: 'string', flag: 'device', env: 'TESSERA_DEVICE', default: 'cpu', choices: ['cpu', 'cuda', 'webgpu'], doc: 'ONNX Runtime execution provider' }),
   tp: s({ kind: 'int', flag: 'tp', env: 'TESSERA_TP', default: 1, min: 1, max: 64, doc: 'tensor-parallel ranks per pipeline stage (attention heads and MLP columns split across workers)' }),
   pp: s({ kind: 'int', flag: 'pp', env: 'TESSERA_PP', default: 1, min: 1, max: 64, doc: 'pipeline stages (contiguous layer ranges balanced by parameter count)' }),

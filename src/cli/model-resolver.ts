@@ -15,6 +15,7 @@ export interface ModelChoice {
   quant: QuantKind;
   blockSize?: number;
   outlierFraction?: number;
+  int4AccuracyLevel?: 0 | 4;
   cacheRoot?: string;
   log?: (line: string) => void;
 }
@@ -50,6 +51,7 @@ export async function resolveModelDir(choice: ModelChoice): Promise<string> {
       quant: choice.quant,
       blockSize: choice.blockSize,
       outlierFraction: choice.outlierFraction,
+      int4AccuracyLevel: choice.int4AccuracyLevel,
       onProgress: (phase, done, total) => (phase === 'quantize' ? quantBar : writeBar).update(done, total),
     });
   } finally {
@@ -70,7 +72,7 @@ function conversionKey(hfDir: string, choice: ModelChoice): string {
       return `${f}:${s.size}:${s.mtimeMs}`;
     });
   const hash = createHash('sha256')
-    .update(JSON.stringify({ real, files, quant: choice.quant, blockSize: choice.blockSize ?? 32, outliers: choice.outlierFraction ?? 0, graph: GRAPH_VERSION }))
+    .update(JSON.stringify({ real, files, quant: choice.quant, blockSize: choice.blockSize ?? 32, outliers: choice.outlierFraction ?? 0, int4Accuracy: choice.int4AccuracyLevel ?? 4, graph: GRAPH_VERSION }))
     .digest('hex')
     .slice(0, 16);
   return `${real.split('/').filter(Boolean).slice(-1)[0] ?? 'model'}-${choice.quant}-${hash}`;

@@ -56,7 +56,7 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
-  const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, log: (line) => log.info(line) });
+  const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir);
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');

@@ -12,7 +12,8 @@ export interface ModelManifest {
   /** Identifies the base model (adapters declaring another base model are rejected). */
   modelId: string;
   config: ModelConfig;
-  quant: { kind: QuantKind; blockSize: number | null; outlierFraction: number };
+  /** int4AccuracyLevel: MatMulNBits accuracy_level of int4 linears (absent in older manifests = 4). */
+  quant: { kind: QuantKind; blockSize: number | null; outlierFraction: number; int4AccuracyLevel?: 0 | 4 };
   graphs: { base: string; lora: string };
   weightsFile: string;
   weightsBytes: number;

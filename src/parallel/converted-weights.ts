@@ -29,7 +29,7 @@ export class ConvertedWeights {
 
   constructor(
     private readonly dir: string,
-    manifest: ModelManifest,
+    private readonly manifest: ModelManifest,
   ) {
     const type = protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
     const graphFile = join(dir, manifest.graphs.base);
@@ -100,6 +100,7 @@ export class ConvertedWeights {
         packed: this.bytes(`${name}.qweight`),
         scales: this.float32(`${name}.scales`),
         zeroPoints: this.bytes(`${name}.zero_points`),
+        accuracyLevel: this.manifest.quant.int4AccuracyLevel ?? 4,
       };
     } else {
       throw new TesseraError('CHECKPOINT_INVALID', `converted model ${this.dir}: no weight for linear ${name}`);
@@ -166,6 +167,7 @@ export function sliceLinearOutputs(w: LinearWeight, ranges: Array<{ start: numbe
         packed: pickRows(w.packed, (kBlocks * w.blockSize) / 2),
         scales: pickRows(w.scales, kBlocks),
         zeroPoints: pickRows(w.zeroPoints, Math.ceil(kBlocks / 2)),
+        accuracyLevel: w.accuracyLevel,
       };
       break;
     }
@@ -212,7 +214,7 @@ export function sliceLinearInputs(w: LinearWeight, start: number, count: number,
           zeroPoints[n * nzp + (b >> 1)] |= zp << ((b & 1) * 4);
         }
       }
-      sliced = { kind: 'int4', inFeatures: count, outFeatures: w.outFeatures, blockSize: bs, packed, scales, zeroPoints };
+      sliced = { kind: 'int4', inFeatures: count, outFeatures: w.outFeatures, blockSize: bs, packed, scales, zeroPoints, accuracyLevel: w.accuracyLevel };
       break;
     }
   }

@@ -12,10 +12,17 @@ export const convertSpec: CommandSpec = {
     quant: { type: 'string', description: 'weight precision', default: 'int4' },
     outliers: { type: 'string', description: 'fraction of input channels per linear kept in fp32 (SpQR-style)', default: '0' },
     'block-size': { type: 'string', description: 'int4 block size (16, 32, 64, 128)', default: '32' },
+    'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level: 4 = int8 activations (fast), 0 = fp32 activations (accurate)', default: '4' },
     out: { type: 'string', description: 'output directory' },
   },
   positionals: { min: 1, max: 1 },
 };
+
+/** --int4-accuracy: 0 or 4. */
+export function int4Accuracy(args: ParsedArgs): 0 | 4 {
+  const level = choiceOpt(args, 'int4-accuracy', ['0', '4'] as const) ?? '4';
+  return level === '0' ? 0 : 4;
+}
 
 export async function runConvert(args: ParsedArgs, io: { out: (s: string) => void }): Promise<number> {
   const out = stringOpt(args, 'out');
@@ -29,6 +36,7 @@ export async function runConvert(args: ParsedArgs, io: { out: (s: string) => voi
       quant: choiceOpt(args, 'quant', QUANT_KINDS)!,
       outlierFraction: floatOpt(args, 'outliers', { min: 0, max: 0.49 }),
       blockSize: intOpt(args, 'block-size', { min: 16, max: 128 }),
+      int4AccuracyLevel: int4Accuracy(args),
       onProgress: (phase, done, total) => (phase === 'quantize' ? quantBar : writeBar).update(done, total),
     });
     quantBar.stop();

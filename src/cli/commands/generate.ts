@@ -9,6 +9,7 @@ import { ThreadExecutor } from '../../parallel/thread-executor.ts';
 import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import { resolveModelDir } from '../model-resolver.ts';
 import { DEVICES, QUANT_KINDS } from '../choices.ts';
+import { int4Accuracy } from './convert.ts';
 
 export const generateSpec: CommandSpec = {
   name: 'generate',
@@ -23,6 +24,7 @@ export const generateSpec: CommandSpec = {
     'top-logprobs': { type: 'string', description: 'alternatives per token in --json output', default: '0' },
     quant: { type: 'string', description: 'weight precision when converting an HF checkpoint', default: 'int4' },
     outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
+    'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level when converting: 4 (fast) or 0 (accurate)', default: '4' },
     device: { type: 'string', description: 'execution provider: cpu, cuda or webgpu', default: 'cpu' },
     tp: { type: 'string', description: 'tensor-parallel worker threads per stage', default: '1' },
     pp: { type: 'string', description: 'pipeline stages (worker threads)', default: '1' },
@@ -43,6 +45,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     model: stringOpt(args, 'model'),
     quant: choiceOpt(args, 'quant', QUANT_KINDS)!,
     outlierFraction: floatOpt(args, 'outliers', { min: 0, max: 0.49 }),
+    int4AccuracyLevel: int4Accuracy(args),
     log: io.err,
   });
   const manifest = readManifest(modelDir);

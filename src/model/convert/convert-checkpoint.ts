@@ -20,6 +20,8 @@ export interface ConvertOptions {
   blockSize?: number;
   /** Fraction of input channels per linear kept in full precision (SpQR-style outliers); 0 = none. */
   outlierFraction?: number;
+  /** int4 only: MatMulNBits accuracy_level, 4 (default: int8 activations, fastest on CPU) or 0 (fp32 activations). */
+  int4AccuracyLevel?: 0 | 4;
   onProgress?: (phase: 'quantize' | 'write', done: number, total: number) => void;
 }
 
@@ -54,7 +56,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
   const tmpDir = `${outDir}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmpDir, { recursive: true });
   try {
-    const weights = graphWeights(config, tensors, { quant: options.quant, blockSize: blockSize ?? 32, outlierFraction }, options.onProgress);
+    const weights = graphWeights(config, tensors, { quant: options.quant, blockSize: blockSize ?? 32, outlierFraction, int4AccuracyLevel: options.int4AccuracyLevel ?? 4 }, options.onProgress);
     const base = buildLlamaGraph(config, weights, { lora: false });
     const lora = buildLlamaGraph(config, weights, { lora: true });
     const locations = writeExternalData(join(tmpDir, WEIGHTS_FILE), [base, lora], (done, total) => options.onProgress?.('write', done, total));
@@ -76,7 +78,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
       formatVersion: 1,
       modelId: modelIdOf(hfDir, configJson, configSha),
       config,
-      quant: { kind: options.quant, blockSize, outlierFraction },
+      quant: { kind: options.quant, blockSize, outlierFraction, ...(options.quant === 'int4' ? { int4AccuracyLevel: options.int4AccuracyLevel ?? 4 } : {}) },
       graphs: GRAPH_FILES,
       weightsFile: WEIGHTS_FILE,
       weightsBytes: statSync(join(tmpDir, WEIGHTS_FILE)).size,
@@ -116,7 +118,7 @@ export async function sha256File(path: string): Promise<string> {
 function graphWeights(
   config: ModelConfig,
   tensors: TensorSource,
-  storage: { quant: QuantKind; blockSize: number; outlierFraction: number },
+  storage: { quant: QuantKind; blockSize: number; outlierFraction: number; int4AccuracyLevel: 0 | 4 },
   onProgress?: ConvertOptions['onProgress'],
 ): GraphWeights {
   const memo = new Map<string, LinearWeight>();

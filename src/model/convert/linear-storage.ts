@@ -8,6 +8,8 @@ export interface LinearStorage {
   quant: QuantKind;
   blockSize: number;
   outlierFraction: number;
+  /** int4 only: MatMulNBits accuracy_level (4 = int8 activations, fast; 0 = fp32 activations, more accurate). */
+  int4AccuracyLevel?: 0 | 4;
 }
 
 /** Stores a Hugging Face linear weight [out, in] in the requested precision, with SpQR-style outlier columns split off. */
@@ -24,7 +26,7 @@ export function toLinearWeight(w: Float32Array, outFeatures: number, inFeatures:
   }
   if (storage.quant === 'int4') {
     const q = quantizeInt4(main, outFeatures, inFeatures, { blockSize: storage.blockSize });
-    return { kind: 'int4', inFeatures, outFeatures, blockSize: q.blockSize, packed: q.packed, scales: q.scales, zeroPoints: q.zeroPoints, outliers };
+    return { kind: 'int4', inFeatures, outFeatures, blockSize: q.blockSize, packed: q.packed, scales: q.scales, zeroPoints: q.zeroPoints, accuracyLevel: storage.int4AccuracyLevel ?? 4, outliers };
   }
   const q = quantizeInt8(main, outFeatures, inFeatures);
   return { kind: 'int8', inFeatures, outFeatures, weight: q.weight, scales: q.scales, outliers };
