@@ -36,25 +36,9 @@ import { decodeToPeftLike } from './compeft/compeft-decode.ts';
 import { parseCompeft } from './compeft/compeft-reader.ts';
 import { readPeftAdapter } from './peft/peft-adapter.ts';
 
-/** Same shapes as src/server/backend.ts AdapterState / AdapterTier / AdapterStatus (kept structural: no server import). */
-export type AdapterState = 'registered' | 'fetching' | 'cached' | 'decoding' | 'resident' | 'evicted' | 'failed';
-export type AdapterTier = 'source' | 'host' | 'device';
-export interface AdapterStatus {
-  adapterId: string;
-  state: AdapterState;
-  tier: AdapterTier;
-  rank: number;
-  sizeBytes: number;
-  version: number;
-  tenantId: string | null;
-  source: string;
-  compressedSizeBytes: number;
-  decompressedSizeBytes: number;
-  pinned: boolean;
-  error: string | null;
-  /** Clock time of the last acquire, or null. */
-  lastUsedMs: number | null;
-}
+import type { AdapterState, AdapterStatus, AdapterTier } from './adapter-status.ts';
+
+export type { AdapterState, AdapterStatus, AdapterTier };
 
 /** What writes device slots: the model worker (ThreadExecutor has all three). */
 export interface DeviceSlotWriter {

@@ -31,26 +31,8 @@ export interface ModelInfo {
   maxAdapterRank: number;
 }
 
-export type AdapterState = 'registered' | 'fetching' | 'cached' | 'decoding' | 'resident' | 'evicted' | 'failed';
-export type AdapterTier = 'source' | 'host' | 'device';
-
-export interface AdapterStatus {
-  adapterId: string;
-  state: AdapterState;
-  tier: AdapterTier;
-  rank: number;
-  /** Bytes in the current tier. */
-  sizeBytes: number;
-  version: number;
-  /** null = shared adapter. */
-  tenantId: string | null;
-  source: string;
-  compressedSizeBytes: number;
-  decompressedSizeBytes: number;
-  pinned: boolean;
-  /** Last load failure, or null. */
-  error: string | null;
-}
+export type { AdapterState, AdapterStatus, AdapterTier } from '../adapters/adapter-status.ts';
+import type { AdapterStatus } from '../adapters/adapter-status.ts';
 
 /**
  * Adapter administration, scoped to the calling tenant (null when auth is off). Another tenant's
