@@ -480,7 +480,6 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
         slot.freshUntilMs = 0;
         e.lastUsedMs = nowMs;
         metrics?.adapterCacheHits.add(1, { tier: 'device' });
-        metrics?.adapterRequests.add(1, { adapter: adapterId });
         return slot.index;
       }
       advance(e);

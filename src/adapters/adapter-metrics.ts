@@ -1,13 +1,11 @@
 /**
  * The adapter cache's instruments. Structurally a subset of src/telemetry's TesseraInstruments, so the composition
  * root passes `metrics.instruments` as is; tests build them from any OTel Meter with createAdapterMetrics.
- * Attributes: tier = 'host' | 'device'; adapter = adapter id (requests only).
+ * Attribute: tier = 'host' | 'device'. Requests per adapter are counted once, by the server (tessera_adapter_requests).
  */
 import type { Counter, Gauge, Histogram, Meter } from '@opentelemetry/api';
 
 export interface AdapterMetrics {
-  /** Requests admitted with an adapter (one per acquired reference); attribute adapter. */
-  adapterRequests: Counter;
   adapterCacheHits: Counter;
   adapterCacheMisses: Counter;
   adapterCacheLoads: Counter;
@@ -19,7 +17,6 @@ export interface AdapterMetrics {
 /** Instruments with the same names as src/telemetry/metrics.ts, created on `meter`. */
 export function createAdapterMetrics(meter: Meter): AdapterMetrics {
   return {
-    adapterRequests: meter.createCounter('tessera_adapter_requests', { unit: '{request}' }),
     adapterCacheHits: meter.createCounter('tessera_adapter_cache_hits'),
     adapterCacheMisses: meter.createCounter('tessera_adapter_cache_misses'),
     adapterCacheLoads: meter.createCounter('tessera_adapter_cache_loads'),

@@ -6,7 +6,6 @@ import { createEngine, type Engine } from '../engine/engine.ts';
 import type { Executor, StepPlan } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
 import { createAdapterManager, type AdapterManager } from '../adapters/adapter-manager.ts';
-import { createAdapterMetrics } from '../adapters/adapter-metrics.ts';
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
@@ -120,7 +119,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         maxRank: config.maxAdapterRank,
         hostCacheBytes: config.adapterHostCacheBytes,
         allowedRoots: roots,
-        ...(metrics ? { metrics: createAdapterMetrics(metrics.meter) } : {}),
+        ...(metrics ? { metrics: metrics.instruments } : {}),
         logger: componentLogger(logger, 'adapters'),
       });
       const manager = adapters;
