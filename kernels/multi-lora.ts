@@ -5,10 +5,10 @@ import type { OnnxGraph } from './onnx-graph.ts';
  * per-row gathers.
  *
  *   inputs:  x [B, S, in]                               (T = B*S tokens)
- *            aStack [in, numSlots, R], bStack [numSlots, R, out]        (slot 0 = zeros = base model; R = max rank)
+ *            aStack [numSlots, in, R], bStack [numSlots, R, out]        (slot 0 = zeros = base model; R = max rank)
  *            mask [T, numSlots*R]: scale (lora_alpha / r) of token t's adapter on the R columns of its slot, 0 elsewhere
- *   A  = aStack viewed as [in, numSlots*R]   (reshapes: no copy; the runner keeps A in this layout)
- *   B  = bStack viewed as [numSlots*R, out]
+ *   A  = aStack viewed as [in, numSlots*R]   (one transpose: slot-major columns)
+ *   B  = bStack viewed as [numSlots*R, out]  (a reshape, no copy)
  *   delta = ((x @ A) * mask) @ B                          [T, out] -> [B, S, out]
  *
  * x @ A computes every token's projection onto every slot's A (numSlots*R columns, cheap at LoRA ranks); the mask keeps
@@ -27,7 +27,8 @@ export function multiLoraDelta(
   hint: string,
 ): string {
   const tokens = g.op('Reshape', [x, g.constInt64('shape_tokens', [-1, dims.inFeatures])], { hint: `${hint}_tokens` });
-  const a = g.op('Reshape', [stacks.a, g.constInt64('shape_a', [dims.inFeatures, -1])], { hint: `${hint}_a` });
+  const aSlotMajor = g.op('Transpose', [stacks.a], { attrs: { perm: { ints: [1, 0, 2] } }, hint: `${hint}_a_t` });
+  const a = g.op('Reshape', [aSlotMajor, g.constInt64('shape_a', [dims.inFeatures, -1])], { hint: `${hint}_a` });
   const b = g.op('Reshape', [stacks.b, g.constInt64('shape_b', [-1, dims.outFeatures])], { hint: `${hint}_b` });
   const xa = g.op('Mul', [g.op('MatMul', [tokens, a], { hint: `${hint}_xa` }), mask], { hint: `${hint}_xa_masked` });
   return g.op('Reshape', [g.op('MatMul', [xa, b], { hint: `${hint}_xab` }), dims.outShape], { hint: `${hint}_delta` });

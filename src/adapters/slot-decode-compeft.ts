@@ -1,8 +1,7 @@
 /**
  * Decodes a `.cpeft` file straight into a device slot of the rank-padded slot stacks (no dense intermediate):
- *   A [r, in]  goes to the A stack [in, numSlots, maxRank]: (i, k) -> k * numSlots * maxRank + slot * maxRank + i
- *   B [out, r] goes to the B stack [numSlots, maxRank, out]: (o, i) -> slot * maxRank * out + i * out + o
- * (AdapterSlotStacks.aPlacement / bPlacement give the offsets and strides).
+ *   A [r, in]  goes to stackA[slot] laid out [in, maxRank]:  (i, k) -> slot * in * maxRank + k * maxRank + i
+ *   B [out, r] goes to stackB[slot] laid out [maxRank, out]: (o, i) -> slot * maxRank * out + i * out + o
  * Ranks past the adapter's stay zero (the slot is cleared first), so padded columns contribute nothing.
  */
 import { loraTargetShape, type ModelConfig } from '../model/model-config.ts';
@@ -24,14 +23,13 @@ export function decodeCompeftIntoSlot(bytes: Uint8Array, config: ModelConfig, sl
   const h = file.header;
   fillSlot(h.rank, h.scale, (stacks) => {
     checkCompeftCompatible(file, config, { maxRank: stacks.maxRank });
+    const maxRank = stacks.maxRank;
     h.tensors.forEach((t, index) => {
-      const [, outF] = loraTargetShape(config, t.target);
+      const [inF, outF] = loraTargetShape(config, t.target);
       if (t.kind === 'A') {
-        const at = stacks.aPlacement(slot);
-        decodeTensorInto(file, index, stacks.stackA(t.layer, t.target), at.offset, at.strides);
+        decodeTensorInto(file, index, stacks.stackA(t.layer, t.target), slot * inF * maxRank, { row: 1, col: maxRank });
       } else {
-        const at = stacks.bPlacement(slot, outF);
-        decodeTensorInto(file, index, stacks.stackB(t.layer, t.target), at.offset, at.strides);
+        decodeTensorInto(file, index, stacks.stackB(t.layer, t.target), slot * maxRank * outF, { row: 1, col: outF });
       }
     });
   });

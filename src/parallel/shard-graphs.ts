@@ -127,7 +127,7 @@ export class TpSegmentBuilder {
     let [q, k, v] = g.node('Split', [linear(g, normed, 'qkv', qkv), g.constInt64('qkv_split', [localQ, localKv, localKv])], { attrs: { axis: { i: -1 } }, outputs: 3, hint: 'qkv' });
     const withLora = (x: string, base: string, target: LoraTarget, inF: number | string, outF: number | string) => {
       if (!rows) return base;
-      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', [inF, 'slots', 'rank']);
+      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
       return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows.mask, { inFeatures: inF as number, outFeatures: outF as number, outShape: rows.outShape(outF as number) }, `${target}_lora`)], { hint: `${target}_adapted` });
     };
@@ -186,7 +186,7 @@ export class TpSegmentBuilder {
     let [gate, up] = g.node('Split', [linear(g, normed, 'gate_up', gateUp), g.constInt64('gate_up_split', [cols.count, cols.count])], { attrs: { axis: { i: -1 } }, outputs: 2, hint: 'gate_up' });
     const withLora = (x: string, base: string, target: LoraTarget, inF: number, outF: number) => {
       if (!rows) return base;
-      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', [inF, 'slots', 'rank']);
+      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
       return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows.mask, { inFeatures: inF as number, outFeatures: outF as number, outShape: rows.outShape(outF as number) }, `${target}_lora`)], { hint: `${target}_adapted` });
     };

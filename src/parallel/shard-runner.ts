@@ -249,7 +249,7 @@ export class ShardRunner {
         if (!names.has(GRAPH_IO.loraA(layer, target))) continue;
         const [inF, outF] = loraTargetShape(this.local, target);
         const local = layer - p.layerStart;
-        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(local, target), [inF, numSlots, maxRank]);
+        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(local, target), [numSlots, inF, maxRank]);
         feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(local, target), [numSlots, maxRank, outF]);
       }
     }
@@ -268,8 +268,7 @@ function slotToLora(stacks: AdapterSlotStacks, config: ModelConfig, slot: number
       const sb = stacks.stackB(layer, target);
       const a = new Float32Array(rank * inF);
       const b = new Float32Array(outF * rank);
-      const ap = stacks.aPlacement(slot);
-      for (let i = 0; i < rank; i++) for (let k = 0; k < inF; k++) a[i * inF + k] = sa[ap.offset + k * ap.strides.col + i];
+      for (let i = 0; i < rank; i++) for (let k = 0; k < inF; k++) a[i * inF + k] = sa[slot * inF * maxRank + k * maxRank + i];
       for (let o = 0; o < outF; o++) for (let i = 0; i < rank; i++) b[o * rank + i] = sb[slot * maxRank * outF + i * outF + o];
       mods[target] = { a, b };
     }

@@ -44,7 +44,7 @@ function stackWriter(hf: MadeModel, numSlots: number, opts: { compressed?: boole
 }
 
 /** First value of q_proj A of layer 0 in `slot` (rank index 0, input 0): identifies which adapter is there. */
-const slotFingerprint = (stacks: AdapterSlotStacks, slot: number) => stacks.stackA(0, 'q_proj')[stacks.aPlacement(slot).offset];
+const slotFingerprint = (stacks: AdapterSlotStacks, slot: number) => stacks.stackA(0, 'q_proj')[slot * hf.config.hiddenSize * MAX_RANK];
 const adapterFingerprint = (dir: string) => readPeftAdapter(dir, hf.config).layers[0].q_proj!.a[0];
 
 async function errorOf(p: Promise<unknown> | (() => unknown)): Promise<TesseraError> {

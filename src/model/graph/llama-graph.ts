@@ -10,7 +10,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 7;
+export const GRAPH_VERSION = 6;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -109,7 +109,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const withLora = (x: string, base: string, layer: number, target: LoraTarget): string => {
     if (!loraMask || !loraOutShape) return base;
     const [inF, outF] = loraTargetShape(config, target);
-    const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', [inF, 'slots', 'rank']);
+    const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
     const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
     const delta = multiLoraDelta(g, x, { a, b }, loraMask, { inFeatures: inF, outFeatures: outF, outShape: loraOutShape(outF) }, `l${layer}_${target}_lora`);
     return g.op('Add', [base, delta], { hint: `l${layer}_${target}_adapted` });

@@ -9,10 +9,9 @@ export interface LoraWeights {
 }
 
 /**
- * Device-side adapter slots: per layer and target module, A stacked as [in, numSlots, maxRank] (= [in, numSlots*maxRank]:
- * the graph multiplies a token by every slot's A in one GEMM) and B as [numSlots, maxRank, out] (= [numSlots*maxRank,
- * out]), both transposed from PEFT's [r, in] / [out, r]. Slot 0 is all zeros = base model. Loading an adapter writes its
- * slot in place; the graph is never rebuilt.
+ * Device-side adapter slots: per layer and target module, A stacked as [numSlots, in, maxRank] and B as
+ * [numSlots, maxRank, out] (transposed from PEFT's [r, in] / [out, r] so the graph multiplies without transposes).
+ * Slot 0 is all zeros = base model. Loading an adapter writes its slot in place; the graph is never rebuilt.
  */
 export class AdapterSlotStacks {
   readonly a: Map<string, Float32Array> = new Map();
@@ -29,7 +28,7 @@ export class AdapterSlotStacks {
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
-        this.a.set(key(layer, target), new Float32Array(inF * numSlots * maxRank));
+        this.a.set(key(layer, target), new Float32Array(numSlots * inF * maxRank));
         this.b.set(key(layer, target), new Float32Array(numSlots * maxRank * outF));
       }
     }
@@ -50,26 +49,6 @@ export class AdapterSlotStacks {
     return this.b.get(key(layer, target))!;
   }
 
-  /** Where a slot's A starts in its stack and the strides of PEFT's A [r, in] there (row = rank index, col = input). */
-  aPlacement(slot: number): { offset: number; strides: { row: number; col: number } } {
-    return { offset: slot * this.maxRank, strides: { row: 1, col: this.numSlots * this.maxRank } };
-  }
-
-  /** Where a slot's B starts in its stack and the strides of PEFT's B [out, r] there (row = output, col = rank index). */
-  bPlacement(slot: number, outFeatures: number): { offset: number; strides: { row: number; col: number } } {
-    return { offset: slot * this.maxRank * outFeatures, strides: { row: 1, col: outFeatures } };
-  }
-
-  /** A copy of one slot's A as [in, maxRank]. */
-  slotA(layer: number, target: LoraTarget, slot: number): Float32Array {
-    const [inF] = loraTargetShape(this.config, target);
-    const a = this.stackA(layer, target);
-    const out = new Float32Array(inF * this.maxRank);
-    const stride = this.numSlots * this.maxRank;
-    for (let k = 0; k < inF; k++) out.set(a.subarray(k * stride + slot * this.maxRank, k * stride + (slot + 1) * this.maxRank), k * this.maxRank);
-    return out;
-  }
-
   /** Writes an adapter into a slot (1..numSlots-1); modules the adapter does not target are zeroed. */
   write(slot: number, adapter: LoraWeights): void {
     this.checkSlot(slot);
@@ -83,8 +62,8 @@ export class AdapterSlotStacks {
         const [inF, outF] = loraTargetShape(this.config, target);
         const a = this.stackA(layer, target);
         const b = this.stackB(layer, target);
-        const ap = this.aPlacement(slot);
-        for (let i = 0; i < r; i++) for (let k = 0; k < inF; k++) a[ap.offset + k * ap.strides.col + i] = w.a[i * inF + k];
+        const aBase = slot * inF * this.maxRank;
+        for (let i = 0; i < r; i++) for (let k = 0; k < inF; k++) a[aBase + k * this.maxRank + i] = w.a[i * inF + k];
         const bBase = slot * this.maxRank * outF;
         for (let o = 0; o < outF; o++) for (let i = 0; i < r; i++) b[bBase + i * outF + o] = w.b[o * r + i];
       }
@@ -115,9 +94,7 @@ export class AdapterSlotStacks {
     for (let layer = 0; layer < this.config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(this.config, target);
-        const a = this.stackA(layer, target);
-        const stride = this.numSlots * this.maxRank;
-        for (let k = 0; k < inF; k++) a.fill(0, k * stride + slot * this.maxRank, k * stride + (slot + 1) * this.maxRank);
+        this.stackA(layer, target).fill(0, slot * inF * this.maxRank, (slot + 1) * inF * this.maxRank);
         this.stackB(layer, target).fill(0, slot * this.maxRank * outF, (slot + 1) * this.maxRank * outF);
       }
     }

@@ -96,21 +96,13 @@ export function deviceKvModel(modelDir: string, graphFile: string, config: Model
  * `name.updated` = the stack with slot `slot` replaced by `name.value` [1, ...]. Used to load an adapter into the
  * device-resident LoRA slot stacks: only that adapter's bytes cross to the device.
  */
-export function slotWriteModel(stacks: Array<{ name: string; dims: Array<number | string>; slotAxis?: 0 | 1 }>): Uint8Array {
+export function slotWriteModel(stacks: Array<{ name: string; dims: Array<number | string> }>): Uint8Array {
   const g = new OnnxGraph('device_slot_write');
   const slot = g.input(DEVICE_KV_IO.slot, 'int64', [1, 1]);
   for (const s of stacks) {
     const stack = g.input(DEVICE_KV_IO.stackIn(s.name), 'float32', s.dims);
-    let out: string;
-    if ((s.slotAxis ?? 0) === 0) {
-      const value = g.input(DEVICE_KV_IO.stackValue(s.name), 'float32', [1, ...s.dims.slice(1)]);
-      out = slotWrite(g, stack, slot, value, `${s.name}_write`);
-    } else {
-      // Slots on axis 1 ([in, numSlots, R]): write through a transposed view (on adapter loads only, never per step).
-      const value = g.input(DEVICE_KV_IO.stackValue(s.name), 'float32', [s.dims[0], 1, ...s.dims.slice(2)]);
-      const swap = (x: string, h: string) => g.op('Transpose', [x], { attrs: { perm: { ints: [1, 0, 2] } }, hint: `${s.name}_${h}` });
-      out = swap(slotWrite(g, swap(stack, 'slot_major'), slot, swap(value, 'value_t'), `${s.name}_write`), 'back');
-    }
+    const value = g.input(DEVICE_KV_IO.stackValue(s.name), 'float32', [1, ...s.dims.slice(1)]);
+    const out = slotWrite(g, stack, slot, value, `${s.name}_write`);
     g.node('Identity', [out], { outputs: [DEVICE_KV_IO.stackOut(s.name)], hint: `${s.name}_out` });
     g.output(DEVICE_KV_IO.stackOut(s.name), 'float32', s.dims);
   }

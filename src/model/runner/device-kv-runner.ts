@@ -288,7 +288,7 @@ export class DeviceKvRunner {
         const b = GRAPH_IO.loraB(layer, target);
         feeds[DEVICE_KV_IO.stackIn(a)] = this.stacks.get(a)!;
         feeds[DEVICE_KV_IO.stackIn(b)] = this.stacks.get(b)!;
-        feeds[DEVICE_KV_IO.stackValue(a)] = new ort.Tensor('float32', staging.slotA(layer, target, from), [inF, 1, r]);
+        feeds[DEVICE_KV_IO.stackValue(a)] = new ort.Tensor('float32', staging.stackA(layer, target).slice(from * inF * r, (from + 1) * inF * r), [1, inF, r]);
         feeds[DEVICE_KV_IO.stackValue(b)] = new ort.Tensor('float32', staging.stackB(layer, target).slice(from * r * outF, (from + 1) * r * outF), [1, r, outF]);
       }
     }
@@ -322,14 +322,14 @@ export class DeviceKvRunner {
 }
 
 /** The LoRA stack inputs of the converted LoRA graph: [numSlots, in, maxRank] for A, [numSlots, maxRank, out] for B. */
-function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number): Array<{ name: string; dims: number[]; slotAxis: 0 | 1 }> {
+function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number): Array<{ name: string; dims: number[] }> {
   const config = manifest.config;
-  const out: Array<{ name: string; dims: number[]; slotAxis: 0 | 1 }> = [];
+  const out: Array<{ name: string; dims: number[] }> = [];
   for (let layer = 0; layer < config.numLayers; layer++) {
     for (const target of LORA_TARGETS) {
       const [inF, outF] = loraTargetShape(config, target);
-      out.push({ name: GRAPH_IO.loraA(layer, target), dims: [inF, numSlots, maxRank], slotAxis: 1 });
-      out.push({ name: GRAPH_IO.loraB(layer, target), dims: [numSlots, maxRank, outF], slotAxis: 0 });
+      out.push({ name: GRAPH_IO.loraA(layer, target), dims: [numSlots, inF, maxRank] });
+      out.push({ name: GRAPH_IO.loraB(layer, target), dims: [numSlots, maxRank, outF] });
     }
   }
   return out;

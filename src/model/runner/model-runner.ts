@@ -185,7 +185,7 @@ export class ModelRunner {
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
-        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(layer, target), [inF, numSlots, maxRank]);
+        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(layer, target), [numSlots, inF, maxRank]);
         feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(layer, target), [numSlots, maxRank, outF]);
       }
     }
