@@ -2,7 +2,7 @@ import { OnnxGraph } from '../../kernels/onnx-graph.ts';
 import { rmsNorm } from '../../kernels/rms-norm.ts';
 import { addRotaryTables, rotary } from '../../kernels/rotary.ts';
 import { linear, type LinearWeight } from '../../kernels/linear.ts';
-import { loraOutShapes, multiLoraDelta } from '../../kernels/multi-lora.ts';
+import { multiLoraDelta } from '../../kernels/multi-lora.ts';
 import { groupedQueryAttention } from '../../kernels/attention.ts';
 import { buildLlamaGraph, GRAPH_IO, headNorm, type GraphWeights } from '../model/graph/llama-graph.ts';
 import type { LoraTarget, ModelConfig } from '../model/model-config.ts';
@@ -110,7 +110,7 @@ export class TpSegmentBuilder {
     const hidden = g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
     const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
     const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
-    const rows = lora ? loraRowInputs(g, hidden) : null;
+    const rows = lora ? loraRowInputs(g) : null;
     const normed = rmsNorm(g, hidden, this.vector(g, `${p}.input_layernorm.weight`), eps, 'input_norm');
 
     const qSize = c.numHeads * headDim;
@@ -129,7 +129,7 @@ export class TpSegmentBuilder {
       if (!rows) return base;
       const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows.mask, { inFeatures: inF as number, outFeatures: outF as number, outShape: rows.outShape(outF as number) }, `${target}_lora`)], { hint: `${target}_adapted` });
+      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
     };
     q = withLora(normed, q, 'q_proj', hiddenSize, localQ);
     k = withLora(normed, k, 'k_proj', hiddenSize, localKv);
@@ -175,7 +175,7 @@ export class TpSegmentBuilder {
     const p = `model.layers.${layer}`;
     const g = new OnnxGraph(`tessera_tp${this.rank}_l${layer}_mlp${lora ? '_lora' : ''}`);
     const hidden = g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
-    const rows = lora ? loraRowInputs(g, hidden) : null;
+    const rows = lora ? loraRowInputs(g) : null;
     const normed = rmsNorm(g, hidden, this.vector(g, `${p}.post_attention_layernorm.weight`), eps, 'post_norm');
     const gateUp = this.linearOnce(`${p}.mlp.gate_up_proj`, () =>
       sliceLinearOutputs(this.weights.linear(`${p}.mlp.gate_up_proj`, hiddenSize), [
@@ -188,7 +188,7 @@ export class TpSegmentBuilder {
       if (!rows) return base;
       const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
       const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows.mask, { inFeatures: inF as number, outFeatures: outF as number, outShape: rows.outShape(outF as number) }, `${target}_lora`)], { hint: `${target}_adapted` });
+      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
     };
     gate = withLora(normed, gate, 'gate_proj', hiddenSize, cols.count);
     up = withLora(normed, up, 'up_proj', hiddenSize, cols.count);
@@ -236,8 +236,6 @@ export class TpSegmentBuilder {
   }
 }
 
-/** The multi-LoRA inputs of a segment graph: the token mask and [B, S, out] shapes taken from the segment's input. */
-function loraRowInputs(g: OnnxGraph, hidden: string): { mask: string; outShape: (out: number) => string } {
-  const batchSeq = g.op('Shape', [hidden], { attrs: { start: { i: 0 }, end: { i: 2 } }, hint: 'batch_seq' });
-  return { mask: g.input(GRAPH_IO.loraMask, 'float32', ['tokens', 'slots_rank']), outShape: loraOutShapes(g, batchSeq) };
+function loraRowInputs(g: OnnxGraph): { slot: string; scale: string } {
+  return { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) };
 }

@@ -10,7 +10,6 @@ import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model/model-
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
 import type { OnnxGraph } from '../../kernels/onnx-graph.ts';
-import { loraTokenMask } from '../../kernels/multi-lora.ts';
 import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
@@ -240,9 +239,8 @@ export class ShardRunner {
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {
     const { numSlots, maxRank } = this.slots;
     const p = this.spec.position;
-    const stepLength = Math.max(...rows.map((s) => s.tokenIds.length));
-    const mask = loraTokenMask(rows.map((s) => s.adapterSlot), stepLength, numSlots, maxRank, this.slots.scales);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', mask, [rows.length * stepLength, numSlots * maxRank]);
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(rows, (s) => BigInt(s.adapterSlot)), [rows.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(rows, (s) => this.slots.scales[s.adapterSlot]), [rows.length, 1, 1]);
     const names = new Set(session.inputNames);
     for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
       for (const target of LORA_TARGETS) {

@@ -2,7 +2,7 @@ import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { rmsNorm, skipRmsNorm } from '../../../kernels/rms-norm.ts';
 import { addRotaryTables, rotary } from '../../../kernels/rotary.ts';
 import { linear, type LinearWeight } from '../../../kernels/linear.ts';
-import { loraOutShapes, multiLoraDelta } from '../../../kernels/multi-lora.ts';
+import { multiLoraDelta } from '../../../kernels/multi-lora.ts';
 import { groupedQueryAttention } from '../../../kernels/attention.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 
@@ -10,7 +10,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 6;
+export const GRAPH_VERSION = 3;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -18,7 +18,8 @@ export const GRAPH_IO = {
   positionIds: 'position_ids',
   attentionBias: 'attention_bias',
   logitsIndex: 'logits_index',
-  loraMask: 'lora_mask',
+  loraSlot: 'lora_slot',
+  loraScale: 'lora_scale',
   logits: 'logits',
   logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
@@ -79,8 +80,9 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
-  const loraMask = lora ? g.input(GRAPH_IO.loraMask, 'float32', ['tokens', 'slots_rank']) : null;
-  const loraOutShape = lora ? loraOutShapes(g, g.op('Shape', [positionIds], { hint: 'batch_seq' })) : null;
+  const loraRows = lora
+    ? { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) }
+    : null;
 
   // Shapes computed once per run from the bias input [B, 1, S, T].
   const biasShape = g.op('Shape', [bias], { hint: 'bias_shape' });
@@ -107,11 +109,11 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const norm = (name: string) => g.initializer(name, 'float32', [config.hiddenSize], weights.vector(name));
 
   const withLora = (x: string, base: string, layer: number, target: LoraTarget): string => {
-    if (!loraMask || !loraOutShape) return base;
+    if (!loraRows) return base;
     const [inF, outF] = loraTargetShape(config, target);
     const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
     const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-    const delta = multiLoraDelta(g, x, { a, b }, loraMask, { inFeatures: inF, outFeatures: outF, outShape: loraOutShape(outF) }, `l${layer}_${target}_lora`);
+    const delta = multiLoraDelta(g, x, { a, b }, loraRows, `l${layer}_${target}_lora`);
     return g.op('Add', [base, delta], { hint: `l${layer}_${target}_adapted` });
   };
 

@@ -1,4 +1,3 @@
-import { loraTokenMask } from '../../../kernels/multi-lora.ts';
 import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
@@ -249,8 +248,8 @@ export class DeviceKvRunner {
     }
     const useLora = group.some((s) => s.adapterSlot !== 0);
     if (useLora) {
-      const mask = loraTokenMask(group.map((s) => s.adapterSlot), stepLength, this.numAdapterSlots, this.maxAdapterRank, this.scales);
-      feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', mask, [batch * stepLength, this.numAdapterSlots * this.maxAdapterRank]);
+      feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [batch]);
+      feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
       for (const [name, tensor] of this.stacks) feeds[name] = tensor;
     }
     const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);

@@ -4,7 +4,6 @@ import { TesseraError } from '../../errors.ts';
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
 import { GRAPH_IO } from '../graph/llama-graph.ts';
-import { loraTokenMask } from '../../../kernels/multi-lora.ts';
 import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
@@ -179,9 +178,8 @@ export class ModelRunner {
   private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
     const config = this.manifest.config;
     const { numSlots, maxRank } = this.slots;
-    const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
-    const mask = loraTokenMask(group.map((s) => s.adapterSlot), stepLength, numSlots, maxRank, this.slots.scales);
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', mask, [group.length * stepLength, numSlots * maxRank]);
+    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [group.length]);
+    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.slots.scales[s.adapterSlot]), [group.length, 1, 1]);
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
