@@ -6,18 +6,9 @@ import type { LoraTarget, ModelConfig } from '../../src/model/model-config.ts';
 import { ReferenceModel } from './llama-reference.ts';
 import type { ReferenceLora } from './llama-reference.ts';
 import { applyRotary, rmsNorm, rotaryInverseFrequencies } from './reference-ops.ts';
+import { seededRandom } from '../../test/helpers/seeded-random.ts';
 
 /** mulberry32: small seeded PRNG so every run sees the same weights. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function tinyConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
   return {

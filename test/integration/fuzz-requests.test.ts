@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/cli/serve.ts';
 import { ERROR_CODE_TRAILER } from '../../src/server/status.ts';
 import { connect, GenerationClient, HealthClient, startTestServer, unary } from '../helpers/test-server.ts';
+import { seededRandom as prng } from '../helpers/seeded-random.ts';
 
 const SEED = 20240611;
 const COUNTS = { schema: 1000, mutated: 600, wireTypes: 500, randomBytes: 400 } as const;
@@ -24,16 +25,6 @@ const CONCURRENCY = 32;
 const CALL_DEADLINE_MS = 10_000;
 
 /** mulberry32: a small seeded PRNG so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const random = prng(SEED);
 const int = (n: number): number => Math.floor(random() * n);

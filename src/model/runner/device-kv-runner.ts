@@ -9,6 +9,7 @@ import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { DEVICE_KV_IO, deviceKvModel, slotWriteModel, zerosModel } from './device-kv-graph.ts';
 import type { Device, RunnerMemory } from './model-runner.ts';
+import { concatFloat32 } from './concat-float32.ts';
 
 export interface DeviceKvRunnerOptions {
   /** A converted model directory (manifest.json). */
@@ -330,17 +331,6 @@ function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number)
       out.push({ name: GRAPH_IO.loraA(layer, target), dims: [numSlots, inF, maxRank] });
       out.push({ name: GRAPH_IO.loraB(layer, target), dims: [numSlots, maxRank, outF] });
     }
-  }
-  return out;
-}
-
-function concatFloat32(parts: Float32Array[], length: number): Float32Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Float32Array(length);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
   }
   return out;
 }

@@ -8,6 +8,7 @@ import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
+import { concatFloat32 } from './concat-float32.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
@@ -134,7 +135,7 @@ export class ModelRunner {
       rows += row;
     }
     const vocab = this.layout.vocabSize;
-    const logits = logitsParts.length === 1 ? logitsParts[0] : concatFloat32(logitsParts, rows * vocab);
+    const logits = concatFloat32(logitsParts, rows * vocab);
     const logSumExp = lseParts.length === logitsParts.length ? concatFloat32(lseParts, rows) : undefined;
     return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: performance.now() - started };
   }
@@ -190,14 +191,4 @@ export class ModelRunner {
   }
 
 
-}
-
-function concatFloat32(parts: Float32Array[], length: number): Float32Array {
-  const out = new Float32Array(length);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
 }
