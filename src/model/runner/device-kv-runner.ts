@@ -8,26 +8,16 @@ import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { DEVICE_KV_IO, deviceKvModel, slotWriteModel, zerosModel } from './device-kv-graph.ts';
-import type { Device, RunnerMemory } from './model-runner.ts';
+import type { Device, RunnerMemory, RunnerOptions } from './model-runner.ts';
 import { concatFloat32 } from './concat-float32.ts';
 
-export interface DeviceKvRunnerOptions {
-  /** A converted model directory (manifest.json). */
-  modelDir: string;
-  /**
-   * 'webgpu': KV cache and adapter stacks stay in GPU buffers across steps (the point of this runner).
-   * 'cpu' / 'cuda': the same graphs with the state returned to the host and fed back every step (correctness
-   * reference on machines without a GPU; on CUDA every step would copy the whole cache both ways, see docs/gpu.md).
-   */
-  device?: Device;
-  intraOpThreads?: number;
-  /** Device memory for the KV cache, in bytes (one extra scratch block is added on top). */
-  kvCacheBytes?: number;
-  blockSizeTokens?: number;
-  /** Adapter device slots including slot 0 (base model). */
-  numAdapterSlots?: number;
-  maxAdapterRank?: number;
-}
+/**
+ * The in-process runner's options. `device` 'webgpu': KV cache and adapter stacks stay in GPU buffers across steps (the
+ * point of this runner); 'cpu' / 'cuda': the same graphs with the state returned to the host and fed back every step
+ * (correctness reference without a GPU; on CUDA every step would copy the whole cache both ways, see docs/gpu.md).
+ * `kvCacheBytes` gets one extra scratch block on top.
+ */
+export type DeviceKvRunnerOptions = RunnerOptions;
 
 const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
 
