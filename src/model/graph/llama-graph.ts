@@ -4,13 +4,14 @@ import { addRotaryTables, rotary } from '../../../kernels/rotary.ts';
 import { linear, type LinearWeight } from '../../../kernels/linear.ts';
 import { multiLoraDelta } from '../../../kernels/multi-lora.ts';
 import { groupedQueryAttention } from '../../../kernels/attention.ts';
+import { logSumExpRows } from '../../../kernels/log-sum-exp.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 
 /**
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 3;
+export const GRAPH_VERSION = 4;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -172,7 +173,7 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const logits = linear(g, finalNormed, 'lm_head', weights.linear('lm_head'));
   g.output(g.op('Identity', [logits], { hint: GRAPH_IO.logits }), 'float32', ['rows', vocabSize]);
   // The sampler needs log-softmax normalisers for logprobs; one vectorised reduction here beats a JS pass over the vocab.
-  g.output(g.op('ReduceLogSumExp', [logits], { attrs: { axes: { ints: [-1] }, keepdims: { i: 0 } }, hint: GRAPH_IO.logitsLogSumExp }), 'float32', ['rows']);
+  g.output(logSumExpRows(g, logits, GRAPH_IO.logitsLogSumExp), 'float32', ['rows']);
   return g;
 }
 
