@@ -13,6 +13,7 @@ import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
 import { INT4, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { quantile, significant } from '../lib/stats.ts';
+import { ceilingRatio, executorStepCosts, linearStackStepCosts, type StepCosts } from '../lib/batching-ceiling.ts';
 
 interface Settings {
   preset: ModelPreset;
@@ -22,11 +23,13 @@ interface Settings {
   concurrencies: number[];
   requestsPerConcurrency: (c: number) => number;
   sequentialRequests: number;
+  /** Batch size and timed runs of the step-cost measurements behind the ceiling table. */
+  ceiling: { batch: number; runs: number };
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', variants: [INT4], promptTokens: 16, outputTokens: 8, concurrencies: [1, 4], requestsPerConcurrency: (c) => 2 * c, sequentialRequests: 2 },
-  full: { preset: 'small', variants: [INT4, INT8], promptTokens: 64, outputTokens: 64, concurrencies: [1, 4, 16, 32], requestsPerConcurrency: (c) => Math.max(4, 2 * c), sequentialRequests: 4 },
+  quick: { preset: 'tiny', variants: [INT4], promptTokens: 16, outputTokens: 8, concurrencies: [1, 4], requestsPerConcurrency: (c) => 2 * c, sequentialRequests: 2, ceiling: { batch: 4, runs: 3 } },
+  full: { preset: 'small', variants: [INT4, INT8], promptTokens: 64, outputTokens: 64, concurrencies: [1, 4, 16, 32], requestsPerConcurrency: (c) => Math.max(4, 2 * c), sequentialRequests: 4, ceiling: { batch: 16, runs: 9 } },
 };
 
 /** Wraps an executor to add up the wall time the engine spends waiting on it. */
@@ -117,7 +120,20 @@ async function drive(executor: Executor, s: Settings, total: number, concurrency
   };
 }
 
-async function runVariant(ctx: BenchContext, s: Settings, variant: QuantVariant): Promise<{ rows: Cell[][]; data: Record<string, unknown> }> {
+function ceilingRow(variant: QuantVariant, scope: string, c: StepCosts, outputTokens: number): Cell[] {
+  return [
+    variant.id,
+    scope,
+    significant(c.prefillMs),
+    significant(c.prefillBatchMs / c.batch),
+    significant(c.decode1Ms),
+    significant(c.decodeBatchMs),
+    significant(c.decodeBatchMs / c.decode1Ms),
+    significant(ceilingRatio(c, outputTokens)),
+  ];
+}
+
+async function runVariant(ctx: BenchContext, s: Settings, variant: QuantVariant): Promise<{ rows: Cell[][]; ceilingRows: Cell[][]; data: Record<string, unknown> }> {
   const model = await ctx.models.converted(s.preset, variant);
   const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: 1024 * 1024 * 1024, blockSizeTokens: 16, numAdapterSlots: 1, maxAdapterRank: 8 });
   try {
@@ -147,7 +163,13 @@ async function runVariant(ctx: BenchContext, s: Settings, variant: QuantVariant)
       ]);
       data[`c${c}`] = { continuous: cont, sequential: seq, throughputRatio: contTps / seqTps };
     }
-    return { rows, data };
+    ctx.log(`${variant.id}: step costs (whole model, then its linear layers alone) at batch 1 and ${s.ceiling.batch}`);
+    const costOptions = { batch: s.ceiling.batch, promptTokens: s.promptTokens, runs: s.ceiling.runs };
+    const wholeModel = await executorStepCosts(executor, costOptions);
+    const linears = await linearStackStepCosts(model.manifest.config, variant, costOptions);
+    data.stepCosts = { model: wholeModel, linearLayers: linears, ceilingModel: ceilingRatio(wholeModel, s.outputTokens), ceilingLinearLayers: ceilingRatio(linears, s.outputTokens) };
+    const ceilingRows = [ceilingRow(variant, 'whole model step', wholeModel, s.outputTokens), ceilingRow(variant, 'linear layers only', linears, s.outputTokens)];
+    return { rows, ceilingRows, data };
   } finally {
     await executor.shutdown();
   }
@@ -156,10 +178,12 @@ async function runVariant(ctx: BenchContext, s: Settings, variant: QuantVariant)
 async function run(ctx: BenchContext): Promise<CaseOutput> {
   const s = SETTINGS[ctx.mode];
   const rows: Cell[][] = [];
+  const ceilingRows: Cell[][] = [];
   const data: Record<string, Record<string, unknown>> = {};
   for (const variant of s.variants) {
     const r = await runVariant(ctx, s, variant);
     rows.push(...r.rows);
+    ceilingRows.push(...r.ceilingRows);
     data[variant.id] = r.data;
   }
   const summary = s.variants.flatMap((v) => {
@@ -180,6 +204,15 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
         notes: [
           'ratio = engine tok/s / sequential tok/s, both measured in this run on the same model worker (sequential re-measured next to each concurrency).',
           'engine overhead = step wall time outside executor.execute (scheduling, sampling, bookkeeping; thread messaging excluded) / step wall time.',
+        ],
+      },
+      {
+        title: `What caps the ratio: step costs and the best ratio they allow (batch ${s.ceiling.batch}, prompt ${s.promptTokens} / output ${s.outputTokens} tokens)`,
+        columns: ['weights', 'scope', `prefill ${s.promptTokens} alone ms`, `prefill ${s.promptTokens} in batch ms/request`, 'decode B=1 ms', `decode B=${s.ceiling.batch} ms`, 'decode cost growth', 'ceiling ratio'],
+        rows: ceilingRows,
+        notes: [
+          'ceiling ratio = (prefill alone + output x decode B=1) / (prefill in batch + output x decode B=n / n): the batched / sequential throughput no scheduler can beat with these step costs.',
+          '"whole model step" = executor.execute on the same worker as the table above; "linear layers only" = a graph of just the model\'s quantized linears (same shapes and storage, random codes), i.e. the cap the matmul kernels set by themselves.',
         ],
       },
     ],
