@@ -16,6 +16,21 @@ export interface SequenceWork {
   adapterSlot: number;
   /** True when the logits after the last token of tokenIds are needed (decode, or the final prefill chunk). */
   sampleNext: boolean;
+  /** Set on every row of a multi-step plan (StepPlan.decodeSteps): how the executor samples this row in its graph. */
+  loopSampling?: LoopSampling;
+}
+
+/**
+ * In-graph sampling of one row in a multi-step decode (the executor samples; only these parameters are loop-eligible:
+ * no penalties, top-p, min-p or top-n logprobs). Same stream for the same seed and positions, whatever the batch.
+ */
+export interface LoopSampling {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** Non-negative safe integer. */
+  seed: number;
 }
 
 export interface StepPlan {
@@ -27,6 +42,12 @@ export interface StepPlan {
    * any per-sequence state. A seqId is never reused (a preempted request comes back under a new one).
    */
   releasedSeqIds?: number[];
+  /**
+   * Decode steps to run for every sequence of this plan in one executor call (default 1). Only > 1 when every
+   * sequence feeds one token, has `loopSampling`, and its block table covers positions up to startPosition + decodeSteps;
+   * the result then carries `sampledTokens` instead of logits.
+   */
+  decodeSteps?: number;
 }
 
 export interface SequenceOutcome {
@@ -48,6 +69,12 @@ export interface StepResult {
    */
   logSumExp?: Float32Array;
   vocabSize: number;
+  /**
+   * Multi-step plans: the tokens the executor sampled, [rows, steps] row-major (row = the outcome's logitsRow), with
+   * their log-probabilities under the raw logits. A row's tokens after its stop (EOS, stop id, max tokens) are discarded
+   * by the engine.
+   */
+  sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
   /** Time spent inside the model runtime for this step, in milliseconds. */
   runtimeMs: number;
 }
@@ -61,6 +88,8 @@ export interface ExecutorLayout {
   blockSizeTokens: number;
   /** Adapter device slots, slot 0 (base) included. */
   numAdapterSlots: number;
+  /** Largest StepPlan.decodeSteps the executor runs (default 1: single steps only). */
+  maxDecodeStepsPerRun?: number;
 }
 
 export interface Executor {
