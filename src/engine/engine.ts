@@ -53,6 +53,11 @@ export interface EngineOptions {
   clock?: Clock;
   /** Default FCFS. */
   admissionPolicy?: AdmissionPolicy;
+  /**
+   * Decode steps per executor call when a step is decode-only and every row is loop-eligible (greedy or temperature
+   * with top-k; see scheduler/decode-loop-policy.ts). Must be <= executor.layout.maxDecodeStepsPerRun. Default 1.
+   */
+  decodeStepsPerRun?: number;
   /** null (default): base model only; requests with an adapter fail ADAPTER_NOT_FOUND. */
   adapterSlots?: AdapterSlots | null;
   /** While every queued request waits for an adapter load, the loop re-checks after this long. Default 2 ms. */
@@ -112,6 +117,7 @@ export function createEngine(opts: EngineOptions): Engine {
     maxPreemptionsPerRequest: opts.maxPreemptionsPerRequest ?? 3,
     admissionPolicy: opts.admissionPolicy,
     adapterSlots,
+    decodeStepsPerRun: opts.decodeStepsPerRun,
   });
 
   let draining = false;

@@ -26,6 +26,8 @@ export interface Sequence {
   adapterSlot: number;
   adapterHeld: boolean;
   numPreemptions: number;
+  /** The request's seed, or the random one drawn for it: seeds the host PRNG and the executor's in-graph stream. */
+  readonly seed: number;
   readonly sampling: SamplingState;
   readonly output: SequenceOutput;
 }
@@ -45,9 +47,10 @@ export interface CreateSequenceOptions {
 
 export function createSequence(opts: CreateSequenceOptions): Sequence {
   const { request } = opts;
+  const seed = request.sampling.seed ?? randomSeed();
   const sampling: SamplingState = {
     params: request.sampling,
-    prng: createPrng(request.sampling.seed ?? randomSeed()),
+    prng: createPrng(seed),
     penalties: createPenaltyState(request.sampling, request.promptTokenIds),
     topNLogprobs: request.topNLogprobs,
   };
@@ -63,6 +66,7 @@ export function createSequence(opts: CreateSequenceOptions): Sequence {
     adapterSlot: 0,
     adapterHeld: false,
     numPreemptions: 0,
+    seed,
     sampling,
     output: createSequenceOutput({ request, detokenizer: opts.detokenizer, eosTokenIds: opts.eosTokenIds, emit: opts.emit }),
   };

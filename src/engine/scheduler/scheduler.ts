@@ -13,6 +13,13 @@
  * more. When none is free, the most recently admitted sequence is preempted (recompute): its blocks and adapter
  * reference are freed, it goes back to the front of the queue and later re-prefills prompt + generated tokens. After
  * `maxPreemptionsPerRequest` preemptions a request fails with KV_CACHE_EXHAUSTED. Nothing is ever truncated.
+ *
+ * Multi-step decode (`decodeStepsPerRun` > 1, decode-loop-policy.ts): a step that turned out decode-only (no prefill
+ * chunk, no admission), whose rows are all loop-eligible, asks the executor for k steps in one call, k = min(
+ * decodeStepsPerRun, tokens any row may still generate), when blocks for positions up to start + k can be reserved
+ * without preempting anyone (else one step). `update` then applies each row's k tokens one by one (EOS, stop ids,
+ * stop sequences, max tokens, streaming) and drops a row's tokens after its stop. Sequences join and leave, and
+ * cancellation and deadlines take effect, at those k-step boundaries.
  */
 import { TesseraError, isTesseraError } from '../../errors.ts';
 import type { AdapterSlots } from '../adapter-slots.ts';
@@ -24,6 +31,7 @@ import { recordGenerated } from '../sampler/penalties.ts';
 import { createSampler, type Sampler } from '../sampler/sampler.ts';
 import { numPendingTokens, type Sequence } from '../sequence.ts';
 import type { AdmissionPolicy } from './admission-policy.ts';
+import { decodeStepsFor, loopSamplingOf } from './decode-loop-policy.ts';
 import { fcfsPolicy } from './scheduler-policy-fcfs.ts';
 
 export interface SchedulerOptions {
@@ -41,6 +49,8 @@ export interface SchedulerOptions {
   adapterSlots?: AdapterSlots | null;
   /** Defaults to one created for layout.vocabSize. */
   sampler?: Sampler;
+  /** Decode steps per executor call for decode-only steps (<= layout.maxDecodeStepsPerRun). Default 1. */
+  decodeStepsPerRun?: number;
 }
 
 export interface SchedulerStats {
@@ -93,6 +103,14 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     throw new TesseraError(
       'CONFIG_INVALID',
       `\`maxBatchTokens\` must be >= maxRunningSequences (${maxRunningSequences}), one decode token per running sequence. Given: ${maxBatchTokens}`,
+    );
+  }
+  const decodeStepsPerRun = opts.decodeStepsPerRun ?? 1;
+  const maxStepsPerRun = layout.maxDecodeStepsPerRun ?? 1;
+  if (!Number.isSafeInteger(decodeStepsPerRun) || decodeStepsPerRun < 1 || decodeStepsPerRun > maxStepsPerRun) {
+    throw new TesseraError(
+      'CONFIG_INVALID',
+      `\`decodeStepsPerRun\` must be an integer >= 1 and <= ${maxStepsPerRun} (the executor's maxDecodeStepsPerRun). Given: ${JSON.stringify(decodeStepsPerRun)}`,
     );
   }
   const kv = createKvBlockAllocator({ numKvBlocks: layout.numKvBlocks, blockSizeTokens: layout.blockSizeTokens });
@@ -268,6 +286,26 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     return budget;
   }
 
+  /** k > 1 when the step is decode-only, every row is loop-eligible and blocks for k positions are free (see top). */
+  function planMultiStep(planned: Map<Sequence, SequenceWork>): number {
+    const seqs = [...planned.keys()];
+    if (seqs.length === 0 || [...planned.values()].some((w) => w.tokenIds.length !== 1 || !w.sampleNext)) return 1;
+    const steps = decodeStepsFor(seqs, decodeStepsPerRun);
+    if (steps === 1) return 1;
+    for (const seq of seqs) {
+      const missing = kv.blocksFor(seq.numComputed + steps) - seq.blockTable.length;
+      if (missing <= 0) continue;
+      const got = kv.allocate(missing);
+      if (got === null) return 1; // blocks already taken stay with their sequences: they need them soon anyway
+      seq.blockTable.push(...got);
+    }
+    for (const [seq, work] of planned) {
+      work.blockTable = seq.blockTable.slice();
+      work.loopSampling = loopSamplingOf(seq)!;
+    }
+    return steps;
+  }
+
   function schedule(): StepPlan {
     expireDeadlines(clock.nowMs());
     const planned = new Map<Sequence, SequenceWork>();
@@ -293,11 +331,13 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     }
     if (budget > 0) admit(planned, budget);
 
+    const decodeSteps = decodeStepsPerRun > 1 ? planMultiStep(planned) : 1;
     const sequences = [...planned.values()];
     stepCount++;
     lastStepSequences = sequences.length;
     lastStepTokens = sequences.reduce((n, w) => n + w.tokenIds.length, 0);
     const plan: StepPlan = { stepId: stepCount, sequences };
+    if (decodeSteps > 1) plan.decodeSteps = decodeSteps;
     if (released.length > 0) {
       plan.releasedSeqIds = released;
       released = [];
@@ -306,6 +346,10 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   function update(plan: StepPlan, result: StepResult): void {
+    if ((plan.decodeSteps ?? 1) > 1) {
+      updateMultiStep(plan, result);
+      return;
+    }
     const vocabSize = layout.vocabSize;
     if (result.vocabSize !== vocabSize) {
       failStep(plan, new TesseraError('INTERNAL', `executor returned vocabSize ${result.vocabSize}, layout says ${vocabSize}`));
@@ -334,6 +378,40 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       recordGenerated(seq.sampling.penalties, token.tokenId);
       const reason = seq.output.accept(token);
       if (reason !== null) abort(seq, reason);
+    }
+  }
+
+  /** Applies each row's k sampled tokens one by one through the normal output logic; tokens after a stop are dropped. */
+  function updateMultiStep(plan: StepPlan, result: StepResult): void {
+    const steps = plan.decodeSteps!;
+    const sampled = result.sampledTokens;
+    if (sampled === undefined || sampled.steps !== steps) {
+      failStep(plan, new TesseraError('INTERNAL', `executor returned ${sampled ? sampled.steps : 'no'} sampled steps for a plan of ${steps} decode steps`));
+      return;
+    }
+    const numRows = Math.floor(sampled.tokenIds.length / steps);
+    const outcomes = new Map(result.outcomes.map((o) => [o.seqId, o]));
+    for (const work of plan.sequences) {
+      const seq = bySeqId.get(work.seqId);
+      if (seq === undefined || seq.phase !== 'running') continue; // cancelled while the step ran
+      const outcome = outcomes.get(work.seqId);
+      if (outcome === undefined || outcome.error !== undefined || !(outcome.logitsRow >= 0 && outcome.logitsRow < numRows)) {
+        const why = outcome === undefined ? 'no outcome returned' : (outcome.error ?? `row ${outcome.logitsRow} of ${numRows}`);
+        abort(seq, 'error', new TesseraError('INTERNAL', `executor failed sequence ${work.seqId} of request ${seq.request.requestId} in step ${plan.stepId}: ${why}`));
+        continue;
+      }
+      for (let i = 0; i < steps; i++) {
+        const at = outcome.logitsRow * steps + i;
+        seq.numComputed = work.startPosition + i + 1;
+        const tokenId = sampled.tokenIds[at];
+        seq.tokenIds.push(tokenId);
+        recordGenerated(seq.sampling.penalties, tokenId);
+        const reason = seq.output.accept({ tokenId, logprob: sampled.logprobs[at], top: [] });
+        if (reason !== null) {
+          abort(seq, reason);
+          break;
+        }
+      }
     }
   }
 
