@@ -38,8 +38,11 @@ async function collect(events: AsyncIterable<{ type: string; tokens?: Array<{ to
   const logprobs: number[] = [];
   let reason: FinishReason | undefined;
   for await (const e of events) {
-    if (e.type === 'tokens') for (const t of e.tokens!) [ids.push(t.tokenId), logprobs.push(t.logprob)];
-    else reason = e.reason;
+    if (e.type !== 'tokens') reason = e.reason;
+    for (const t of e.tokens ?? []) {
+      ids.push(t.tokenId);
+      logprobs.push(t.logprob);
+    }
   }
   return { ids, logprobs, reason };
 }
