@@ -50,6 +50,7 @@ export const SERVE_SETTINGS = {
   maxBatchTokens: s({ kind: 'int', flag: 'max-batch-tokens', env: 'TESSERA_MAX_BATCH_TOKENS', default: 2048, min: 1, max: 1_000_000, unit: 'tokens', doc: 'tokens per engine step over all sequences' }),
   prefillChunkTokens: s({ kind: 'int', flag: 'prefill-chunk-tokens', env: 'TESSERA_PREFILL_CHUNK_TOKENS', default: 512, min: 1, max: 1_000_000, unit: 'tokens', doc: 'largest prompt chunk of one sequence per step' }),
   maxRunningSequences: s({ kind: 'int', flag: 'max-running-sequences', env: 'TESSERA_MAX_RUNNING_SEQUENCES', default: 64, min: 1, max: 100_000, doc: 'sequences in the running batch' }),
+  decodeStepsPerRun: s({ kind: 'int', flag: 'decode-steps-per-run', env: 'TESSERA_DECODE_STEPS_PER_RUN', default: 1, min: 1, max: 64, unit: 'steps', doc: 'decode steps per model run when every running sequence is decode-only and loop-eligible (greedy or temperature + top-k); > 1 (or --device cuda) runs the model through the ONNX Loop runner (docs/gpu.md)' }),
   kvCacheBytes: s({ kind: 'int', flag: 'kv-cache-bytes', env: 'TESSERA_KV_CACHE_BYTES', default: 1024 * 1024 * 1024, min: 1, max: 2 ** 50, unit: 'bytes', doc: 'memory for the KV cache' }),
   kvBlockTokens: s({ kind: 'int', flag: 'kv-block-tokens', env: 'TESSERA_KV_BLOCK_TOKENS', default: 16, min: 1, max: 4096, unit: 'tokens', doc: 'positions per KV block' }),
   adapterSlots: s({ kind: 'int', flag: 'adapter-slots', env: 'TESSERA_ADAPTER_SLOTS', default: 8, min: 0, max: 1024, doc: 'adapters resident on the device at once' }),

@@ -90,6 +90,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       blockSizeTokens: config.kvBlockTokens,
       numAdapterSlots: config.adapterSlots + 1,
       maxAdapterRank: config.maxAdapterRank,
+      loopDecode: config.device === 'cuda' || config.decodeStepsPerRun > 1,
     });
     cleanups.push(() => executor.shutdown());
     log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout }, 'model worker ready');
@@ -141,6 +142,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       prefillChunkTokens: config.prefillChunkTokens,
       maxRunningSequences: config.maxRunningSequences,
       maxQueuedRequests: config.maxQueuedRequests,
+      decodeStepsPerRun: config.decodeStepsPerRun,
       adapterSlots: adapters,
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });

@@ -35,6 +35,14 @@ export interface ControllerOptions extends RunnerOptions {
    * outputs can stay in GPU buffers; other providers copy that state both ways every step with it (docs/gpu.md).
    */
   deviceResidentKv?: boolean;
+  /**
+   * Run k decode steps per session.run when the engine asks for it (LoopDecodeRunner; world size 1, worker threads
+   * only). Default: on for CUDA, where every run copies its inputs over PCIe (docs/gpu.md). Takes precedence over
+   * deviceResidentKv.
+   */
+  loopDecode?: boolean;
+  /** With loopDecode: the largest k (ExecutorLayout.maxDecodeStepsPerRun). Default 64. */
+  maxDecodeStepsPerRun?: number;
   /** Called with false when a worker goes down and with true once the whole shard group serves again. */
   onHealth?: (serving: boolean) => void;
 }
@@ -108,6 +116,11 @@ export class ShardController implements Executor {
       numKvBlocks = Math.min(numKvBlocks, Math.floor(kvBytes / perBlock));
     }
     if (numKvBlocks < 1) throw new TesseraError('CONFIG_INVALID', `\`kvCacheBytes\` ${kvBytes} holds no KV block on some worker`);
+    const loopDecode = options.loopDecode ?? options.device === 'cuda';
+    if (loopDecode && (positions.length !== 1 || options.openLink)) {
+      throw new TesseraError('CONFIG_INVALID', `k decode steps per run need the whole model in one worker thread: \`tp\` x \`pp\` must be 1 and no remote workers. Given: ${tp} x ${pp}${options.openLink ? ', remote workers' : ''}`);
+    }
+    const maxDecodeStepsPerRun = options.maxDecodeStepsPerRun ?? 64;
     const shards: Shard[] = positions.map((position, index) => ({
       index,
       position,
@@ -122,7 +135,8 @@ export class ShardController implements Executor {
         maxAdapterRank: options.maxAdapterRank ?? 16,
         device: options.device,
         intraOpThreads: options.intraOpThreads,
-        deviceResidentKv: positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu'),
+        deviceResidentKv: !loopDecode && positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu'),
+        ...(loopDecode ? { loopDecode, maxDecodeStepsPerRun } : {}),
       },
     }));
     const layout: ExecutorLayout = {
@@ -131,6 +145,7 @@ export class ShardController implements Executor {
       numKvBlocks,
       blockSizeTokens,
       numAdapterSlots: options.numAdapterSlots ?? 8,
+      ...(loopDecode ? { maxDecodeStepsPerRun } : {}),
     };
     const controller = new ShardController(config, shards, options, layout, manifest.modelId);
     try {
@@ -169,6 +184,7 @@ export class ShardController implements Executor {
 
   async execute(plan: StepPlan): Promise<StepResult> {
     this.checkServing();
+    if ((plan.decodeSteps ?? 1) > 1) return this.executeMultiStep(plan);
     const started = performance.now();
     const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
     const outcomes: SequenceOutcome[] = [];
@@ -218,6 +234,31 @@ export class ShardController implements Executor {
       }
     }
     return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: timing.totalMs };
+  }
+
+  /** k decode steps in one worker run (loopDecode shard): the result carries each row's sampled tokens. */
+  private async executeMultiStep(plan: StepPlan): Promise<StepResult> {
+    const started = performance.now();
+    const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
+    const outcomes: SequenceOutcome[] = [];
+    const rows: SequenceWork[] = [];
+    for (const seq of plan.sequences) {
+      const problem = checkSequence(seq, { ...this.layout });
+      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
+      else {
+        outcomes.push({ seqId: seq.seqId, logitsRow: rows.length });
+        rows.push(seq);
+      }
+    }
+    const k = plan.decodeSteps!;
+    const sampledTokens =
+      rows.length === 0
+        ? { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) }
+        : (await this.run(this.shards[0], { stepId: plan.stepId, segment: { kind: 'stage', layer: 0 }, rows, hidden: null, decodeSteps: k }, 0, { started, timing })).sampledTokens;
+    if (!sampledTokens) throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan without returning sampled tokens (not a loop-decode shard)`);
+    timing.totalMs = performance.now() - started;
+    this.lastTiming = timing;
+    return { stepId: plan.stepId, outcomes, logits: new Float32Array(0), sampledTokens, vocabSize: this.config.vocabSize, runtimeMs: timing.totalMs };
   }
 
   async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {
@@ -317,7 +358,7 @@ export class ShardController implements Executor {
     return { logits, sampled };
   }
 
-  private async run(shard: Shard, request: { stepId: number; segment: SegmentRef; rows: SequenceWork[]; hidden: Float32Array | null }, microBatch: number, ctx: { started: number; timing: StepTiming }): Promise<RunReply> {
+  private async run(shard: Shard, request: { stepId: number; segment: SegmentRef; rows: SequenceWork[]; hidden: Float32Array | null; decodeSteps?: number }, microBatch: number, ctx: { started: number; timing: StepTiming }): Promise<RunReply> {
     const link = shard.link;
     if (!link) throw new TesseraError('WORKER_UNAVAILABLE', `shard worker ${shard.index} is restarting`);
     const sent = performance.now();

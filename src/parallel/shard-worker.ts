@@ -1,6 +1,7 @@
 import { isTesseraError, TesseraError } from '../errors.ts';
 import { ShardRunner } from './shard-runner.ts';
 import { DeviceShardRunner } from './device-shard-runner.ts';
+import { LoopShardRunner } from './loop-shard-runner.ts';
 import type { ControllerMessage, WorkerMessage } from './wire.ts';
 
 /**
@@ -8,7 +9,7 @@ import type { ControllerMessage, WorkerMessage } from './wire.ts';
  * arrival order (a step never overlaps an adapter write, and pipeline micro-batches keep their order).
  */
 export class ShardWorkerHost {
-  private runner: ShardRunner | DeviceShardRunner | null = null;
+  private runner: ShardRunner | DeviceShardRunner | LoopShardRunner | null = null;
   private queue: Promise<void> = Promise.resolve();
 
   /** Queues a message; `reply` is called once with the answer. */
@@ -22,7 +23,11 @@ export class ShardWorkerHost {
         case 'init': {
           if (this.runner) await this.runner.release();
           this.runner = null;
-          this.runner = msg.spec.deviceResidentKv ? await DeviceShardRunner.create(msg.spec) : await ShardRunner.create(msg.spec);
+          this.runner = msg.spec.loopDecode
+            ? await LoopShardRunner.create(msg.spec)
+            : msg.spec.deviceResidentKv
+              ? await DeviceShardRunner.create(msg.spec)
+              : await ShardRunner.create(msg.spec);
           const c = this.runner.manifest.config;
           return {
             type: 'ready',
@@ -53,7 +58,7 @@ export class ShardWorkerHost {
     }
   }
 
-  private ready(): ShardRunner | DeviceShardRunner {
+  private ready(): ShardRunner | DeviceShardRunner | LoopShardRunner {
     if (!this.runner) throw new TesseraError('WORKER_UNAVAILABLE', 'shard worker has no model loaded (init first)');
     return this.runner;
   }

@@ -21,6 +21,10 @@ export interface ShardSpec {
   intraOpThreads?: number;
   /** Whole-model shard whose KV cache and adapter stacks stay on the device between steps (DeviceKvRunner). */
   deviceResidentKv?: boolean;
+  /** Whole-model shard that runs k decode steps per session.run (LoopDecodeRunner; `--device cuda`). */
+  loopDecode?: boolean;
+  /** With loopDecode: the largest k a run may ask for. */
+  maxDecodeStepsPerRun?: number;
 }
 
 export interface ShardMemory {
@@ -42,6 +46,8 @@ export interface RunRequest {
   rows: SequenceWork[];
   /** [B, S, hidden] float32 residual stream entering the segment; null where the segment starts from token ids. */
   hidden: Float32Array | null;
+  /** Decode steps in this run (loopDecode shards only; default 1). */
+  decodeSteps?: number;
 }
 
 export interface RunReply {
@@ -49,6 +55,8 @@ export interface RunReply {
   output: Float32Array;
   /** [rows] log-sum-exp of each logits row, when the last piece computes it in its graph (world and stage graphs). */
   logSumExp?: Float32Array;
+  /** decodeSteps > 1: each row's sampled tokens [rows, steps] in request row order (output is then empty). */
+  sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
   runtimeMs: number;
 }
 
