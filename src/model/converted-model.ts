@@ -14,7 +14,8 @@ export interface ModelManifest {
   config: ModelConfig;
   /** int4AccuracyLevel: MatMulNBits accuracy_level of int4 linears (absent in older manifests = 4). */
   quant: { kind: QuantKind; blockSize: number | null; outlierFraction: number; int4AccuracyLevel?: 0 | 4 };
-  graphs: { base: string; lora: string };
+  /** loraPacked: the packed int8 multi-LoRA graph (quantized models converted by graph version >= 5). */
+  graphs: { base: string; lora: string; loraPacked?: string };
   weightsFile: string;
   weightsBytes: number;
   hasTokenizer: boolean;

@@ -26,7 +26,7 @@ export interface ConvertOptions {
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
-const GRAPH_FILES = { base: 'model.onnx', lora: 'model-lora.onnx' };
+const GRAPH_FILES = { base: 'model.onnx', lora: 'model-lora.onnx', loraPacked: 'model-lora-packed.onnx' };
 const WEIGHTS_FILE = 'weights.bin';
 
 /**
@@ -59,10 +59,14 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
     const weights = graphWeights(config, tensors, { quant: options.quant, blockSize: blockSize ?? 32, outlierFraction, int4AccuracyLevel: options.int4AccuracyLevel ?? 4 }, options.onProgress);
     const base = buildLlamaGraph(config, weights, { lora: false });
     const lora = buildLlamaGraph(config, weights, { lora: true });
-    const locations = writeExternalData(join(tmpDir, WEIGHTS_FILE), [base, lora], (done, total) => options.onProgress?.('write', done, total));
+    // Quantized models also get the packed int8 LoRA graph (decode batches); fp32 models keep only the exact one.
+    const loraPacked = options.quant === 'fp32' ? null : buildLlamaGraph(config, weights, { lora: true, loraKernel: 'packed-int8' });
+    const graphs = loraPacked ? [base, lora, loraPacked] : [base, lora];
+    const locations = writeExternalData(join(tmpDir, WEIGHTS_FILE), graphs, (done, total) => options.onProgress?.('write', done, total));
     const external = { fileName: WEIGHTS_FILE, locations };
     writeFileSync(join(tmpDir, GRAPH_FILES.base), serializeModel(base, external));
     writeFileSync(join(tmpDir, GRAPH_FILES.lora), serializeModel(lora, external));
+    if (loraPacked) writeFileSync(join(tmpDir, GRAPH_FILES.loraPacked), serializeModel(loraPacked, external));
     tensors.close();
 
     const sourceFiles = ['config.json', ...tensors.files.map((f) => basename(f)), ...TOKENIZER_FILES.filter((f) => existsSync(join(hfDir, f)))];
@@ -79,7 +83,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
       modelId: modelIdOf(hfDir, configJson, configSha),
       config,
       quant: { kind: options.quant, blockSize, outlierFraction, ...(options.quant === 'int4' ? { int4AccuracyLevel: options.int4AccuracyLevel ?? 4 } : {}) },
-      graphs: GRAPH_FILES,
+      graphs: loraPacked ? GRAPH_FILES : { base: GRAPH_FILES.base, lora: GRAPH_FILES.lora },
       weightsFile: WEIGHTS_FILE,
       weightsBytes: statSync(join(tmpDir, WEIGHTS_FILE)).size,
       hasTokenizer: existsSync(join(hfDir, 'tokenizer.json')),

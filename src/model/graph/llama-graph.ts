@@ -3,6 +3,7 @@ import { rmsNorm, skipRmsNorm } from '../../../kernels/rms-norm.ts';
 import { addRotaryTables, rotary } from '../../../kernels/rotary.ts';
 import { linear, type LinearWeight } from '../../../kernels/linear.ts';
 import { multiLoraDelta } from '../../../kernels/multi-lora.ts';
+import { packedMultiLoraDelta } from '../../../kernels/multi-lora-packed.ts';
 import { groupedQueryAttention } from '../../../kernels/attention.ts';
 import { logSumExpRows } from '../../../kernels/log-sum-exp.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
@@ -11,7 +12,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 4;
+export const GRAPH_VERSION = 5;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -21,6 +22,8 @@ export const GRAPH_IO = {
   logitsIndex: 'logits_index',
   loraSlot: 'lora_slot',
   loraScale: 'lora_scale',
+  /** Packed LoRA graph: [batch, 1, loraColumns], each row's adapter scale on its adapter's packed columns. */
+  loraMask: 'lora_mask',
   logits: 'logits',
   logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
@@ -33,6 +36,8 @@ export const GRAPH_IO = {
   newValue: (layer: number) => `new_value.${layer}`,
   loraA: (layer: number, target: LoraTarget) => `lora_a.${layer}.${target}`,
   loraB: (layer: number, target: LoraTarget) => `lora_b.${layer}.${target}`,
+  /** Packed LoRA graph: per-column dequantization scale [loraColumns] of the int8 A factor. */
+  loraAScale: (layer: number, target: LoraTarget) => `lora_a_scale.${layer}.${target}`,
 } as const;
 
 /** Value added to the attention scores of positions a query must not see. Finite, so fully masked rows stay NaN-free. */
@@ -56,6 +61,12 @@ export interface GraphWeights {
  */
 export interface LlamaGraphOptions {
   lora: boolean;
+  /**
+   * How a LoRA graph applies adapters (default 'gather'): 'gather' takes rank-padded fp32 slot stacks and per-row slot
+   * indices (kernels/multi-lora.ts, exact); 'packed-int8' takes every resident adapter's factors packed at true rank
+   * as int8 and a per-row column mask (kernels/multi-lora-packed.ts; for quantized models, cheaper on decode batches).
+   */
+  loraKernel?: 'gather' | 'packed-int8';
   /**
    * Pipeline stage: the layers [start, end) this graph runs (default: all). A stage starting past layer 0 takes the
    * residual stream `hidden_in` instead of `input_ids`; a stage ending before the last layer outputs `hidden_out`
@@ -81,9 +92,11 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
-  const loraRows = lora
+  const packedLora = lora && options.loraKernel === 'packed-int8';
+  const loraRows = lora && !packedLora
     ? { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) }
     : null;
+  const loraMask = packedLora ? g.input(GRAPH_IO.loraMask, 'float32', ['batch', 1, 'lora_columns']) : null;
 
   // Shapes computed once per run from the bias input [B, 1, S, T].
   const biasShape = g.op('Shape', [bias], { hint: 'bias_shape' });
@@ -110,11 +123,20 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const norm = (name: string) => g.initializer(name, 'float32', [config.hiddenSize], weights.vector(name));
 
   const withLora = (x: string, base: string, layer: number, target: LoraTarget): string => {
-    if (!loraRows) return base;
+    if (!loraRows && !loraMask) return base;
     const [inF, outF] = loraTargetShape(config, target);
+    if (loraMask) {
+      const factors = {
+        a: g.input(GRAPH_IO.loraA(layer, target), 'int8', [inF, 'lora_columns']),
+        aScale: g.input(GRAPH_IO.loraAScale(layer, target), 'float32', ['lora_columns']),
+        b: g.input(GRAPH_IO.loraB(layer, target), 'int8', ['lora_columns', outF]),
+      };
+      const packedDelta = packedMultiLoraDelta(g, x, factors, loraMask, `l${layer}_${target}_lora`);
+      return g.op('Add', [base, packedDelta], { hint: `l${layer}_${target}_adapted` });
+    }
     const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
     const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-    const delta = multiLoraDelta(g, x, { a, b }, loraRows, `l${layer}_${target}_lora`);
+    const delta = multiLoraDelta(g, x, { a, b }, loraRows!, `l${layer}_${target}_lora`);
     return g.op('Add', [base, delta], { hint: `l${layer}_${target}_adapted` });
   };
 

@@ -18,6 +18,10 @@ export class AdapterSlotStacks {
   readonly b: Map<string, Float32Array> = new Map();
   /** Scale per slot (0 for empty slots). */
   readonly scales: Float32Array;
+  /** True rank per slot (0 for empty slots): the columns a packed copy of the slot needs. */
+  readonly ranks: Int32Array;
+  /** Bumped by every write or clear, so derived copies (packed int8 factors) know when to rebuild. */
+  version = 0;
 
   constructor(
     private readonly config: ModelConfig,
@@ -25,6 +29,7 @@ export class AdapterSlotStacks {
     readonly maxRank: number,
   ) {
     this.scales = new Float32Array(numSlots);
+    this.ranks = new Int32Array(numSlots);
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
@@ -69,6 +74,8 @@ export class AdapterSlotStacks {
       }
     }
     this.scales[slot] = adapter.scale;
+    this.ranks[slot] = r;
+    this.version++;
   }
 
   /**
@@ -87,6 +94,8 @@ export class AdapterSlotStacks {
       throw err;
     }
     this.scales[slot] = scale;
+    this.ranks[slot] = rank;
+    this.version++;
   }
 
   clear(slot: number): void {
@@ -99,6 +108,8 @@ export class AdapterSlotStacks {
       }
     }
     this.scales[slot] = 0;
+    this.ranks[slot] = 0;
+    this.version++;
   }
 
   private checkSlot(slot: number): void {

@@ -8,6 +8,7 @@ import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
+import { PackedLoraStacks } from './packed-lora-stacks.ts';
 import { concatFloat32 } from './concat-float32.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
@@ -48,6 +49,8 @@ export class ModelRunner {
     private readonly loraSession: ort.InferenceSession,
     private readonly kv: PagedKvCache,
     private readonly slots: AdapterSlotStacks,
+    /** Packed int8 LoRA graph of quantized models and its factors (null: every LoRA group uses the gather graph). */
+    private readonly packedLora: { session: ort.InferenceSession; stacks: PackedLoraStacks } | null,
   ) {
     this.layout = {
       vocabSize: manifest.config.vocabSize,
@@ -87,7 +90,8 @@ export class ModelRunner {
     if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `kvCacheBytes ${options.kvCacheBytes} holds no KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes`);
     const kv = new PagedKvCache({ ...kvShape, numBlocks });
     const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
-    return new ModelRunner(manifest, baseSession, loraSession, kv, slots);
+    const packedLora = manifest.graphs.loraPacked ? { session: await open(manifest.graphs.loraPacked), stacks: new PackedLoraStacks(config, slots) } : null;
+    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packedLora);
   }
 
   memory(): RunnerMemory {
@@ -143,6 +147,7 @@ export class ModelRunner {
   async release(): Promise<void> {
     await this.baseSession.release();
     await this.loraSession.release();
+    await this.packedLora?.session.release();
   }
 
   private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
@@ -163,8 +168,10 @@ export class ModelRunner {
     }
 
     const useLora = group.some((s) => s.adapterSlot !== 0);
-    if (useLora) this.addLoraFeeds(feeds, group);
-    const session = useLora ? this.loraSession : this.baseSession;
+    const packed = useLora && this.packedLora && stepLength === 1 ? this.packedLora : null;
+    if (packed) this.addPackedLoraFeeds(feeds, group, packed.stacks);
+    else if (useLora) this.addLoraFeeds(feeds, group);
+    const session = packed ? packed.session : useLora ? this.loraSession : this.baseSession;
     const out = await session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
       const newK = out[GRAPH_IO.newKey(layer)].data as Float32Array;
@@ -186,6 +193,21 @@ export class ModelRunner {
         const [inF, outF] = loraTargetShape(config, target);
         feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(layer, target), [numSlots, inF, maxRank]);
         feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(layer, target), [numSlots, maxRank, outF]);
+      }
+    }
+  }
+
+  /** Feeds of the packed int8 LoRA graph: the resident adapters' packed factors and each row's column mask. */
+  private addPackedLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[], packed: PackedLoraStacks): void {
+    const config = this.manifest.config;
+    const columns = packed.numColumns;
+    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', packed.mask(group.map((s) => s.adapterSlot)), [group.length, 1, columns]);
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const target of LORA_TARGETS) {
+        const [inF, outF] = loraTargetShape(config, target);
+        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('int8', packed.a(layer, target), [inF, columns]);
+        feeds[GRAPH_IO.loraAScale(layer, target)] = new ort.Tensor('float32', packed.aScale(layer, target), [columns]);
+        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('int8', packed.b(layer, target), [columns, outF]);
       }
     }
   }

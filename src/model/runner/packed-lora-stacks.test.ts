@@ -1,0 +1,118 @@
+import { describe, expect, test } from 'vitest';
+import { SMALL_TEST_CONFIG } from '../../adapters/compeft/compeft-synthetic.ts';
+import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
+import { seededRandom } from '../../../test/helpers/seeded-random.ts';
+import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
+import { PackedLoraStacks } from './packed-lora-stacks.ts';
+
+const CONFIG: ModelConfig = { ...SMALL_TEST_CONFIG, hiddenSize: 48, intermediateSize: 80, numHeads: 4, numKvHeads: 2, headDim: 12, numLayers: 2 };
+
+function randomAdapter(rank: number, scale: number, seed: number, magnitude = 1): LoraWeights {
+  const rand = seededRandom(seed);
+  const layers = Array.from({ length: CONFIG.numLayers }, () =>
+    Object.fromEntries(LORA_TARGETS.map((t) => {
+      const [inF, outF] = loraTargetShape(CONFIG, t);
+      return [t, { a: Float32Array.from({ length: rank * inF }, () => (rand() - 0.5) * magnitude), b: Float32Array.from({ length: outF * rank }, () => (rand() - 0.5) * magnitude) }];
+    })),
+  );
+  return { rank, scale, layers };
+}
+
+/** The dense product A B ([in, out]) of one adapter and module from PEFT factors: sum_i A[i, k] B[o, i]. */
+function denseDelta(w: LoraWeights, layer: number, target: LoraTarget): Float64Array {
+  const [inF, outF] = loraTargetShape(CONFIG, target);
+  const { a, b } = w.layers[layer][target]!;
+  const out = new Float64Array(inF * outF);
+  for (let k = 0; k < inF; k++) for (let o = 0; o < outF; o++) {
+    let s = 0;
+    for (let i = 0; i < w.rank; i++) s += a[i * inF + k] * b[o * w.rank + i];
+    out[k * outF + o] = s;
+  }
+  return out;
+}
+
+/** The same product from the packed int8 factors, over the columns [start, start + rank). */
+function packedDelta(p: PackedLoraStacks, layer: number, target: LoraTarget, start: number, rank: number): Float64Array {
+  const [inF, outF] = loraTargetShape(CONFIG, target);
+  const cols = p.numColumns;
+  const a = p.a(layer, target);
+  const aScale = p.aScale(layer, target);
+  const b = p.b(layer, target);
+  const out = new Float64Array(inF * outF);
+  for (let k = 0; k < inF; k++) for (let o = 0; o < outF; o++) {
+    let s = 0;
+    for (let j = start; j < start + rank; j++) s += a[k * cols + j] * aScale[j] * b[j * outF + o];
+    out[k * outF + o] = s;
+  }
+  return out;
+}
+
+function maxAbsDiff(x: Float64Array, y: Float64Array): { diff: number; scale: number } {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < x.length; i++) {
+    diff = Math.max(diff, Math.abs(x[i] - y[i]));
+    scale = Math.max(scale, Math.abs(y[i]));
+  }
+  return { diff, scale };
+}
+
+describe('PackedLoraStacks', () => {
+  test('packs resident slots at their true rank, in slot order, skipping holes', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 5, 8);
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    expect(packed.numColumns).toBe(1); // nothing resident: one zero column
+    expect(packed.aScale(0, 'q_proj')).toEqual(new Float32Array(1));
+    slots.write(3, randomAdapter(5, 2, 1));
+    slots.write(1, randomAdapter(3, 0.5, 2));
+    expect(packed.columnRanges).toEqual([{ slot: 1, start: 0, rank: 3 }, { slot: 3, start: 3, rank: 5 }]);
+    expect(packed.numColumns).toBe(8);
+    expect(packed.a(1, 'down_proj').length).toBe(CONFIG.intermediateSize * 8);
+    expect(packed.b(1, 'down_proj').length).toBe(8 * CONFIG.hiddenSize);
+    slots.clear(1);
+    expect(packed.columnRanges).toEqual([{ slot: 3, start: 0, rank: 5 }]);
+    expect(packed.numColumns).toBe(5);
+  });
+
+  test('dequantized packed factors reproduce each adapter\'s A B within int8 rounding, for adapters of different magnitudes', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 4, 8);
+    const adapters = [randomAdapter(8, 2, 11, 1), randomAdapter(4, 1, 12, 0.01)];
+    slots.write(1, adapters[0]);
+    slots.write(2, adapters[1]);
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    for (const [n, range] of packed.columnRanges.entries()) {
+      for (const layer of [0, 1]) {
+        for (const target of LORA_TARGETS) {
+          const { diff, scale } = maxAbsDiff(packedDelta(packed, layer, target, range.start, range.rank), denseDelta(adapters[n], layer, target));
+          // per-column A and per-row B scales: the error is relative to each adapter's own magnitude
+          expect(diff).toBeLessThan(0.03 * scale);
+          expect(scale).toBeGreaterThan(0);
+        }
+      }
+    }
+  });
+
+  test('mask: each row gets its adapter scale on its adapter columns only; base rows are all zero', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 4, 8);
+    slots.write(1, randomAdapter(2, 4, 3));
+    slots.write(3, randomAdapter(3, 0.25, 4));
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    const mask = packed.mask([3, 0, 1, 3]);
+    expect(Array.from(mask)).toEqual([0, 0, 0.25, 0.25, 0.25, 0, 0, 0, 0, 0, 4, 4, 0, 0, 0, 0, 0, 0.25, 0.25, 0.25]);
+  });
+
+  test('rebuilds only when the slot stacks change', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 3, 4);
+    slots.write(1, randomAdapter(4, 1, 5));
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    const first = packed.a(0, 'q_proj');
+    expect(packed.a(0, 'q_proj')).toBe(first);
+    slots.write(2, randomAdapter(2, 1, 6));
+    const second = packed.a(0, 'q_proj');
+    expect(second).not.toBe(first);
+    expect(packed.numColumns).toBe(6);
+    // slot 1's columns are unchanged by adding slot 2 (same values, new layout width)
+    const [inF] = loraTargetShape(CONFIG, 'q_proj');
+    for (let k = 0; k < inF; k++) for (let j = 0; j < 4; j++) expect(second[k * 6 + j]).toBe(first[k * 4 + j]);
+  });
+});
