@@ -7,9 +7,11 @@
  *   small per row and step: ids 8 + position 8 + logits index 8 + attention bias (C + 1) * 4   (+ slot 8 + scale 4 with adapters)
  *   (a) host cache, one step per run (ModelRunner on CUDA: onnxruntime-node has no IO binding, every input is copied in):
  *       up   = streams * (small + KVrow(C)) + loraStacks                   down = streams * (KVrow(1) + vocab * 4 + 4)
- *   (b) k steps per run (ONNX Loop, KV carried inside the loop, sampling in the graph, per-row seeds):
- *       up   = streams * (small + 8 seed + KVrow(C)) + loraStacks          down = streams * k * (KVrow(1) + 8 id + 4 logprob)
- *       per token: divide by streams * k
+ *   (b) k steps per run (LoopDecodeRunner, decode-loop-graph.ts: ONNX Loop, per-run KV window carried inside the loop,
+ *       bias and write indices computed in the graph, sampling in the graph, per-row seeds):
+ *       per row and run: id 8 + start position 8 + temperature 4 + top-k 8 + seed 8 (+ slot 8 + scale 4 with adapters)
+ *       up   = streams * (36 + KVrow(C)) + loraStacks                      down = streams * k * (KVrow(1) + 8 id + 4 logprob)
+ *       per token: divide by streams * k.  (C here is the gathered past: the runner rounds it up to 32 positions.)
  *   (c) device-resident cache and stacks (DeviceKvRunner on WebGPU; kernels/paged-kv-device.ts):
  *       up   = streams * (small + ceil(C / block) * 8 + kvHeads * 3 * 8)   down = streams * (vocab * 4 + 4) (logits rows)
  *       with in-graph sampling the logits stay too:                      down = streams * (8 id + 4 logprob)
@@ -71,7 +73,8 @@ export function transferBytesPerToken(shape: TransferShape, c: TransferCase, des
       return { upBytes: (n * (small + kvRow(ctx)) + loraStacks) / n, downBytes: kvRow(1) + shape.vocabSize * 4 + 4 };
     case 'loop-k-steps': {
       const k = c.stepsPerRun;
-      return { upBytes: (n * (small + 8 + kvRow(ctx)) + loraStacks) / (n * k), downBytes: kvRow(1) + 12 };
+      const loopSmall = 8 + 8 + 4 + 8 + 8 + (slots > 0 ? 12 : 0);
+      return { upBytes: (n * (loopSmall + kvRow(ctx)) + loraStacks) / (n * k), downBytes: kvRow(1) + 12 };
     }
     case 'device-kv':
     case 'device-kv-sampled': {
