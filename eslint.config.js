@@ -8,7 +8,7 @@ const layer = (from, forbidden) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'src/gen/**', 'bench/results/**', 'dist/**'] },
+  { ignores: ['node_modules/**', 'src/gen/**', 'bench/results/**', 'dist/**', '.cache/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
