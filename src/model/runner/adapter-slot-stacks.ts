@@ -22,6 +22,8 @@ export class AdapterSlotStacks {
   readonly ranks: Int32Array;
   /** Bumped by every write or clear, so derived copies (packed int8 factors) know when to rebuild. */
   version = 0;
+  /** Per slot: bumped by every write or clear of that slot (derived copies rebuild only the slots that changed). */
+  readonly slotVersions: Uint32Array;
 
   constructor(
     private readonly config: ModelConfig,
@@ -30,6 +32,7 @@ export class AdapterSlotStacks {
   ) {
     this.scales = new Float32Array(numSlots);
     this.ranks = new Int32Array(numSlots);
+    this.slotVersions = new Uint32Array(numSlots);
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(config, target);
@@ -76,6 +79,7 @@ export class AdapterSlotStacks {
     this.scales[slot] = adapter.scale;
     this.ranks[slot] = r;
     this.version++;
+    this.slotVersions[slot]++;
   }
 
   /**
@@ -96,6 +100,7 @@ export class AdapterSlotStacks {
     this.scales[slot] = scale;
     this.ranks[slot] = rank;
     this.version++;
+    this.slotVersions[slot]++;
   }
 
   clear(slot: number): void {
@@ -110,6 +115,7 @@ export class AdapterSlotStacks {
     this.scales[slot] = 0;
     this.ranks[slot] = 0;
     this.version++;
+    this.slotVersions[slot]++;
   }
 
   private checkSlot(slot: number): void {
