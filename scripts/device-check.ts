@@ -19,9 +19,10 @@ import type { QuantKind } from '../src/model/converted-model.ts';
 import type { LoraWeights } from '../src/model/runner/adapter-slot-stacks.ts';
 import { DeviceKvRunner } from '../src/model/runner/device-kv-runner.ts';
 import { ModelRunner, type Device } from '../src/model/runner/model-runner.ts';
+import { LoopDecodeRunner } from '../src/model/runner/loop-decode-runner.ts';
 
 interface Runner {
-  execute(plan: { stepId: number; sequences: SequenceWork[] }): Promise<StepResult>;
+  execute(plan: { stepId: number; sequences: SequenceWork[]; decodeSteps?: number }): Promise<StepResult>;
   release(): Promise<void>;
 }
 
@@ -35,6 +36,8 @@ const providers = flag('--providers', 'webgpu,cuda,cpu').split(',') as Device[];
 const streamCounts = flag('--streams', '1,16,64').split(',').map(Number);
 const decodeSteps = Number(flag('--steps', '16'));
 const promptTokens = Number(flag('--prompt', '64'));
+/** k of the Loop runner's throughput rows (k decode steps per session.run; docs/gpu.md), measured for cuda and cpu. */
+const loopSteps = Number(flag('--loop-steps', '8'));
 const BLOCK = 16;
 ort.env.logLevel = 'error'; // placement notes about shape ops on CPU are expected (docs/gpu.md)
 
@@ -48,8 +51,12 @@ async function model(preset: 'tiny' | 'small', quant: QuantKind, numAdapters: nu
   return { hf, dir, adapters: hf.adapterDirs.map((d) => readPeftAdapter(d, hf.config)) as LoraWeights[] };
 }
 
-async function open(device: Device, modelDir: string, kvCacheBytes: number, slots: number, rank: number): Promise<Runner & { load(slot: number, w: LoraWeights): Promise<void> }> {
+async function open(device: Device, modelDir: string, kvCacheBytes: number, slots: number, rank: number, loop = false): Promise<Runner & { load(slot: number, w: LoraWeights): Promise<void> }> {
   const options = { modelDir, kvCacheBytes, blockSizeTokens: BLOCK, numAdapterSlots: slots, maxAdapterRank: rank };
+  if (loop) {
+    const r = await LoopDecodeRunner.create({ ...options, device });
+    return { execute: (p) => r.execute(p), release: () => r.release(), load: async (s, w) => r.loadAdapterSlot(s, w) };
+  }
   if (device === 'webgpu') {
     const r = await DeviceKvRunner.create({ ...options, device });
     return { execute: (p) => r.execute(p), release: () => r.release(), load: (s, w) => r.loadAdapterSlot(s, w) };
@@ -97,11 +104,16 @@ async function equivalence(device: Device, tiny: Awaited<ReturnType<typeof model
   return { rows, sameGreedyTokens: sameTokens, maxAbsLogitDiff: worst };
 }
 
-/** Decode tokens/s at `streams` rows after a prefill of `promptTokens` each; adapters cycle over slots 1..8 when used. */
-async function throughput(device: Device, small: Awaited<ReturnType<typeof model>>, streams: number, withAdapters: boolean) {
-  const blocksPerRow = Math.ceil((promptTokens + decodeSteps + 1) / BLOCK);
+/**
+ * Decode tokens/s at `streams` rows after a prefill of `promptTokens` each; adapters cycle over slots 1..8 when used.
+ * `k` > 1: the Loop runner, k greedy decode steps per session.run (sampled in the graph), timed per run / k.
+ */
+async function throughput(device: Device, small: Awaited<ReturnType<typeof model>>, streams: number, withAdapters: boolean, k = 1) {
+  // k > 1: enough runs that two can be dropped as warm-up and at least two are timed.
+  const runs = k > 1 ? Math.max(4, Math.ceil(decodeSteps / k) + 2) : decodeSteps;
+  const blocksPerRow = Math.ceil((promptTokens + runs * k + 1) / BLOCK);
   const kvBytes = streams * blocksPerRow * 2 * small.hf.config.numLayers * small.hf.config.numKvHeads * BLOCK * small.hf.config.headDim * 4;
-  const runner = await open(device, small.dir, kvBytes, 9, 16);
+  const runner = await open(device, small.dir, kvBytes, 9, 16, k > 1);
   if (withAdapters) for (let s = 1; s <= 8; s++) await runner.load(s, small.adapters[(s - 1) % small.adapters.length]);
   const vocab = small.hf.config.vocabSize;
   const rows = Array.from({ length: streams }, (_, i) => ({
@@ -127,20 +139,21 @@ async function throughput(device: Device, small: Awaited<ReturnType<typeof model
   }
   const prefillMs = performance.now() - prefillStart;
   const stepMs: number[] = [];
-  for (let step = 0; step < decodeSteps; step++) {
+  for (let step = 0; step < runs; step++) {
     const t = performance.now();
-    const res = await runner.execute({ stepId: 1000 + step, sequences: rows.map((r) => ({ seqId: r.seqId, tokenIds: [r.next], startPosition: r.pos, blockTable: r.table, adapterSlot: r.slot, sampleNext: true })) });
-    stepMs.push(performance.now() - t);
+    const sequences = rows.map((r) => ({ seqId: r.seqId, tokenIds: [r.next], startPosition: r.pos, blockTable: r.table, adapterSlot: r.slot, sampleNext: true, ...(k > 1 ? { loopSampling: { temperature: 0, topK: 0, seed: 0 } } : {}) }));
+    const res = await runner.execute({ stepId: 1000 + step, sequences, ...(k > 1 ? { decodeSteps: k } : {}) });
+    stepMs.push((performance.now() - t) / k);
     for (const o of res.outcomes) {
       const r = rows[o.seqId];
-      r.pos++;
-      r.next = argmax(res.logits.subarray(o.logitsRow * vocab, (o.logitsRow + 1) * vocab));
+      r.pos += k;
+      r.next = res.sampledTokens ? res.sampledTokens.tokenIds[o.logitsRow * k + k - 1] : argmax(res.logits.subarray(o.logitsRow * vocab, (o.logitsRow + 1) * vocab));
     }
   }
   await runner.release();
   const steady = stepMs.slice(2); // the first steps compile shaders / warm caches
   const meanMs = steady.reduce((a, b) => a + b, 0) / steady.length;
-  return { streams, adapters: withAdapters ? 8 : 0, promptTokens, decodeSteps, prefillMs, firstStepMs: stepMs[0], meanStepMs: meanMs, tokensPerSecond: (streams * 1000) / meanMs };
+  return { streams, adapters: withAdapters ? 8 : 0, decodeStepsPerRun: k, promptTokens, decodeSteps: runs * k, prefillMs, firstStepMs: stepMs[0], meanStepMs: meanMs, tokensPerSecond: (streams * 1000) / meanMs };
 }
 
 async function providerWorks(device: Device, tinyDir: string): Promise<string | null> {
@@ -194,6 +207,12 @@ for (const device of providers) {
   for (const streams of device === 'cpu' ? streamCounts.filter((s) => s <= 16) : streamCounts) {
     for (const withAdapters of [false, true]) {
       const r = await throughput(device, small, streams, withAdapters);
+      results.push(r);
+      log(`${device}: ${JSON.stringify(r)}`);
+      save();
+    }
+    if (loopSteps > 1 && device !== 'webgpu') {
+      const r = await throughput(device, small, streams, false, loopSteps);
       results.push(r);
       log(`${device}: ${JSON.stringify(r)}`);
       save();
