@@ -1,7 +1,6 @@
 import { isTesseraError, TesseraError } from '../errors.ts';
 import { ShardRunner } from './shard-runner.ts';
-import { DeviceShardRunner } from './device-shard-runner.ts';
-import { LoopShardRunner } from './loop-shard-runner.ts';
+import { WholeModelShardRunner } from './whole-model-shard-runner.ts';
 import type { ControllerMessage, WorkerMessage } from './wire.ts';
 
 /**
@@ -9,7 +8,7 @@ import type { ControllerMessage, WorkerMessage } from './wire.ts';
  * arrival order (a step never overlaps an adapter write, and pipeline micro-batches keep their order).
  */
 export class ShardWorkerHost {
-  private runner: ShardRunner | DeviceShardRunner | LoopShardRunner | null = null;
+  private runner: ShardRunner | WholeModelShardRunner | null = null;
   private queue: Promise<void> = Promise.resolve();
 
   /** Queues a message; `reply` is called once with the answer. */
@@ -24,9 +23,9 @@ export class ShardWorkerHost {
           if (this.runner) await this.runner.release();
           this.runner = null;
           this.runner = msg.spec.loopDecode
-            ? await LoopShardRunner.create(msg.spec)
+            ? await WholeModelShardRunner.create(msg.spec, 'loop-decode')
             : msg.spec.deviceResidentKv
-              ? await DeviceShardRunner.create(msg.spec)
+              ? await WholeModelShardRunner.create(msg.spec, 'device-kv')
               : await ShardRunner.create(msg.spec);
           const c = this.runner.manifest.config;
           return {
@@ -58,7 +57,7 @@ export class ShardWorkerHost {
     }
   }
 
-  private ready(): ShardRunner | DeviceShardRunner | LoopShardRunner {
+  private ready(): ShardRunner | WholeModelShardRunner {
     if (!this.runner) throw new TesseraError('WORKER_UNAVAILABLE', 'shard worker has no model loaded (init first)');
     return this.runner;
   }

@@ -1,6 +1,6 @@
 /**
- * `--device webgpu` through the serving path: the shard controller hands the whole model to a DeviceShardRunner in a
- * worker thread (KV cache and adapter stacks on the device). Same logits as the CPU provider's default path for
+ * `--device webgpu` through the serving path: the shard controller hands the whole model to a WholeModelShardRunner
+ * (kind device-kv) in a worker thread (KV cache and adapter stacks on the device). Same logits as the CPU provider's default path for
  * prefill, decode and rows with different adapters. Runs under `npm run test:webgpu`; skipped where WebGPU is absent.
  */
 import * as ort from 'onnxruntime-node';
