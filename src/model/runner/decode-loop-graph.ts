@@ -1,12 +1,9 @@
-import protobuf from 'protobufjs';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { gumbelNoise, sampleTokens } from '../../../kernels/loop-sampling.ts';
 import { TesseraError } from '../../errors.ts';
 import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
-import { serializeModel } from '../graph/onnx-serialize.ts';
+import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from '../graph/onnx-proto.ts';
 import type { ModelConfig } from '../model-config.ts';
 
 /** Inputs and outputs of the k-steps-per-run decode graph (the converted graph's LoRA inputs pass through unchanged). */
@@ -37,18 +34,7 @@ export const DECODE_LOOP_IO = {
   newValue: (layer: number) => `loop_new_value.${layer}`,
 } as const;
 
-const schemaPath = fileURLToPath(new URL('../graph/onnx-subset.proto', import.meta.url));
 const GRAPH_ATTRIBUTE = 5;
-
-interface ProtoGraph {
-  node: Array<{ opType: string; name: string; attribute?: unknown[] }>;
-  initializer: unknown[];
-  input: Array<{ name: string }>;
-  output: Array<{ name: string }>;
-}
-interface ProtoModel {
-  graph: ProtoGraph;
-}
 
 /**
  * Rewrites a converted decoder graph (base or LoRA; llama-graph.ts) into one that runs k decode steps per session.run:
@@ -69,14 +55,8 @@ interface ProtoModel {
  * The decoder's weights stay initializers of the outer graph; the Loop body reads them from the outer scope.
  */
 export function decodeLoopModel(modelDir: string, graphFile: string, config: ModelConfig): Uint8Array {
-  const type = protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
   const path = join(modelDir, graphFile);
-  let model: ProtoModel;
-  try {
-    model = type.decode(readFileSync(path)) as unknown as ProtoModel;
-  } catch (err) {
-    throw new TesseraError('CHECKPOINT_INVALID', `${path}: cannot read the ONNX graph: ${(err as Error).message}`, { cause: err });
-  }
+  const model = readModelProto(path);
   const { numLayers, numKvHeads, headDim, vocabSize } = config;
   const decoder = model.graph;
   const replacedInputs = new Set<string>([GRAPH_IO.inputIds, GRAPH_IO.positionIds, GRAPH_IO.attentionBias, GRAPH_IO.logitsIndex]);
@@ -84,7 +64,7 @@ export function decodeLoopModel(modelDir: string, graphFile: string, config: Mod
   const needed = [...replacedInputs, GRAPH_IO.logits, GRAPH_IO.logitsLogSumExp, GRAPH_IO.newKey(0)];
   const missing = needed.filter((name) => !decoder.input.some((v) => v.name === name) && !decoder.output.some((v) => v.name === name));
   if (missing.length > 0) throw new TesseraError('CHECKPOINT_INVALID', `${path}: not a decoder graph with a KV cache and logits_lse: no ${missing.slice(0, 2).join(', ')}`);
-  const decode = (g: OnnxGraph) => (type.decode(serializeModel(g, null)) as unknown as ProtoModel).graph;
+  const decode = (g: OnnxGraph) => toModelProto(g).graph;
   const kvNames = Array.from({ length: numLayers }, (_, l) => [GRAPH_IO.pastKey(l), GRAPH_IO.pastValue(l)]).flat();
   const newKvNames = Array.from({ length: numLayers }, (_, l) => [GRAPH_IO.newKey(l), GRAPH_IO.newValue(l)]).flat();
   const windowDims = ['batch', numKvHeads, 'window', headDim];
@@ -222,5 +202,5 @@ export function decodeLoopModel(modelDir: string, graphFile: string, config: Mod
     input: [...outerProto.input, ...passThrough],
     output: outerProto.output,
   };
-  return type.encode(model as unknown as protobuf.Message).finish();
+  return encodeModelProto(model);
 }

@@ -1,12 +1,10 @@
-import protobuf from 'protobufjs';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { pagedPast, pagedWrite, slotWrite } from '../../../kernels/paged-kv-device.ts';
 import { TesseraError } from '../../errors.ts';
 import { GRAPH_IO } from '../graph/llama-graph.ts';
 import { serializeModel } from '../graph/onnx-serialize.ts';
+import { encodeModelProto, readModelProto, toModelProto } from '../graph/onnx-proto.ts';
 import type { ModelConfig } from '../model-config.ts';
 
 /** Inputs and outputs the device-KV graphs add to (or use instead of) the converted graph's. */
@@ -29,12 +27,6 @@ export const DEVICE_KV_IO = {
   zeros: 'zeros',
 } as const;
 
-const schemaPath = fileURLToPath(new URL('../graph/onnx-subset.proto', import.meta.url));
-
-interface ProtoModel {
-  graph: { node: unknown[]; initializer: unknown[]; input: Array<{ name: string }>; output: Array<{ name: string }> };
-}
-
 /**
  * Rewrites a converted decoder graph (base or LoRA; see llama-graph.ts) so its KV cache stays on the device: the
  * per-layer `past_key.l` / `past_value.l` inputs become values read from device cache inputs `cache_key.l` /
@@ -46,14 +38,8 @@ interface ProtoModel {
  * the rewritten graph's outputs.
  */
 export function deviceKvModel(modelDir: string, graphFile: string, config: ModelConfig, blockSizeTokens: number): { bytes: Uint8Array; outputs: string[] } {
-  const type = protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
   const path = join(modelDir, graphFile);
-  let model: ProtoModel;
-  try {
-    model = type.decode(readFileSync(path)) as unknown as ProtoModel;
-  } catch (err) {
-    throw new TesseraError('CHECKPOINT_INVALID', `${path}: cannot read the ONNX graph: ${(err as Error).message}`, { cause: err });
-  }
+  const model = readModelProto(path);
   const { numLayers, numKvHeads, headDim } = config;
   const cacheDims = ['kv_blocks', numKvHeads, blockSizeTokens, headDim];
 
@@ -74,8 +60,8 @@ export function deviceKvModel(modelDir: string, graphFile: string, config: Model
       post.output(presentName, 'float32', cacheDims);
     }
   }
-  const preModel = type.decode(serializeModel(pre, null)) as unknown as ProtoModel;
-  const postModel = type.decode(serializeModel(post, null)) as unknown as ProtoModel;
+  const preModel = toModelProto(pre);
+  const postModel = toModelProto(post);
 
   const g = model.graph;
   const replaced = new Set<string>();
@@ -88,7 +74,7 @@ export function deviceKvModel(modelDir: string, graphFile: string, config: Model
   g.output = [...g.output.filter((v) => !replaced.has(v.name)), ...postModel.graph.output];
   g.node = [...preModel.graph.node, ...g.node, ...postModel.graph.node];
   g.initializer = [...g.initializer, ...preModel.graph.initializer, ...postModel.graph.initializer];
-  return { bytes: type.encode(model as unknown as protobuf.Message).finish(), outputs: g.output.map((v) => v.name) };
+  return { bytes: encodeModelProto(model), outputs: g.output.map((v) => v.name) };
 }
 
 /**
