@@ -9,6 +9,8 @@ import { serializeModel } from '../model/graph/onnx-serialize.ts';
 import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model/model-config.ts';
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
+import { PackedLoraStacks } from '../model/runner/packed-lora-stacks.ts';
+import { addPackedLoraFeeds } from '../model/runner/packed-lora-feeds.ts';
 import type { OnnxGraph } from '../../kernels/onnx-graph.ts';
 import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
@@ -25,6 +27,9 @@ export class ShardRunner {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
   private readonly kv: PagedKvCache;
   private readonly slots: AdapterSlotStacks;
+  /** Int8 copy of the slots for the packed LoRA graph (whole quantized models read from their files; else null). */
+  private readonly packed: PackedLoraStacks | null;
+  private packedSession: Promise<ort.InferenceSession> | null = null;
   private readonly local: ModelConfig;
   private readonly slices: TpSlices | null;
   private weightsBytes = 0;
@@ -46,6 +51,7 @@ export class ShardRunner {
       blockSizeTokens: spec.blockSizeTokens,
     });
     this.slots = new AdapterSlotStacks(this.local, spec.numAdapterSlots, spec.maxAdapterRank);
+    this.packed = !weights && manifest.graphs.loraPacked ? new PackedLoraStacks(this.local, this.slots) : null;
   }
 
   static async create(spec: ShardSpec): Promise<ShardRunner> {
@@ -101,9 +107,11 @@ export class ShardRunner {
     const started = performance.now();
     const inputs = stepInputs(req.rows);
     const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
-    const session = await this.session(req.segment, useLora);
-    const feeds: Record<string, ort.Tensor> = {};
     const { batch, stepLength } = inputs;
+    // Decode groups of a quantized model run the packed int8 LoRA graph; prefill groups keep the per-row gather graph.
+    const packed = useLora && stepLength === 1 ? this.packed : null;
+    const session = packed ? await this.openPackedSession() : await this.session(req.segment, useLora);
+    const feeds: Record<string, ort.Tensor> = {};
     const hiddenShape = [batch, stepLength, this.manifest.config.hiddenSize];
     const p = this.spec.position;
     const names = new Set(session.inputNames);
@@ -123,7 +131,8 @@ export class ShardRunner {
     if (names.has(GRAPH_IO.logitsIndex)) feeds[GRAPH_IO.logitsIndex] = new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]);
     const kvLayers = this.kvLayers(req.segment);
     for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
-    if (useLora) this.addLoraFeeds(feeds, req.rows, session);
+    if (packed) addPackedLoraFeeds(feeds, packed, req.rows.map((r) => r.adapterSlot));
+    else if (useLora) this.addLoraFeeds(feeds, req.rows, session);
     const out = await session.run(feeds);
     for (const layer of kvLayers) {
       const local = layer - p.layerStart;
@@ -137,6 +146,8 @@ export class ShardRunner {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
+    await (await this.packedSession)?.release();
+    this.packedSession = null;
     this.weights?.close();
   }
 
@@ -172,6 +183,11 @@ export class ShardRunner {
       this.sessions.set(key, s);
     }
     return s;
+  }
+
+  private openPackedSession(): Promise<ort.InferenceSession> {
+    this.packedSession ??= this.create(join(this.spec.modelDir, this.manifest.graphs.loraPacked!));
+    return this.packedSession;
   }
 
   private async openSession(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {

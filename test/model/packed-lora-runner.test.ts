@@ -11,6 +11,7 @@ import type { StepPlan, StepResult } from '../../src/engine/executor.ts';
 import type { ModelManifest } from '../../src/model/converted-model.ts';
 import type { LoraWeights } from '../../src/model/runner/adapter-slot-stacks.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
+import { ShardRunner } from '../../src/parallel/shard-runner.ts';
 import { tempDir, tinyModel } from '../helpers/tiny-model.ts';
 
 const PROMPT_A = [3, 17, 42, 5, 9, 11];
@@ -57,6 +58,7 @@ describe('packed int8 multi-LoRA graph (quantized models)', () => {
   let packed: ModelRunner;
   let gather: ModelRunner;
   let adapters: LoraWeights[];
+  let shard: ShardRunner;
 
   beforeAll(async () => {
     const { hf, convertedDir } = await tinyModel({ quant: 'int4', numAdapters: 2 });
@@ -71,12 +73,16 @@ describe('packed int8 multi-LoRA graph (quantized models)', () => {
     gather = await ModelRunner.create({ ...options, modelDir: gatherDir });
     adapters = hf.adapterDirs.map((dir) => readPeftAdapter(dir, hf.config));
     expect(new Set(adapters.map((a) => a.rank)).size).toBe(2); // two ranks: packed columns are not padded
-    for (const runner of [packed, gather]) {
+    // The serving path's whole-model shard (thread executor) over the same files.
+    const position = { stage: 0, numStages: 1, layerStart: 0, layerEnd: hf.config.numLayers, tpRank: 0, tpSize: 1 };
+    shard = await ShardRunner.create({ modelDir: convertedDir, position, numKvBlocks: 16, blockSizeTokens: 8, numAdapterSlots: 4, maxAdapterRank: 8, intraOpThreads: 1 });
+    for (const runner of [packed, gather, shard]) {
       runner.loadAdapterSlot(1, adapters[0]);
       runner.loadAdapterSlot(3, adapters[1]);
     }
   });
   afterAll(async () => {
+    await shard?.release();
     await packed?.release();
     await gather?.release();
   });
@@ -128,5 +134,20 @@ describe('packed int8 multi-LoRA graph (quantized models)', () => {
       runner.loadAdapterSlot(1, adapters[0]);
       runner.loadAdapterSlot(3, adapters[1]);
     }
+  });
+
+  test('the serving shard runner takes the packed graph for decode groups too (== ModelRunner)', async () => {
+    const rows = (plan: StepPlan) => plan.sequences;
+    const stage = { kind: 'stage' as const, layer: 0 };
+    const g0 = logitsRows(await packed.execute(prefillPlan(20)));
+    await shard.run({ stepId: 1, segment: stage, rows: rows(prefillPlan(20)), hidden: null });
+    await gather.execute(prefillPlan(20));
+    const tokens = g0.map(argmax);
+    const expected = await packed.execute(decodePlan(20, tokens, 0));
+    const reply = await shard.run({ stepId: 2, segment: stage, rows: rows(decodePlan(20, tokens, 0)), hidden: null });
+    // The shard returns logits of the sampled rows in row order; ModelRunner's decode group has the same order.
+    expect(maxAbsDiff(reply.output, expected.logits)).toBeLessThan(1e-5);
+    const exact = logitsRows(await gather.execute(decodePlan(20, tokens, 0)));
+    expect(maxAbsDiff(reply.output.subarray(0, exact[0].length), exact[0])).toBeGreaterThan(1e-4); // not the gather graph
   });
 });

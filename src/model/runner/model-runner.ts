@@ -9,6 +9,7 @@ import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { PackedLoraStacks } from './packed-lora-stacks.ts';
+import { addPackedLoraFeeds } from './packed-lora-feeds.ts';
 import { concatFloat32 } from './concat-float32.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
@@ -169,7 +170,7 @@ export class ModelRunner {
 
     const useLora = group.some((s) => s.adapterSlot !== 0);
     const packed = useLora && this.packedLora && stepLength === 1 ? this.packedLora : null;
-    if (packed) this.addPackedLoraFeeds(feeds, group, packed.stacks);
+    if (packed) addPackedLoraFeeds(feeds, packed.stacks, group.map((s) => s.adapterSlot));
     else if (useLora) this.addLoraFeeds(feeds, group);
     const session = packed ? packed.session : useLora ? this.loraSession : this.baseSession;
     const out = await session.run(feeds);
@@ -197,20 +198,6 @@ export class ModelRunner {
     }
   }
 
-  /** Feeds of the packed int8 LoRA graph: the resident adapters' packed factors and each row's column mask. */
-  private addPackedLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[], packed: PackedLoraStacks): void {
-    const config = this.manifest.config;
-    const columns = packed.numColumns;
-    feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', packed.mask(group.map((s) => s.adapterSlot)), [group.length, 1, columns]);
-    for (let layer = 0; layer < config.numLayers; layer++) {
-      for (const target of LORA_TARGETS) {
-        const [inF, outF] = loraTargetShape(config, target);
-        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('int8', packed.a(layer, target), [inF, columns]);
-        feeds[GRAPH_IO.loraAScale(layer, target)] = new ort.Tensor('float32', packed.aScale(layer, target), [columns]);
-        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('int8', packed.b(layer, target), [columns, outF]);
-      }
-    }
-  }
 
 
 }

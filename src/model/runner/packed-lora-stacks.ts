@@ -34,7 +34,7 @@ export class PackedLoraStacks {
   private readonly perSlot = new Map<number, QuantizedSlot>();
 
   constructor(
-    private readonly config: ModelConfig,
+    readonly config: ModelConfig,
     private readonly slots: AdapterSlotStacks,
   ) {}
 

@@ -1,0 +1,22 @@
+import * as ort from 'onnxruntime-node';
+import { GRAPH_IO } from '../graph/llama-graph.ts';
+import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
+import type { PackedLoraStacks } from './packed-lora-stacks.ts';
+
+/**
+ * Feeds of the packed int8 LoRA graph (kernels/multi-lora-packed.ts) for a group whose rows use `rowSlots`: each
+ * row's column mask [rows, 1, columns] and, per layer and target, the resident adapters' packed factors.
+ */
+export function addPackedLoraFeeds(feeds: Record<string, ort.Tensor>, packed: PackedLoraStacks, rowSlots: readonly number[]): void {
+  const config = packed.config;
+  const columns = packed.numColumns;
+  feeds[GRAPH_IO.loraMask] = new ort.Tensor('float32', packed.mask(rowSlots), [rowSlots.length, 1, columns]);
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const target of LORA_TARGETS) {
+      const [inF, outF] = loraTargetShape(config, target);
+      feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('int8', packed.a(layer, target), [inF, columns]);
+      feeds[GRAPH_IO.loraAScale(layer, target)] = new ort.Tensor('float32', packed.aScale(layer, target), [columns]);
+      feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('int8', packed.b(layer, target), [columns, outF]);
+    }
+  }
+}
