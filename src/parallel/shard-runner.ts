@@ -29,7 +29,6 @@ export class ShardRunner {
   private readonly slots: AdapterSlotStacks;
   /** Int8 copy of the slots for the packed LoRA graph (whole quantized models read from their files; else null). */
   private readonly packed: PackedLoraStacks | null;
-  private packedSession: Promise<ort.InferenceSession> | null = null;
   private readonly local: ModelConfig;
   private readonly slices: TpSlices | null;
   private weightsBytes = 0;
@@ -107,11 +106,9 @@ export class ShardRunner {
     const started = performance.now();
     const inputs = stepInputs(req.rows);
     const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
-    const { batch, stepLength } = inputs;
-    // Decode groups of a quantized model run the packed int8 LoRA graph; prefill groups keep the per-row gather graph.
-    const packed = useLora && stepLength === 1 ? this.packed : null;
-    const session = packed ? await this.openPackedSession() : await this.session(req.segment, useLora);
+    const session = await this.session(req.segment, useLora);
     const feeds: Record<string, ort.Tensor> = {};
+    const { batch, stepLength } = inputs;
     const hiddenShape = [batch, stepLength, this.manifest.config.hiddenSize];
     const p = this.spec.position;
     const names = new Set(session.inputNames);
@@ -131,7 +128,7 @@ export class ShardRunner {
     if (names.has(GRAPH_IO.logitsIndex)) feeds[GRAPH_IO.logitsIndex] = new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]);
     const kvLayers = this.kvLayers(req.segment);
     for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
-    if (packed) addPackedLoraFeeds(feeds, packed, req.rows.map((r) => r.adapterSlot));
+    if (useLora && this.packed) addPackedLoraFeeds(feeds, this.packed, req.rows.map((r) => r.adapterSlot));
     else if (useLora) this.addLoraFeeds(feeds, req.rows, session);
     const out = await session.run(feeds);
     for (const layer of kvLayers) {
@@ -146,8 +143,6 @@ export class ShardRunner {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
-    await (await this.packedSession)?.release();
-    this.packedSession = null;
     this.weights?.close();
   }
 
@@ -185,17 +180,14 @@ export class ShardRunner {
     return s;
   }
 
-  private openPackedSession(): Promise<ort.InferenceSession> {
-    this.packedSession ??= this.create(join(this.spec.modelDir, this.manifest.graphs.loraPacked!));
-    return this.packedSession;
-  }
-
   private async openSession(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {
     const p = this.spec.position;
     const config = this.manifest.config;
     this.checkSegment(segment);
     if (!this.weights) {
-      const file = join(this.spec.modelDir, lora ? this.manifest.graphs.lora : this.manifest.graphs.base);
+      // Quantized models run adapters on the packed int8 LoRA graph (this.packed set), others on the gather graph.
+      const graphs = this.manifest.graphs;
+      const file = join(this.spec.modelDir, !lora ? graphs.base : this.packed ? graphs.loraPacked! : graphs.lora);
       return this.create(file);
     }
     let graph: OnnxGraph;

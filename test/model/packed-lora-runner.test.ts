@@ -1,7 +1,7 @@
 /**
- * The packed int8 multi-LoRA graph (quantized models, decode groups) against the exact per-row gather graph, on a real
- * converted tiny int4 model: same greedy tokens, logits within a small fraction of the adapters' effect, base rows
- * unchanged, and a slot write or clear between steps is seen by the next step.
+ * The packed int8 multi-LoRA graph (quantized models) against the exact per-row gather graph, on a real converted tiny
+ * int4 model: same greedy tokens, logits within a small fraction of the adapters' effect, base rows unchanged, a slot
+ * write or clear between steps is seen by the next step, and the serving shard runner uses it too.
  */
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -96,9 +96,12 @@ describe('packed int8 multi-LoRA graph (quantized models)', () => {
     sequences: ROWS.map((r, i) => ({ seqId: seqBase + i, tokenIds: [tokens[i]], startPosition: r.prompt.length + step, blockTable: r.table, adapterSlot: r.slot, sampleNext: true })),
   });
 
-  test('decode steps: same greedy tokens as the gather graph, logits within 2% of the adapter effect, base row exact', async () => {
+  test('prefill and decode steps: same greedy tokens as the gather graph, logits within 5% / 2% of the adapter effect, base row exact', async () => {
     const [p0, g0] = [logitsRows(await packed.execute(prefillPlan(0))), logitsRows(await gather.execute(prefillPlan(0)))];
-    for (let i = 0; i < ROWS.length; i++) expect(maxAbsDiff(p0[i], g0[i])).toBeLessThan(1e-5); // prefill groups: same graph
+    expect(maxAbsDiff(p0[2], g0[2])).toBeLessThan(1e-5);
+    // Prefill quantizes x over all of the group's tokens (one range per tensor): a little coarser than decode.
+    expect(maxAbsDiff(p0[0], g0[0])).toBeLessThan(0.05 * maxAbsDiff(g0[0], g0[2]));
+    expectSameOrTiedTokens(p0, g0);
     let tokens = g0.map(argmax);
     let worst = 0;
     for (let step = 0; step < 6; step++) {
@@ -120,23 +123,32 @@ describe('packed int8 multi-LoRA graph (quantized models)', () => {
     const g0 = logitsRows(await gather.execute(prefillPlan(10)));
     await packed.execute(prefillPlan(10));
     const tokens = g0.map(argmax);
+    const before = logitsRows(await packed.execute(decodePlan(10, tokens, 0)));
     // Slot 1 now holds adapter 1 and slot 3 is cleared (its row runs as the base model would: the slot is empty).
     for (const runner of [packed, gather]) {
       runner.loadAdapterSlot(1, adapters[1]);
       runner.clearAdapterSlot(3);
     }
-    const p = logitsRows(await packed.execute(decodePlan(10, tokens, 0)));
-    const g = logitsRows(await gather.execute(decodePlan(10, tokens, 0)));
-    expectSameOrTiedTokens(p, g);
-    expect(maxAbsDiff(p[1], g[1])).toBeLessThan(1e-5); // cleared slot: no delta in either graph
-    expect(maxAbsDiff(p[0], g[0])).toBeLessThan(0.02 * maxAbsDiff(g[0], g[2]));
-    for (const runner of [packed, gather]) {
-      runner.loadAdapterSlot(1, adapters[0]);
-      runner.loadAdapterSlot(3, adapters[1]);
+    try {
+      const p = logitsRows(await packed.execute(decodePlan(10, tokens, 0)));
+      const g = logitsRows(await gather.execute(decodePlan(10, tokens, 0)));
+      expectSameOrTiedTokens(p, g);
+      const effect = maxAbsDiff(g[0], g[2]);
+      // Only the prefill (packed vs exact, into the KV cache) separates the graphs now on the cleared row.
+      expect(maxAbsDiff(p[1], g[1])).toBeLessThan(0.05 * effect);
+      expect(maxAbsDiff(p[0], g[0])).toBeLessThan(0.05 * effect);
+      // and the packed graph did change its answer for both rows
+      expect(maxAbsDiff(p[0], before[0])).toBeGreaterThan(0.2 * effect);
+      expect(maxAbsDiff(p[1], before[1])).toBeGreaterThan(0.01);
+    } finally {
+      for (const runner of [packed, gather]) {
+        runner.loadAdapterSlot(1, adapters[0]);
+        runner.loadAdapterSlot(3, adapters[1]);
+      }
     }
   });
 
-  test('the serving shard runner takes the packed graph for decode groups too (== ModelRunner)', async () => {
+  test('the serving shard runner runs the packed graph too (== ModelRunner)', async () => {
     const rows = (plan: StepPlan) => plan.sequences;
     const stage = { kind: 'stage' as const, layer: 0 };
     const g0 = logitsRows(await packed.execute(prefillPlan(20)));

@@ -26,6 +26,11 @@ export interface RunnerOptions {
   /** Adapter device slots including slot 0 (base model). */
   numAdapterSlots?: number;
   maxAdapterRank?: number;
+  /**
+   * A quantized model with a packed LoRA graph runs its LoRA groups on it (int8 factors, cheaper; default true);
+   * false: the exact fp32 gather graph (e.g. as the reference for runners that use that graph).
+   */
+  packedLora?: boolean;
 }
 
 export interface RunnerMemory {
@@ -47,11 +52,12 @@ export class ModelRunner {
   private constructor(
     readonly manifest: ModelManifest,
     private readonly baseSession: ort.InferenceSession,
+    /** The multi-LoRA graph: the packed int8 one when `packedLora` is set, else the exact gather graph. */
     private readonly loraSession: ort.InferenceSession,
     private readonly kv: PagedKvCache,
     private readonly slots: AdapterSlotStacks,
-    /** Packed int8 LoRA graph of quantized models and its factors (null: every LoRA group uses the gather graph). */
-    private readonly packedLora: { session: ort.InferenceSession; stacks: PackedLoraStacks } | null,
+    /** Int8 copy of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
+    private readonly packedLora: PackedLoraStacks | null,
   ) {
     this.layout = {
       vocabSize: manifest.config.vocabSize,
@@ -84,15 +90,15 @@ export class ModelRunner {
       }
     };
     const baseSession = await open(manifest.graphs.base);
-    const loraSession = await open(manifest.graphs.lora);
+    const packed = manifest.graphs.loraPacked !== undefined && (options.packedLora ?? true);
+    const loraSession = await open(packed ? manifest.graphs.loraPacked! : manifest.graphs.lora);
     const blockSizeTokens = options.blockSizeTokens ?? 16;
     const kvShape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens };
     const numBlocks = Math.floor((options.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES) / PagedKvCache.bytesPerBlock(kvShape));
     if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `kvCacheBytes ${options.kvCacheBytes} holds no KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes`);
     const kv = new PagedKvCache({ ...kvShape, numBlocks });
     const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
-    const packedLora = manifest.graphs.loraPacked ? { session: await open(manifest.graphs.loraPacked), stacks: new PackedLoraStacks(config, slots) } : null;
-    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packedLora);
+    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packed ? new PackedLoraStacks(config, slots) : null);
   }
 
   memory(): RunnerMemory {
@@ -148,7 +154,6 @@ export class ModelRunner {
   async release(): Promise<void> {
     await this.baseSession.release();
     await this.loraSession.release();
-    await this.packedLora?.session.release();
   }
 
   private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
@@ -169,10 +174,9 @@ export class ModelRunner {
     }
 
     const useLora = group.some((s) => s.adapterSlot !== 0);
-    const packed = useLora && this.packedLora && stepLength === 1 ? this.packedLora : null;
-    if (packed) addPackedLoraFeeds(feeds, packed.stacks, group.map((s) => s.adapterSlot));
+    if (useLora && this.packedLora) addPackedLoraFeeds(feeds, this.packedLora, group.map((s) => s.adapterSlot));
     else if (useLora) this.addLoraFeeds(feeds, group);
-    const session = packed ? packed.session : useLora ? this.loraSession : this.baseSession;
+    const session = useLora ? this.loraSession : this.baseSession;
     const out = await session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
       const newK = out[GRAPH_IO.newKey(layer)].data as Float32Array;
@@ -197,7 +201,4 @@ export class ModelRunner {
       }
     }
   }
-
-
-
 }
