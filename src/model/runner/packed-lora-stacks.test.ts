@@ -3,7 +3,7 @@ import { SMALL_TEST_CONFIG } from '../../adapters/compeft/compeft-synthetic.ts';
 import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 import { seededRandom } from '../../../test/helpers/seeded-random.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
-import { PackedLoraStacks } from './packed-lora-stacks.ts';
+import { PackedLoraStacks, type PackedLoraFactors } from './packed-lora-stacks.ts';
 
 const CONFIG: ModelConfig = { ...SMALL_TEST_CONFIG, hiddenSize: 48, intermediateSize: 80, numHeads: 4, numKvHeads: 2, headDim: 12, numLayers: 2 };
 
@@ -31,8 +31,8 @@ function denseDelta(w: LoraWeights, layer: number, target: LoraTarget): Float64A
   return out;
 }
 
-/** The same product from the packed int8 factors, over the columns [start, start + rank). */
-function packedDelta(p: PackedLoraStacks, layer: number, target: LoraTarget, start: number, rank: number): Float64Array {
+/** The same product from packed int8 factors, over the columns [start, start + rank). */
+function packedDelta(p: PackedLoraFactors, layer: number, target: LoraTarget, start: number, rank: number): Float64Array {
   const [inF, outF] = loraTargetShape(CONFIG, target);
   const cols = p.numColumns;
   const a = p.a(layer, target);
@@ -58,20 +58,23 @@ function maxAbsDiff(x: Float64Array, y: Float64Array): { diff: number; scale: nu
 }
 
 describe('PackedLoraStacks', () => {
-  test('packs resident slots at their true rank, in slot order, skipping holes', () => {
-    const slots = new AdapterSlotStacks(CONFIG, 5, 8);
+  test('a group\'s packing holds the adapters its rows use, at true rank, in slot order; base and empty slots take no columns', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 6, 8);
     const packed = new PackedLoraStacks(CONFIG, slots);
-    expect(packed.numColumns).toBe(1); // nothing resident: one zero column
-    expect(packed.aScale(0, 'q_proj')).toEqual(new Float32Array(1));
+    const none = packed.forRows([0, 0]);
+    expect(none.numColumns).toBe(1); // nothing to apply: one zero column
+    expect(none.aScale(0, 'q_proj')).toEqual(new Float32Array(1));
+    expect(Array.from(none.mask([0, 0]))).toEqual([0, 0]);
     slots.write(3, randomAdapter(5, 2, 1));
     slots.write(1, randomAdapter(3, 0.5, 2));
-    expect(packed.columnRanges).toEqual([{ slot: 1, start: 0, rank: 3 }, { slot: 3, start: 3, rank: 5 }]);
-    expect(packed.numColumns).toBe(8);
-    expect(packed.a(1, 'down_proj').length).toBe(CONFIG.intermediateSize * 8);
-    expect(packed.b(1, 'down_proj').length).toBe(8 * CONFIG.hiddenSize);
+    slots.write(4, randomAdapter(8, 1, 3)); // resident, not used by the group below
+    const f = packed.forRows([3, 0, 1, 3, 2]); // slot 2 is empty
+    expect(f.columnRanges).toEqual([{ slot: 1, start: 0, rank: 3 }, { slot: 3, start: 3, rank: 5 }]);
+    expect(f.numColumns).toBe(8);
+    expect(f.a(1, 'down_proj').length).toBe(CONFIG.intermediateSize * 8);
+    expect(f.b(1, 'down_proj').length).toBe(8 * CONFIG.hiddenSize);
     slots.clear(1);
-    expect(packed.columnRanges).toEqual([{ slot: 3, start: 0, rank: 5 }]);
-    expect(packed.numColumns).toBe(5);
+    expect(packed.forRows([3, 1]).columnRanges).toEqual([{ slot: 3, start: 0, rank: 5 }]);
   });
 
   test('dequantized packed factors reproduce each adapter\'s A B within int8 rounding, for adapters of different magnitudes', () => {
@@ -79,11 +82,11 @@ describe('PackedLoraStacks', () => {
     const adapters = [randomAdapter(8, 2, 11, 1), randomAdapter(4, 1, 12, 0.01)];
     slots.write(1, adapters[0]);
     slots.write(2, adapters[1]);
-    const packed = new PackedLoraStacks(CONFIG, slots);
-    for (const [n, range] of packed.columnRanges.entries()) {
+    const f = new PackedLoraStacks(CONFIG, slots).forRows([1, 2]);
+    for (const [n, range] of f.columnRanges.entries()) {
       for (const layer of [0, 1]) {
         for (const target of LORA_TARGETS) {
-          const { diff, scale } = maxAbsDiff(packedDelta(packed, layer, target, range.start, range.rank), denseDelta(adapters[n], layer, target));
+          const { diff, scale } = maxAbsDiff(packedDelta(f, layer, target, range.start, range.rank), denseDelta(adapters[n], layer, target));
           // per-column A and per-row B scales: the error is relative to each adapter's own magnitude
           expect(diff).toBeLessThan(0.03 * scale);
           expect(scale).toBeGreaterThan(0);
@@ -96,23 +99,30 @@ describe('PackedLoraStacks', () => {
     const slots = new AdapterSlotStacks(CONFIG, 4, 8);
     slots.write(1, randomAdapter(2, 4, 3));
     slots.write(3, randomAdapter(3, 0.25, 4));
-    const packed = new PackedLoraStacks(CONFIG, slots);
-    const mask = packed.mask([3, 0, 1, 3]);
+    const rows = [3, 0, 1, 3];
+    const mask = new PackedLoraStacks(CONFIG, slots).forRows(rows).mask(rows);
     expect(Array.from(mask)).toEqual([0, 0, 0.25, 0.25, 0.25, 0, 0, 0, 0, 0, 4, 4, 0, 0, 0, 0, 0, 0.25, 0.25, 0.25]);
   });
 
-  test('rebuilds only when the slot stacks change', () => {
-    const slots = new AdapterSlotStacks(CONFIG, 3, 4);
+  test('packings are reused by groups they cover (up to twice the width needed) and rebuilt when a slot changes', () => {
+    const slots = new AdapterSlotStacks(CONFIG, 5, 4);
     slots.write(1, randomAdapter(4, 1, 5));
-    const packed = new PackedLoraStacks(CONFIG, slots);
-    const first = packed.a(0, 'q_proj');
-    expect(packed.a(0, 'q_proj')).toBe(first);
     slots.write(2, randomAdapter(2, 1, 6));
-    const second = packed.a(0, 'q_proj');
-    expect(second).not.toBe(first);
-    expect(packed.numColumns).toBe(6);
-    // slot 1's columns are unchanged by adding slot 2 (same values, new layout width)
+    slots.write(3, randomAdapter(4, 1, 7));
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    const all = packed.forRows([1, 2, 3]);
+    expect(packed.forRows([3, 1, 2, 2])).toBe(all);
+    expect(packed.forRows([1, 3])).toBe(all); // 10 columns for 8 needed
+    const one = packed.forRows([2]); // 10 columns for 2 needed: too wide, a packing of its own
+    expect(one.numColumns).toBe(2);
+    expect(packed.forRows([1, 2, 3])).toBe(all); // both kept
+    // slot 2's columns are the same bytes in both packings
     const [inF] = loraTargetShape(CONFIG, 'q_proj');
-    for (let k = 0; k < inF; k++) for (let j = 0; j < 4; j++) expect(second[k * 6 + j]).toBe(first[k * 4 + j]);
+    for (let k = 0; k < inF; k++) for (let j = 0; j < 2; j++) expect(one.a(0, 'q_proj')[k * 2 + j]).toBe(all.a(0, 'q_proj')[k * 10 + 4 + j]);
+    slots.write(3, randomAdapter(4, 1, 8));
+    const rebuilt = packed.forRows([1, 2, 3]);
+    expect(rebuilt).not.toBe(all);
+    expect(rebuilt.a(0, 'q_proj').subarray(0, 4)).toEqual(all.a(0, 'q_proj').subarray(0, 4)); // slot 1 unchanged
+    expect(packed.forRows([2])).toBe(one); // does not contain slot 3: still valid
   });
 });

@@ -1,7 +1,7 @@
 import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 import type { AdapterSlotStacks } from './adapter-slot-stacks.ts';
 
-/** One resident adapter's place in the packed columns. */
+/** One adapter's place in a packing's columns. */
 export interface PackedColumnRange {
   slot: number;
   /** First packed column. */
@@ -11,117 +11,116 @@ export interface PackedColumnRange {
 }
 
 const INT8_MAX = 127;
+/** Packings kept for reuse (e.g. one for the decode group, some for prefill groups). */
+const MAX_CACHED_PACKINGS = 4;
+
+/** A group's packed factors: the adapters it needs, side by side at true rank (see PackedLoraStacks). */
+export interface PackedLoraFactors {
+  /** Columns (sum of the packed adapters' ranks, at least 1: with none there is one all-zero column). */
+  readonly numColumns: number;
+  readonly columnRanges: readonly PackedColumnRange[];
+  /** [in, numColumns] int8 */
+  a(layer: number, target: LoraTarget): Int8Array;
+  /** [numColumns] float32 */
+  aScale(layer: number, target: LoraTarget): Float32Array;
+  /** [numColumns, out] int8 */
+  b(layer: number, target: LoraTarget): Int8Array;
+  /** [rowSlots.length, numColumns]: each row's adapter scale on its adapter's columns, 0 elsewhere (slot 0: all 0). */
+  mask(rowSlots: readonly number[]): Float32Array;
+}
 
 /**
- * Int8 copy of the resident adapters for the packed multi-LoRA kernel (kernels/multi-lora-packed.ts), derived from the
- * fp32 slot stacks: every slot with an adapter gets `rank` consecutive columns (true rank, no padding), in slot
- * order; per layer and target, A is [in, numColumns] int8 with a per-column scale and B is [numColumns, out] int8.
+ * Int8 copies of adapters for the packed multi-LoRA kernel (kernels/multi-lora-packed.ts), derived from the fp32 slot
+ * stacks. A group's packing holds the adapters its rows use, each at `rank` consecutive columns (true rank, no
+ * padding), in slot order; per layer and target, A is [in, numColumns] int8 with a per-column scale and B is
+ * [numColumns, out] int8:
  *
  *   A column j  = aq[:, j] * aScale[j]     aScale[j] = (max |A[:, j]| / 127) * bRowFactor[j]
  *   B row j     = bq[j, :] * bRowFactor[j] bRowFactor[j] = max |B[j, :]| / 127 (folded into aScale, so bq's scale is 1)
  *
- * The copy is rebuilt when the slot stacks change (`sync`, keyed on AdapterSlotStacks.version): slot writes are rare
- * next to steps, and only the slots that changed are quantized again. With no adapter resident there is one all-zero
- * column (the graph needs a non-empty dimension).
+ * Every token computes every packed column, so a packing holds only what the group uses (resident but idle adapters
+ * cost nothing). Slots are quantized once per write (cached by slot version); packings are kept (a few, LRU) and
+ * reused by any group whose adapters they contain, if no more than twice as wide as the group needs; a packing with a
+ * slot written or cleared since is dropped.
  */
 export class PackedLoraStacks {
-  private builtVersion = -1;
-  private ranges: PackedColumnRange[] = [];
-  private columns = 1;
-  private readonly aq = new Map<string, Int8Array>();
-  private readonly aScales = new Map<string, Float32Array>();
-  private readonly bq = new Map<string, Int8Array>();
   private readonly perSlot = new Map<number, QuantizedSlot>();
+  /** Most recently used last. */
+  private packings: Packing[] = [];
 
   constructor(
     readonly config: ModelConfig,
     private readonly slots: AdapterSlotStacks,
   ) {}
 
-  /** Columns of the packed factors (sum of resident adapters' ranks, at least 1). */
-  get numColumns(): number {
-    this.sync();
-    return this.columns;
-  }
-
-  get columnRanges(): readonly PackedColumnRange[] {
-    this.sync();
-    return this.ranges;
-  }
-
-  /** [in, numColumns] int8 */
-  a(layer: number, target: LoraTarget): Int8Array {
-    this.sync();
-    return this.aq.get(key(layer, target))!;
-  }
-
-  /** [numColumns] float32 */
-  aScale(layer: number, target: LoraTarget): Float32Array {
-    this.sync();
-    return this.aScales.get(key(layer, target))!;
-  }
-
-  /** [numColumns, out] int8 */
-  b(layer: number, target: LoraTarget): Int8Array {
-    this.sync();
-    return this.bq.get(key(layer, target))!;
-  }
-
-  /** [rowSlots.length, numColumns]: each row's adapter scale on its adapter's columns, 0 elsewhere (slot 0: all 0). */
-  mask(rowSlots: ArrayLike<number>): Float32Array {
-    this.sync();
-    const columns = this.columns;
-    const bySlot = new Map(this.ranges.map((r) => [r.slot, r]));
-    const mask = new Float32Array(rowSlots.length * columns);
-    for (let row = 0; row < rowSlots.length; row++) {
-      const range = bySlot.get(rowSlots[row]);
-      if (!range) continue;
-      mask.fill(this.slots.scales[range.slot], row * columns + range.start, row * columns + range.start + range.rank);
+  /** The packed factors for a group whose rows use `rowSlots` (0 = base). */
+  forRows(rowSlots: readonly number[]): PackedLoraFactors {
+    const { ranks, scales, slotVersions } = this.slots;
+    const needed = [...new Set(rowSlots)].filter((slot) => slot !== 0 && ranks[slot] > 0 && scales[slot] !== 0).sort((x, y) => x - y);
+    const neededColumns = needed.reduce((sum, slot) => sum + ranks[slot], 0);
+    this.packings = this.packings.filter((p) => p.ranges.every((r) => slotVersions[r.slot] === p.versions.get(r.slot) && scales[r.slot] !== 0));
+    const fit = this.packings.find((p) => needed.every((slot) => p.versions.has(slot)) && p.numColumns <= Math.max(1, 2 * neededColumns));
+    if (fit) {
+      this.packings = [...this.packings.filter((p) => p !== fit), fit];
+      return fit;
     }
-    return mask;
+    const packing = this.pack(needed);
+    this.packings = [...this.packings.slice(-(MAX_CACHED_PACKINGS - 1)), packing];
+    return packing;
   }
 
-  /**
-   * Rebuilds the packed copy if the slot stacks changed since the last build. Slots are quantized once per write
-   * (cached by slot version); a rebuild then only lays the cached int8 columns side by side.
-   */
-  sync(): void {
-    if (this.builtVersion === this.slots.version) return;
-    const { numSlots, ranks, scales } = this.slots;
+  /** Lays the given slots' cached int8 factors side by side (quantizing any slot written since it was last used). */
+  private pack(slotList: number[]): Packing {
     const ranges: PackedColumnRange[] = [];
     const quantized: QuantizedSlot[] = [];
     let columns = 0;
-    for (let slot = 1; slot < numSlots; slot++) {
-      if (ranks[slot] === 0 || scales[slot] === 0) {
-        this.perSlot.delete(slot);
-        continue;
-      }
-      ranges.push({ slot, start: columns, rank: ranks[slot] });
+    for (const slot of slotList) {
+      const rank = this.slots.ranks[slot];
+      ranges.push({ slot, start: columns, rank });
       quantized.push(this.quantizedSlot(slot));
-      columns += ranks[slot];
+      columns += rank;
     }
     const numColumns = Math.max(1, columns);
+    const aq = new Map<string, Int8Array>();
+    const aScales = new Map<string, Float32Array>();
+    const bq = new Map<string, Int8Array>();
     for (let layer = 0; layer < this.config.numLayers; layer++) {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(this.config, target);
         const k = key(layer, target);
-        const aq = new Int8Array(inF * numColumns);
+        const a = new Int8Array(inF * numColumns);
         const aScale = new Float32Array(numColumns);
-        const bq = new Int8Array(numColumns * outF);
+        const b = new Int8Array(numColumns * outF);
         ranges.forEach((range, n) => {
           const q = quantized[n].modules.get(k)!;
-          copyColumns(q.a, aq, inF, range.rank, numColumns, range.start);
+          copyColumns(q.a, a, inF, range.rank, numColumns, range.start);
           aScale.set(q.aScale, range.start);
-          bq.set(q.b, range.start * outF);
+          b.set(q.b, range.start * outF);
         });
-        this.aq.set(k, aq);
-        this.aScales.set(k, aScale);
-        this.bq.set(k, bq);
+        aq.set(k, a);
+        aScales.set(k, aScale);
+        bq.set(k, b);
       }
     }
-    this.ranges = ranges;
-    this.columns = numColumns;
-    this.builtVersion = this.slots.version;
+    const scales = this.slots.scales;
+    return {
+      numColumns,
+      columnRanges: ranges,
+      ranges,
+      versions: new Map(ranges.map((r) => [r.slot, this.slots.slotVersions[r.slot]])),
+      a: (layer, target) => aq.get(key(layer, target))!,
+      aScale: (layer, target) => aScales.get(key(layer, target))!,
+      b: (layer, target) => bq.get(key(layer, target))!,
+      mask: (rowSlots) => {
+        const bySlot = new Map(ranges.map((r) => [r.slot, r]));
+        const mask = new Float32Array(rowSlots.length * numColumns);
+        for (let row = 0; row < rowSlots.length; row++) {
+          const range = bySlot.get(rowSlots[row]);
+          if (range) mask.fill(scales[range.slot], row * numColumns + range.start, row * numColumns + range.start + range.rank);
+        }
+        return mask;
+      },
+    };
   }
 
   /** One slot's factors as int8 at its true rank, quantized from the fp32 stacks (cached until the slot changes). */
@@ -179,6 +178,12 @@ interface QuantizedModule {
   aScale: Float32Array;
   /** [rank, out] int8 */
   b: Int8Array;
+}
+
+interface Packing extends PackedLoraFactors {
+  readonly ranges: readonly PackedColumnRange[];
+  /** Slot -> the slot version its columns were quantized from. */
+  readonly versions: ReadonlyMap<number, number>;
 }
 
 interface QuantizedSlot {
