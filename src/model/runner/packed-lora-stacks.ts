@@ -47,6 +47,8 @@ export class PackedLoraStacks {
   private readonly perSlot = new Map<number, QuantizedSlot>();
   /** Most recently used last. */
   private packings: Packing[] = [];
+  /** The widest dropped packing: its buffers are reused by the next one that fits (saves allocation and page faults). */
+  private spare: Packing | null = null;
 
   constructor(
     readonly config: ModelConfig,
@@ -58,15 +60,27 @@ export class PackedLoraStacks {
     const { ranks, scales, slotVersions } = this.slots;
     const needed = [...new Set(rowSlots)].filter((slot) => slot !== 0 && ranks[slot] > 0 && scales[slot] !== 0).sort((x, y) => x - y);
     const neededColumns = needed.reduce((sum, slot) => sum + ranks[slot], 0);
-    this.packings = this.packings.filter((p) => p.ranges.every((r) => slotVersions[r.slot] === p.versions.get(r.slot) && scales[r.slot] !== 0));
+    const valid = (p: Packing) => p.ranges.every((r) => slotVersions[r.slot] === p.versions.get(r.slot) && scales[r.slot] !== 0);
+    for (const p of this.packings) if (!valid(p)) this.drop(p);
+    this.packings = this.packings.filter(valid);
     const fit = this.packings.find((p) => needed.every((slot) => p.versions.has(slot)) && p.numColumns <= Math.max(1, 2 * neededColumns));
     if (fit) {
       this.packings = [...this.packings.filter((p) => p !== fit), fit];
       return fit;
     }
     const packing = this.pack(needed);
-    this.packings = [...this.packings.slice(-(MAX_CACHED_PACKINGS - 1)), packing];
+    if (this.packings.length >= MAX_CACHED_PACKINGS) this.drop(this.packings.shift()!);
+    this.packings.push(packing);
     return packing;
+  }
+
+  /**
+   * A dropped packing's buffers get rewritten by a later one. Safe while runs that use a packing finish before a
+   * later group's packing is built, or at least before a packing is dropped: a step's groups (at most 2) use the most
+   * recent packings, which LRU never drops, and slots change only between steps.
+   */
+  private drop(p: Packing): void {
+    if (!this.spare || p.capacityColumns > this.spare.capacityColumns) this.spare = p;
   }
 
   /** Lays the given slots' cached int8 factors side by side (quantizing any slot written since it was last used). */
@@ -81,6 +95,13 @@ export class PackedLoraStacks {
       columns += rank;
     }
     const numColumns = Math.max(1, columns);
+    const spare = this.spare && this.spare.capacityColumns >= numColumns ? this.spare : null;
+    if (spare) this.spare = null;
+    // Fresh buffers get room for one more max-rank adapter, so the next packing a little wider can reuse them.
+    const capacityColumns = spare ? spare.capacityColumns : numColumns + this.slots.maxRank;
+    // Views over the spare's buffers (every element is rewritten below; only an empty packing needs zeroing).
+    const int8 = (length: number, perColumn: number, old: Int8Array | undefined) =>
+      old ? new Int8Array(old.buffer, 0, length).fill(0, 0, columns ? 0 : length) : new Int8Array(new ArrayBuffer(capacityColumns * perColumn), 0, length);
     const aq = new Map<string, Int8Array>();
     const aScales = new Map<string, Float32Array>();
     const bq = new Map<string, Int8Array>();
@@ -88,9 +109,9 @@ export class PackedLoraStacks {
       for (const target of LORA_TARGETS) {
         const [inF, outF] = loraTargetShape(this.config, target);
         const k = key(layer, target);
-        const a = new Int8Array(inF * numColumns);
-        const aScale = new Float32Array(numColumns);
-        const b = new Int8Array(numColumns * outF);
+        const a = int8(inF * numColumns, inF, spare?.a(layer, target));
+        const aScale = new Float32Array(spare ? spare.aScale(layer, target).buffer : new ArrayBuffer(capacityColumns * 4), 0, numColumns).fill(0);
+        const b = int8(numColumns * outF, outF, spare?.b(layer, target));
         ranges.forEach((range, n) => {
           const q = quantized[n].modules.get(k)!;
           copyColumns(q.a, a, inF, range.rank, numColumns, range.start);
@@ -105,6 +126,7 @@ export class PackedLoraStacks {
     const scales = this.slots.scales;
     return {
       numColumns,
+      capacityColumns,
       columnRanges: ranges,
       ranges,
       versions: new Map(ranges.map((r) => [r.slot, this.slots.slotVersions[r.slot]])),
@@ -139,29 +161,20 @@ export class PackedLoraStacks {
         const a = new Int8Array(inF * r);
         const aScale = new Float32Array(r);
         const b = new Int8Array(r * outF);
-        // Column maxima of A, read row by row (the stack is [in, maxRank] per slot).
         const aBase = slot * inF * maxRank;
-        const aMax = new Float32Array(r);
-        for (let k = 0; k < inF; k++) {
-          for (let i = 0, p = aBase + k * maxRank; i < r; i++, p++) {
-            const v = Math.abs(stackA[p]);
-            if (v > aMax[i]) aMax[i] = v;
-          }
-        }
-        const aInv = new Float32Array(r);
+        const aMax = columnMaxAbs(stackA, aBase, inF, maxRank, r);
+        const aInv = new Float64Array(r);
         for (let i = 0; i < r; i++) {
           const bBase = slot * maxRank * outF + i * outF;
           const bRowFactor = maxAbs(stackB, bBase, outF) / INT8_MAX;
           const aColumnScale = aMax[i] / INT8_MAX;
           if (bRowFactor === 0 || aColumnScale === 0) continue; // a zero column contributes nothing: leave it 0
           const bInv = 1 / bRowFactor;
-          for (let o = 0; o < outF; o++) b[i * outF + o] = roundToInt(stackB[bBase + o] * bInv);
+          quantizeRow(stackB, bBase, outF, bInv, b, i * outF);
           aInv[i] = 1 / aColumnScale;
           aScale[i] = aColumnScale * bRowFactor;
         }
-        for (let k = 0; k < inF; k++) {
-          for (let i = 0, p = aBase + k * maxRank; i < r; i++, p++) a[k * r + i] = roundToInt(stackA[p] * aInv[i]);
-        }
+        quantizeColumns(stackA, aBase, inF, maxRank, aInv, a);
         modules.set(key(layer, target), { a, aScale, b });
       }
     }
@@ -181,6 +194,8 @@ interface QuantizedModule {
 }
 
 interface Packing extends PackedLoraFactors {
+  /** Columns its buffers have room for (>= numColumns). */
+  readonly capacityColumns: number;
   readonly ranges: readonly PackedColumnRange[];
   /** Slot -> the slot version its columns were quantized from. */
   readonly versions: ReadonlyMap<number, number>;
@@ -205,9 +220,37 @@ function copyColumns(from: Int8Array, to: Int8Array, rows: number, width: number
   for (let row = 0; row < rows; row++) for (let i = 0; i < width; i++) to[row * stride + start + i] = from[row * width + i];
 }
 
-/** Round half away from zero (|v| <= 127 here). */
-function roundToInt(v: number): number {
-  return v >= 0 ? Math.floor(v + 0.5) : -Math.floor(-v + 0.5);
+/** Max |x| of each of the first `width` columns of a [rows, stride] block at `start`. */
+function columnMaxAbs(data: Float32Array, start: number, rows: number, stride: number, width: number): Float64Array {
+  const max = new Float64Array(width);
+  for (let k = 0, p = start; k < rows; k++, p += stride) {
+    for (let i = 0; i < width; i++) {
+      const v = Math.abs(data[p + i]);
+      if (v > max[i]) max[i] = v;
+    }
+  }
+  return max;
+}
+
+/**
+ * Round to nearest (halves up) for |v| <= 127.5: v + 128.5 is positive, so `| 0` floors it. ~5x faster than
+ * Math.round into an Int8Array in V8.
+ */
+function roundInt8(v: number): number {
+  return ((v + 128.5) | 0) - 128;
+}
+
+/** to[at + o] = round(from[start + o] * inv) for o < count (|result| <= 127). */
+function quantizeRow(from: Float32Array, start: number, count: number, inv: number, to: Int8Array, at: number): void {
+  for (let o = 0; o < count; o++) to[at + o] = roundInt8(from[start + o] * inv);
+}
+
+/** The first inv.length columns of a [rows, stride] block at `start`, each times its inv, rounded into [rows, width]. */
+function quantizeColumns(from: Float32Array, start: number, rows: number, stride: number, inv: Float64Array, to: Int8Array): void {
+  const width = inv.length;
+  for (let k = 0, p = start, q = 0; k < rows; k++, p += stride, q += width) {
+    for (let i = 0; i < width; i++) to[q + i] = roundInt8(from[p + i] * inv[i]);
+  }
 }
 
 function maxAbs(data: Float32Array, start: number, count: number): number {
