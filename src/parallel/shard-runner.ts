@@ -2,7 +2,6 @@ import * as ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import { TesseraError } from '../errors.ts';
-import type { SequenceWork } from '../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../model/converted-model.ts';
 import { GRAPH_IO } from '../model/graph/llama-graph.ts';
 import { serializeModel } from '../model/graph/onnx-serialize.ts';
@@ -11,6 +10,8 @@ import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
 import { PackedLoraStacks } from '../model/runner/packed-lora-stacks.ts';
 import { addPackedLoraFeeds } from '../model/runner/packed-lora-feeds.ts';
+import { addGatherLoraFeeds } from '../model/runner/gather-lora-feeds.ts';
+import { openSession, runnerSessionOptions } from '../model/runner/open-session.ts';
 import type { OnnxGraph } from '../../kernels/onnx-graph.ts';
 import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
@@ -55,13 +56,7 @@ export class ShardRunner {
 
   static async create(spec: ShardSpec): Promise<ShardRunner> {
     const manifest = readManifest(spec.modelDir);
-    const device = spec.device ?? 'cpu';
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: [device],
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-      ...(spec.intraOpThreads !== undefined ? { intraOpNumThreads: spec.intraOpThreads } : {}),
-    };
+    const sessionOptions = runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads);
     const p = spec.position;
     const whole = p.tpSize === 1 && p.numStages === 1;
     const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
@@ -129,7 +124,10 @@ export class ShardRunner {
     const kvLayers = this.kvLayers(req.segment);
     for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
     if (useLora && this.packed) addPackedLoraFeeds(feeds, this.packed, req.rows.map((r) => r.adapterSlot));
-    else if (useLora) this.addLoraFeeds(feeds, req.rows, session);
+    else if (useLora) {
+      const p = this.spec.position;
+      addGatherLoraFeeds(feeds, this.slots, this.local, req.rows.map((r) => r.adapterSlot), { layers: { start: p.layerStart, end: p.layerEnd }, inputNames: new Set(session.inputNames) });
+    }
     const out = await session.run(feeds);
     for (const layer of kvLayers) {
       const local = layer - p.layerStart;
@@ -204,15 +202,8 @@ export class ShardRunner {
     return this.create(serializeModel(graph, null));
   }
 
-  private async create(model: string | Uint8Array): Promise<ort.InferenceSession> {
-    try {
-      return typeof model === 'string' ? await ort.InferenceSession.create(model, this.sessionOptions) : await ort.InferenceSession.create(model, this.sessionOptions);
-    } catch (err) {
-      const message = (err as Error).message;
-      const device = this.spec.device ?? 'cpu';
-      if (device !== 'cpu') throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' is not available here: ${message}`, { cause: err });
-      throw new TesseraError('CHECKPOINT_INVALID', `${this.spec.modelDir}: ONNX Runtime cannot load a shard graph: ${message}`, { cause: err });
-    }
+  private create(model: string | Uint8Array): Promise<ort.InferenceSession> {
+    return openSession(model, typeof model === 'string' ? model : `${this.spec.modelDir}: a shard graph`, this.sessionOptions);
   }
 
   private checkSegment(segment: SegmentRef): void {
@@ -242,23 +233,6 @@ export class ShardRunner {
     const past = this.kv.past(layer - this.spec.position.layerStart, inputs.kvRows, pastLength, inputs.stepLength === 1 ? 'decode' : 'prefill');
     feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', past.keys, [batch, numKvHeads, pastLength, headDim]);
     feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
-  }
-
-  private addLoraFeeds(feeds: Record<string, ort.Tensor>, rows: SequenceWork[], session: ort.InferenceSession): void {
-    const { numSlots, maxRank } = this.slots;
-    const p = this.spec.position;
-    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(rows, (s) => BigInt(s.adapterSlot)), [rows.length]);
-    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(rows, (s) => this.slots.scales[s.adapterSlot]), [rows.length, 1, 1]);
-    const names = new Set(session.inputNames);
-    for (let layer = p.layerStart; layer < p.layerEnd; layer++) {
-      for (const target of LORA_TARGETS) {
-        if (!names.has(GRAPH_IO.loraA(layer, target))) continue;
-        const [inF, outF] = loraTargetShape(this.local, target);
-        const local = layer - p.layerStart;
-        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(local, target), [numSlots, inF, maxRank]);
-        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(local, target), [numSlots, maxRank, outF]);
-      }
-    }
   }
 }
 

@@ -10,6 +10,7 @@ import { PagedKvCache } from './paged-kv-cache.ts';
 import { DEVICE_KV_IO, deviceKvModel, slotWriteModel, zerosModel } from './device-kv-graph.ts';
 import type { Device, RunnerMemory, RunnerOptions } from './model-runner.ts';
 import { concatFloat32 } from './concat-float32.ts';
+import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
 
 /**
  * The in-process runner's options. `device` 'webgpu': KV cache and adapter stacks stay in GPU buffers across steps (the
@@ -71,11 +72,7 @@ export class DeviceKvRunner {
     if (!Number.isInteger(numAdapterSlots) || numAdapterSlots < 1) throw new TesseraError('CONFIG_INVALID', `\`numAdapterSlots\` must be an integer >= 1. Given: ${numAdapterSlots}`);
 
     const stateLocation: ort.Tensor.DataLocation = device === 'webgpu' ? 'gpu-buffer' : 'cpu';
-    const base: ort.InferenceSession.SessionOptions = {
-      executionProviders: [device],
-      executionMode: 'sequential',
-      ...(options.intraOpThreads !== undefined ? { intraOpNumThreads: options.intraOpThreads } : {}),
-    };
+    const base = runnerSessionOptions(device, options.intraOpThreads);
     // State outputs stay where the state lives; everything else (logits, their log-sum-exp) comes back to the host.
     const outputLocations = (outputs: string[]) =>
       Object.fromEntries(outputs.map((name) => [name, name.startsWith('present_') ? stateLocation : ('cpu' as const)])) as Record<string, ort.Tensor.DataLocation>;
@@ -83,20 +80,13 @@ export class DeviceKvRunner {
     const slotOutputs: Record<string, ort.Tensor.DataLocation> = {};
     for (const s of stackDefs) slotOutputs[DEVICE_KV_IO.stackOut(s.name)] = stateLocation;
 
-    const open = async (what: string, bytes: Uint8Array, extra: ort.InferenceSession.SessionOptions) => {
-      try {
-        return await ort.InferenceSession.create(bytes, { ...base, ...extra });
-      } catch (err) {
-        const message = (err as Error).message;
-        if (device !== 'cpu') throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' cannot run the ${what} graph here: ${message}`, { cause: err });
-        throw new TesseraError('CHECKPOINT_INVALID', `${options.modelDir}: ONNX Runtime cannot load the ${what} graph: ${message}`, { cause: err });
-      }
-    };
+    const open = (what: string, bytes: Uint8Array, extra: ort.InferenceSession.SessionOptions) =>
+      openSession(bytes, `${options.modelDir}: the ${what} graph`, { ...base, ...extra });
     // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
-    const weightsDir = { session: { model_external_initializers_file_folder_path: options.modelDir } };
+    const weightsDir = externalWeightsIn(options.modelDir);
     const model = (file: string, what: string) => {
       const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens);
-      return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), extra: weightsDir });
+      return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), ...weightsDir });
     };
     const sessions = {
       base: await model(manifest.graphs.base, 'base'),

@@ -4,13 +4,14 @@ import { TesseraError } from '../../errors.ts';
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
 import { GRAPH_IO } from '../graph/llama-graph.ts';
-import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { checkSequence, stepInputs } from './step-inputs.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { PackedLoraStacks } from './packed-lora-stacks.ts';
 import { addPackedLoraFeeds } from './packed-lora-feeds.ts';
+import { addGatherLoraFeeds } from './gather-lora-feeds.ts';
 import { concatFloat32 } from './concat-float32.ts';
+import { openSession, runnerSessionOptions } from './open-session.ts';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
@@ -71,23 +72,10 @@ export class ModelRunner {
   static async create(options: RunnerOptions): Promise<ModelRunner> {
     const manifest = readManifest(options.modelDir);
     const config = manifest.config;
-    const device = options.device ?? 'cpu';
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: [device],
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-      ...(options.intraOpThreads !== undefined ? { intraOpNumThreads: options.intraOpThreads } : {}),
-    };
-    const open = async (file: string) => {
-      try {
-        return await ort.InferenceSession.create(join(options.modelDir, file), sessionOptions);
-      } catch (err) {
-        const message = (err as Error).message;
-        if (device !== 'cpu') {
-          throw new TesseraError('DEVICE_UNAVAILABLE', `execution provider '${device}' is not available here: ${message}`, { cause: err });
-        }
-        throw new TesseraError('CHECKPOINT_INVALID', `${join(options.modelDir, file)}: ONNX Runtime cannot load it: ${message}`, { cause: err });
-      }
+    const sessionOptions = runnerSessionOptions(options.device ?? 'cpu', options.intraOpThreads);
+    const open = (file: string) => {
+      const path = join(options.modelDir, file);
+      return openSession(path, path, sessionOptions);
     };
     const baseSession = await open(manifest.graphs.base);
     const packed = manifest.graphs.loraPacked !== undefined && (options.packedLora ?? true);
@@ -99,6 +87,16 @@ export class ModelRunner {
     const kv = new PagedKvCache({ ...kvShape, numBlocks });
     const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
     return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packed ? new PackedLoraStacks(config, slots) : null);
+  }
+
+  /** The host paged KV cache, for a runner that adds its own graphs over this one (LoopDecodeRunner). */
+  get kvCache(): PagedKvCache {
+    return this.kv;
+  }
+
+  /** The adapter slot stacks (fp32, exact layout), for a runner that adds its own graphs over this one. */
+  get adapterStacks(): AdapterSlotStacks {
+    return this.slots;
   }
 
   memory(): RunnerMemory {
@@ -175,7 +173,7 @@ export class ModelRunner {
 
     const useLora = group.some((s) => s.adapterSlot !== 0);
     if (useLora && this.packedLora) addPackedLoraFeeds(feeds, this.packedLora, group.map((s) => s.adapterSlot));
-    else if (useLora) this.addLoraFeeds(feeds, group);
+    else if (useLora) addGatherLoraFeeds(feeds, this.slots, this.manifest.config, group.map((s) => s.adapterSlot));
     const session = useLora ? this.loraSession : this.baseSession;
     const out = await session.run(feeds);
     for (let layer = 0; layer < numLayers; layer++) {
@@ -186,19 +184,5 @@ export class ModelRunner {
     // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
     const lse = out[GRAPH_IO.logitsLogSumExp];
     return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: new Set(inputs.sampledSeqIds) };
-  }
-
-  private addLoraFeeds(feeds: Record<string, ort.Tensor>, group: SequenceWork[]): void {
-    const config = this.manifest.config;
-    const { numSlots, maxRank } = this.slots;
-    feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [group.length]);
-    feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.slots.scales[s.adapterSlot]), [group.length, 1, 1]);
-    for (let layer = 0; layer < config.numLayers; layer++) {
-      for (const target of LORA_TARGETS) {
-        const [inF, outF] = loraTargetShape(config, target);
-        feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', this.slots.stackA(layer, target), [numSlots, inF, maxRank]);
-        feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', this.slots.stackB(layer, target), [numSlots, maxRank, outF]);
-      }
-    }
   }
 }
