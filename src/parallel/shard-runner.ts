@@ -66,7 +66,8 @@ export class ShardRunner {
   }
 
   memory(): ShardMemory {
-    return { weightsBytes: this.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes };
+    const packedBytes = this.packed ? PackedLoraStacks.maxBytes(this.local, this.slots.numSlots, this.slots.maxRank) : 0;
+    return { weightsBytes: this.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes + packedBytes };
   }
 
   /** Writes this shard's part of an adapter (its layers; S-LoRA split of A or B for its heads / MLP columns). */

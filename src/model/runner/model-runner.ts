@@ -37,6 +37,7 @@ export interface RunnerOptions {
 export interface RunnerMemory {
   weightsBytes: number;
   kvCacheBytes: number;
+  /** The fp32 slot stacks, plus the most the packed int8 copies can take (PackedLoraStacks.maxBytes) when they are used. */
   adapterSlotBytes: number;
 }
 
@@ -100,7 +101,8 @@ export class ModelRunner {
   }
 
   memory(): RunnerMemory {
-    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes };
+    const packedBytes = this.packedLora ? PackedLoraStacks.maxBytes(this.manifest.config, this.slots.numSlots, this.slots.maxRank) : 0;
+    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes + packedBytes };
   }
 
   loadAdapterSlot(slot: number, weights: LoraWeights): void {

@@ -125,4 +125,25 @@ describe('PackedLoraStacks', () => {
     expect(rebuilt.a(0, 'q_proj').subarray(0, 4)).toEqual(all.a(0, 'q_proj').subarray(0, 4)); // slot 1 unchanged
     expect(packed.forRows([2])).toBe(one); // does not contain slot 3: still valid
   });
+
+  test('memory: what the copies hold under slot churn stays within maxBytes, which grows with slots and rank', () => {
+    const numSlots = 6;
+    const maxRank = 4;
+    const slots = new AdapterSlotStacks(CONFIG, numSlots, maxRank);
+    const packed = new PackedLoraStacks(CONFIG, slots);
+    const bound = PackedLoraStacks.maxBytes(CONFIG, numSlots, maxRank);
+    const rand = seededRandom(3);
+    let peak = 0;
+    for (let round = 0; round < 60; round++) {
+      const slot = 1 + Math.floor(rand() * (numSlots - 1));
+      slots.write(slot, randomAdapter(1 + Math.floor(rand() * maxRank), 1, 100 + round));
+      const rows = Array.from({ length: 1 + Math.floor(rand() * 8) }, () => Math.floor(rand() * numSlots));
+      packed.forRows(rows);
+      peak = Math.max(peak, packed.bytes());
+    }
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(bound);
+    expect(PackedLoraStacks.maxBytes(CONFIG, numSlots + 1, maxRank)).toBeGreaterThan(bound);
+    expect(PackedLoraStacks.maxBytes(CONFIG, numSlots, 2 * maxRank)).toBe(2 * bound);
+  });
 });

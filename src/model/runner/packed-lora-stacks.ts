@@ -55,6 +55,25 @@ export class PackedLoraStacks {
     private readonly slots: AdapterSlotStacks,
   ) {}
 
+  /**
+   * The most memory the int8 copies can take for `numSlots` slots (slot 0 included) of `maxRank`: a quantized copy per
+   * adapter slot, plus the cached packings and the spare, each at most numSlots * maxRank columns wide.
+   */
+  static maxBytes(config: ModelConfig, numSlots: number, maxRank: number): number {
+    const perColumn = bytesPerColumn(config);
+    return ((numSlots - 1) * maxRank + (MAX_CACHED_PACKINGS + 1) * numSlots * maxRank) * perColumn;
+  }
+
+  /** Memory the int8 copies hold now (quantized slots, cached packings and the spare). */
+  bytes(): number {
+    const perColumn = bytesPerColumn(this.config);
+    let columns = 0;
+    for (const q of this.perSlot.values()) columns += q.rank;
+    const buffers = new Set<Packing>([...this.packings, ...(this.spare ? [this.spare] : [])]);
+    for (const p of buffers) columns += p.capacityColumns;
+    return columns * perColumn;
+  }
+
   /** The packed factors for a group whose rows use `rowSlots` (0 = base). */
   forRows(rowSlots: readonly number[]): PackedLoraFactors {
     const { ranks, scales, slotVersions } = this.slots;
@@ -178,7 +197,7 @@ export class PackedLoraStacks {
         modules.set(key(layer, target), { a, aScale, b });
       }
     }
-    const q = { version, modules };
+    const q = { version, rank: r, modules };
     this.perSlot.set(slot, q);
     return q;
   }
@@ -203,7 +222,18 @@ interface Packing extends PackedLoraFactors {
 
 interface QuantizedSlot {
   version: number;
+  rank: number;
   modules: Map<string, QuantizedModule>;
+}
+
+/** Bytes one packed column takes over all layers and targets: an int8 column of A, an int8 row of B, a float32 scale. */
+function bytesPerColumn(config: ModelConfig): number {
+  let perLayer = 0;
+  for (const target of LORA_TARGETS) {
+    const [inF, outF] = loraTargetShape(config, target);
+    perLayer += inF + outF + 4;
+  }
+  return perLayer * config.numLayers;
 }
 
 /** Copies a [rows, width] int8 block into columns [start, start + width) of a [rows, stride] one. */
