@@ -2,7 +2,9 @@
  * Multi-adapter serving vs base-model-only, side by side in one run on one model worker (int4):
  *   throughput at concurrency 16 with 1, 8 and 64 distinct adapters (uniform and Zipf s=1 popularity), as a ratio
  *   to base-only runs interleaved with them; slot loads per run; cold-load latency of one adapter from disk (PEFT
- *   directory and .cpeft: fetch + validate + slot write, p50/p99).
+ *   directory and .cpeft: fetch + validate + slot write, p50/p99); and what cold loads do to requests already running:
+ *   time per output token and inter-token latency of an 8-adapter load with and without adapters being cold-loaded
+ *   from disk back to back meanwhile.
  * The adapters are real PEFT directories on disk; to keep generation time and disk use small, 8 random adapter files
  * are written and 64 ids are registered over them (each id is still its own registry entry, host entry and slot).
  */
@@ -77,6 +79,10 @@ function chooser(mix: Mix | null, seed: number): () => string | null {
 interface RunStats {
   tokensPerS: number;
   tpotP50Ms: number;
+  tpotP99Ms: number;
+  /** Gaps between consecutive token events of each request, all requests. */
+  itlP50Ms: number;
+  itlP99Ms: number;
   ttftP50Ms: number;
   loads: number;
 }
@@ -86,6 +92,7 @@ async function drive(executor: ThreadExecutor, manager: AdapterManager, s: Setti
   const vocab = executor.layout.vocabSize;
   const ttft: number[] = [];
   const tpot: number[] = [];
+  const itl: number[] = [];
   let generated = 0;
   let next = 0;
   const loadsBefore = counter.loads;
@@ -105,10 +112,14 @@ async function drive(executor: ThreadExecutor, manager: AdapterManager, s: Setti
       };
       const t0 = performance.now();
       let first: number | null = null;
+      let last = 0;
       let count = 0;
       for await (const e of engine.submit(req)) {
         if (e.type === 'tokens' && e.tokens.length > 0) {
-          first ??= performance.now();
+          const now = performance.now();
+          if (first !== null) itl.push(now - last);
+          first ??= now;
+          last = now;
           count += e.tokens.length;
         } else if (e.type === 'finish' && e.reason !== 'length') throw new Error(`request ${id} (${req.adapterId}) finished ${e.reason}: ${e.error?.message}`);
       }
@@ -121,7 +132,33 @@ async function drive(executor: ThreadExecutor, manager: AdapterManager, s: Setti
   await Promise.all(Array.from({ length: s.concurrency }, worker));
   const wallMs = performance.now() - started;
   await engine.shutdown();
-  return { tokensPerS: (generated * 1000) / wallMs, tpotP50Ms: quantile(tpot, 0.5), ttftP50Ms: quantile(ttft, 0.5), loads: counter.loads - loadsBefore };
+  return {
+    tokensPerS: (generated * 1000) / wallMs,
+    tpotP50Ms: quantile(tpot, 0.5),
+    tpotP99Ms: quantile(tpot, 0.99),
+    itlP50Ms: quantile(itl, 0.5),
+    itlP99Ms: quantile(itl, 0.99),
+    ttftP50Ms: quantile(ttft, 0.5),
+    loads: counter.loads - loadsBefore,
+  };
+}
+
+/** LoadAdapter of a cold id, then the first acquire until resident (fetch + validate + slot write); ms. Unloads it after. */
+async function coldLoad(manager: AdapterManager, id: string, source: string): Promise<number> {
+  const t0 = performance.now();
+  await manager.load({ adapterId: id, source, pin: false, tenantId: null });
+  for (;;) {
+    const r = manager.acquire(id, null);
+    if (typeof r === 'number') {
+      manager.release(id, r);
+      break;
+    }
+    if (r !== 'pending') throw r;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  const ms = performance.now() - t0;
+  await manager.unload({ adapterId: id, tenantId: null });
+  return ms;
 }
 
 async function run(ctx: BenchContext): Promise<CaseOutput> {
@@ -180,24 +217,27 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     // Cold load from disk: unload and re-load (fetch + validate into the host tier, then a slot write).
     const cold: Record<string, number[]> = { peft: [], cpeft: [] };
     for (const [kind, source] of [['peft', files[1]], ['cpeft', cpeft]] as const) {
-      for (let i = 0; i < s.coldLoads; i++) {
-        const id = `cold-${kind}-${i}`;
-        const t0 = performance.now();
-        await manager.load({ adapterId: id, source, pin: false, tenantId: null });
-        for (;;) {
-          const r = manager.acquire(id, null);
-          if (typeof r === 'number') {
-            manager.release(id, r);
-            break;
-          }
-          if (r !== 'pending') throw r;
-          await new Promise((resolve) => setTimeout(resolve, 1));
-        }
-        cold[kind].push(performance.now() - t0);
-        await manager.unload({ adapterId: id, tenantId: null });
-      }
+      for (let i = 0; i < s.coldLoads; i++) cold[kind].push(await coldLoad(manager, `cold-${kind}-${i}`, source));
     }
     data.coldLoadMs = cold;
+
+    // The same 8-adapter load twice, the second time with PEFT adapters cold-loaded back to back meanwhile (into the
+    // slots the 8 running adapters leave free), so their effect on running requests' token times shows side by side.
+    ctx.log('8 uniform, then 8 uniform while adapters are cold-loaded from disk');
+    const quiet = await drive(executor, manager, s, chooser(MIXES[1], 300), counter);
+    let loading = true;
+    const underLoad: number[] = [];
+    const loader = (async () => {
+      for (let i = 0; loading; i++) underLoad.push(await coldLoad(manager, `under-load-${i}`, files[(i % (files.length - 1)) + 1]));
+    })();
+    const busy = await drive(executor, manager, s, chooser(MIXES[1], 300), counter);
+    loading = false;
+    await loader;
+    data.coldLoadsUnderLoad = { quiet, busy, coldLoadMs: underLoad };
+    const effectRows: Cell[][] = [
+      ['no loads', 0, significant(quiet.tpotP50Ms), significant(quiet.tpotP99Ms), significant(quiet.itlP50Ms), significant(quiet.itlP99Ms), significant(quiet.tokensPerS), null],
+      ['cold loads back to back', underLoad.length, significant(busy.tpotP50Ms), significant(busy.tpotP99Ms), significant(busy.itlP50Ms), significant(busy.itlP99Ms), significant(busy.tokensPerS), significant(quantile(underLoad, 0.5))],
+    ];
     await manager.shutdown();
     const coldRows: Cell[][] = Object.entries(cold).map(([kind, v]) => [kind, significant(quantile(v, 0.5)), significant(quantile(v, 0.99)), v.length]);
     const eight = results.find((r) => r.mix.name === '8 uniform')!;
@@ -210,10 +250,20 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
           notes: ['base tokens/s = mean of the base-only runs just before and after the adapter run (same worker, same run)'],
         },
         { title: 'Cold load of one adapter from disk (LoadAdapter + first acquire until resident)', columns: ['format', 'p50 ms', 'p99 ms', 'samples'], rows: coldRows },
+        {
+          title: `Effect of cold loads on running requests (8 uniform, concurrency ${s.concurrency}; PEFT adapters loaded from disk back to back during the second run)`,
+          columns: ['run', 'cold loads', 'TPOT p50 ms', 'TPOT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'tokens/s', 'cold load p50 ms'],
+          rows: effectRows,
+          notes: ['ITL = gap between consecutive token events of a request; a slot write runs on the model worker between steps, so it delays the next step of every running request.'],
+        },
       ],
       summary: [
         { metric: `adapters: throughput ratio, 8 distinct adapters vs base (${s.preset} int4, c=${s.concurrency})`, value: String(significant(eight.stats.tokensPerS / eight.base)) },
         { metric: 'adapters: cold load p50 (PEFT dir, ms)', value: String(significant(quantile(cold.peft, 0.5))) },
+        {
+          metric: 'adapters: running requests\' TPOT p50 / p99 while adapters are cold-loaded back to back (vs without)',
+          value: `${significant(busy.tpotP50Ms)} / ${significant(busy.tpotP99Ms)} ms (${significant(quiet.tpotP50Ms)} / ${significant(quiet.tpotP99Ms)} ms)`,
+        },
       ],
       data,
     };
