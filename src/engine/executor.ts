@@ -16,7 +16,10 @@ export interface SequenceWork {
   adapterSlot: number;
   /** True when the logits after the last token of tokenIds are needed (decode, or the final prefill chunk). */
   sampleNext: boolean;
-  /** Set on every row of a multi-step plan (StepPlan.decodeSteps): how the executor samples this row in its graph. */
+  /**
+   * Set on every row of a multi-step plan (StepPlan.decodeSteps) and on every sampleNext row of a plan with
+   * `sampleInGraph`: how the executor samples this row in its graph.
+   */
   loopSampling?: LoopSampling;
 }
 
@@ -48,6 +51,13 @@ export interface StepPlan {
    * the result then carries `sampledTokens` instead of logits.
    */
   decodeSteps?: number;
+  /**
+   * One step whose sampleNext rows are all sampled by the executor in its graph (only for executors whose layout has
+   * `samplesInGraph`; every such row carries `loopSampling`). The result carries `sampledTokens` with steps = 1 (row =
+   * the outcome's logitsRow) instead of logits, so no logits row crosses back to the host. Rows without sampleNext
+   * (prefill chunks before a prompt's end) only fill the KV cache, as in any step.
+   */
+  sampleInGraph?: boolean;
 }
 
 export interface SequenceOutcome {
@@ -70,7 +80,7 @@ export interface StepResult {
   logSumExp?: Float32Array;
   vocabSize: number;
   /**
-   * Multi-step plans: the tokens the executor sampled, [rows, steps] row-major (row = the outcome's logitsRow), with
+   * Multi-step plans and plans with sampleInGraph: the tokens the executor sampled, [rows, steps] row-major (row = the outcome's logitsRow), with
    * their log-probabilities under the raw logits. A row's tokens after its stop (EOS, stop id, max tokens) are discarded
    * by the engine.
    */
@@ -90,6 +100,8 @@ export interface ExecutorLayout {
   numAdapterSlots: number;
   /** Largest StepPlan.decodeSteps the executor runs (default 1: single steps only). */
   maxDecodeStepsPerRun?: number;
+  /** The executor runs plans with `sampleInGraph` (default false: the engine samples every row from logits). */
+  samplesInGraph?: boolean;
 }
 
 export interface Executor {

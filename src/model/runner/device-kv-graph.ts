@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { pagedPast, pagedWrite, slotWrite } from '../../../kernels/paged-kv-device.ts';
+import { gumbelNoise, sampleTokens } from '../../../kernels/loop-sampling.ts';
 import { TesseraError } from '../../errors.ts';
 import { GRAPH_IO } from '../graph/llama-graph.ts';
 import { serializeModel } from '../graph/onnx-serialize.ts';
-import { encodeModelProto, readModelProto, toModelProto } from '../graph/onnx-proto.ts';
+import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from '../graph/onnx-proto.ts';
 import type { ModelConfig } from '../model-config.ts';
 
 /** Inputs and outputs the device-KV graphs add to (or use instead of) the converted graph's. */
@@ -25,7 +26,23 @@ export const DEVICE_KV_IO = {
   /** Zeros graph: int64 shape of the zero tensor to make. */
   zerosShape: 'shape',
   zeros: 'zeros',
+  /** Sampling tail, per logits row (rows of `logits_index`): [R] float32 temperature, 0 = greedy. */
+  sampleTemperature: 'sample_temperature',
+  /** [R] int64 top-k, 0 = off. */
+  sampleTopK: 'sample_top_k',
+  /** [R] int64 seed, non-negative. */
+  sampleSeed: 'sample_seed',
+  /** [R] int64: the position the sampled token takes (keys the random stream with the seed). */
+  samplePosition: 'sample_position',
+  /** [] bool: some row has temperature > 0; false skips the random stream. */
+  sampleAny: 'sample_any',
+  /** [R] int64: the token sampled from each logits row. */
+  sampledTokenIds: 'sampled_token_ids',
+  /** [R] float32: its log-probability under the raw logits (logit - logsumexp). */
+  sampledLogprobs: 'sampled_logprobs',
 } as const;
+
+const GRAPH_ATTRIBUTE = 5;
 
 /**
  * Rewrites a converted decoder graph (base or LoRA; see llama-graph.ts) so its KV cache stays on the device: the
@@ -37,7 +54,13 @@ export const DEVICE_KV_IO = {
  * Returns ONNX model bytes whose external weights are resolved against the converted model directory, and the names of
  * the rewritten graph's outputs.
  */
-export function deviceKvModel(modelDir: string, graphFile: string, config: ModelConfig, blockSizeTokens: number): { bytes: Uint8Array; outputs: string[] } {
+export function deviceKvModel(
+  modelDir: string,
+  graphFile: string,
+  config: ModelConfig,
+  blockSizeTokens: number,
+  options: { sampling?: boolean } = {},
+): { bytes: Uint8Array; outputs: string[] } {
   const path = join(modelDir, graphFile);
   const model = readModelProto(path);
   const { numLayers, numKvHeads, headDim } = config;
@@ -74,7 +97,63 @@ export function deviceKvModel(modelDir: string, graphFile: string, config: Model
   g.output = [...g.output.filter((v) => !replaced.has(v.name)), ...postModel.graph.output];
   g.node = [...preModel.graph.node, ...g.node, ...postModel.graph.node];
   g.initializer = [...g.initializer, ...preModel.graph.initializer, ...postModel.graph.initializer];
+  if (options.sampling) {
+    if (!g.output.some((v) => v.name === GRAPH_IO.logitsLogSumExp)) throw new TesseraError('CHECKPOINT_INVALID', `${path}: in-graph sampling needs the ${GRAPH_IO.logitsLogSumExp} output (reconvert the model)`);
+    const tail = samplingTail(config.vocabSize);
+    g.input = [...g.input, ...tail.input];
+    g.output = [...g.output, ...tail.output];
+    g.node = [...g.node, ...tail.node];
+    g.initializer = [...g.initializer, ...tail.initializer];
+  }
   return { bytes: encodeModelProto(model), outputs: g.output.map((v) => v.name) };
+}
+
+/**
+ * The sampling tail of the device-KV graphs (the same sampler as the k-step loop, kernels/loop-sampling.ts), on the
+ * graph's `logits` [R, V] and `logits_lse` [R]:
+ *   noise  = If sample_any: gumbelNoise(seed, sample_position, 0..V-1) [R, V]  else [1, 1] zero
+ *   token  = sampleTokens(logits, temperature, top-k, noise)                    [R] int64
+ *   logprob = logits[token] - logits_lse                                        [R]
+ * The logits stay graph outputs: a run fetches them (host sampling) or the sampled ids and logprobs (in-graph), so one
+ * session, and one copy of the weights on the device, serves both kinds of step.
+ */
+function samplingTail(vocabSize: number): ProtoGraph {
+  const g = new OnnxGraph('device_kv_sampling');
+  const column = (name: string, t: 'int64' | 'float32', as: string) => {
+    g.input(name, t, ['rows']);
+    g.node('Reshape', [name, g.constInt64(`${as}_shape`, [-1, 1])], { outputs: [as], hint: `${as}_r` });
+    return as;
+  };
+  const temperature = column(DEVICE_KV_IO.sampleTemperature, 'float32', 'dks_temperature');
+  const topK = column(DEVICE_KV_IO.sampleTopK, 'int64', 'dks_top_k');
+  column(DEVICE_KV_IO.sampleSeed, 'int64', 'dks_seed');
+  column(DEVICE_KV_IO.samplePosition, 'int64', 'dks_position');
+  const any = g.input(DEVICE_KV_IO.sampleAny, 'bool', []);
+  const vocab1d = g.op('Range', [g.constInt64('dks_v0', [0], []), g.constInt64('dks_vn', [vocabSize], []), g.constInt64('dks_v1', [1], [])], { hint: 'dks_vocab_1d' });
+  g.node('Unsqueeze', [vocab1d, g.constInt64('dks_axis0', [0])], { outputs: ['dks_vocab_index'], hint: 'dks_vocab_index_u' });
+  const [noise] = g.node('If', [any], { outputs: ['dks_noise'], hint: 'dks_noise_if' });
+  const token = sampleTokens(g, GRAPH_IO.logits, { temperature, topK, seed: 'dks_seed' }, noise, 'dks_sample');
+  const chosen = g.op('GatherElements', [GRAPH_IO.logits, g.op('Unsqueeze', [token, g.constInt64('dks_axis1', [1])], { hint: 'dks_token2' })], { attrs: { axis: { i: 1 } }, hint: 'dks_chosen' });
+  const logprob = g.op('Sub', [g.op('Squeeze', [chosen, g.constInt64('dks_axis1b', [1])], { hint: 'dks_chosen1' }), GRAPH_IO.logitsLogSumExp], { hint: 'dks_logprob' });
+  g.node('Identity', [token], { outputs: [DEVICE_KV_IO.sampledTokenIds], hint: 'dks_ids_out' });
+  g.output(DEVICE_KV_IO.sampledTokenIds, 'int64', ['rows']);
+  g.node('Identity', [logprob], { outputs: [DEVICE_KV_IO.sampledLogprobs], hint: 'dks_logprobs_out' });
+  g.output(DEVICE_KV_IO.sampledLogprobs, 'float32', ['rows']);
+
+  // The random stream only when some row samples; the branches read the tail's values from the outer scope.
+  const noiseBranch = new OnnxGraph('device_kv_noise');
+  const drawn = gumbelNoise(noiseBranch, 'dks_seed', 'dks_position', 'dks_vocab_index', 'dksn');
+  noiseBranch.node('Identity', [drawn], { outputs: ['dksn_noise'], hint: 'dksn_noise_out' });
+  noiseBranch.output('dksn_noise', 'float32', ['rows', vocabSize]);
+  const zeroBranch = new OnnxGraph('device_kv_no_noise');
+  zeroBranch.node('Identity', [zeroBranch.constFloat('dksz_zero', [0], [1, 1])], { outputs: ['dksz_noise'], hint: 'dksz_noise_out' });
+  zeroBranch.output('dksz_noise', 'float32', [1, 1]);
+  const proto = toModelProto(g).graph;
+  proto.node.find((n) => n.opType === 'If')!.attribute = [
+    { name: 'then_branch', type: GRAPH_ATTRIBUTE, g: toModelProto(noiseBranch).graph },
+    { name: 'else_branch', type: GRAPH_ATTRIBUTE, g: toModelProto(zeroBranch).graph },
+  ];
+  return proto;
 }
 
 /**

@@ -26,8 +26,10 @@ const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
  * Runs engine step plans with all model state on the device: the paged KV cache (same block layout and block ids as
  * the engine hands out, kernels/paged-kv-device.ts) and the LoRA slot stacks are GPU-buffer tensors that each run
  * returns updated and the next run takes as inputs. Per step only token ids, positions, the attention bias, the
- * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back.
- * Loading an adapter uploads that adapter alone and writes its slot on the device.
+ * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back, or, for
+ * plans with `sampleInGraph`, only each row's sampled token id and logprob (the graphs carry the loop's sampler,
+ * device-kv-graph.ts; the logits are then never fetched). Loading an adapter uploads that adapter alone and writes its
+ * slot on the device.
  */
 export class DeviceKvRunner {
   readonly layout: ExecutorLayout;
@@ -43,6 +45,8 @@ export class DeviceKvRunner {
     readonly manifest: ModelManifest,
     readonly device: Device,
     private readonly sessions: { base: ort.InferenceSession; lora: ort.InferenceSession; slotWrite: ort.InferenceSession; zeros: Map<number, ort.InferenceSession> },
+    /** Outputs of the base and LoRA graphs (the same names in both). */
+    private readonly modelOutputs: string[],
     readonly blockSizeTokens: number,
     numBlocks: number,
     readonly numAdapterSlots: number,
@@ -56,6 +60,7 @@ export class DeviceKvRunner {
       numKvBlocks: numBlocks,
       blockSizeTokens,
       numAdapterSlots,
+      samplesInGraph: true,
     };
   }
 
@@ -84,8 +89,10 @@ export class DeviceKvRunner {
       openSession(bytes, `${options.modelDir}: the ${what} graph`, { ...base, ...extra });
     // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
     const weightsDir = externalWeightsIn(options.modelDir);
+    let modelOutputs: string[] = [];
     const model = (file: string, what: string) => {
-      const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens);
+      const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens, { sampling: true });
+      modelOutputs = rewritten.outputs;
       return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), ...weightsDir });
     };
     const sessions = {
@@ -98,7 +105,7 @@ export class DeviceKvRunner {
         [4, await open('zeros', zerosModel(4), { graphOptimizationLevel: 'disabled', preferredOutputLocation: stateLocation })],
       ]),
     };
-    const runner = new DeviceKvRunner(manifest, device, sessions, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
+    const runner = new DeviceKvRunner(manifest, device, sessions, modelOutputs, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
     const cacheDims = [numBlocks + 1, config.numKvHeads, blockSizeTokens, config.headDim];
     for (let layer = 0; layer < config.numLayers; layer++) {
       runner.cacheKeys.push(await runner.zeros(cacheDims));
@@ -150,31 +157,54 @@ export class DeviceKvRunner {
     await this.writeSlot(slot, staging, 1);
   }
 
-  /** Runs one step: decode rows (one token) and prefill rows as separate batches, as ModelRunner does. */
+  /**
+   * Runs one step: decode rows (one token) and prefill rows as separate batches, as ModelRunner does. With
+   * `plan.sampleInGraph` the sampleNext rows are sampled in the graph (each by its `loopSampling`) and the result
+   * carries `sampledTokens` (steps 1, row = the outcome's logitsRow) and no logits.
+   */
   async execute(plan: StepPlan): Promise<StepResult> {
     if (this.released) throw new TesseraError('INTERNAL', 'DeviceKvRunner.execute after release()');
+    if ((plan.decodeSteps ?? 1) !== 1) throw new TesseraError('INTERNAL', `DeviceKvRunner runs one decode step per plan (\`decodeSteps\` must be 1). Given: ${plan.decodeSteps}`);
     const started = performance.now();
+    const inGraph = plan.sampleInGraph === true;
     const outcomes: StepResult['outcomes'] = [];
     const runnable: SequenceWork[] = [];
     for (const seq of plan.sequences) {
-      const problem = this.checkSequence(seq);
+      const problem = this.checkSequence(seq, inGraph);
       if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
       else runnable.push(seq);
     }
     const parts: Float32Array[] = [];
     const lseParts: Float32Array[] = [];
+    const idParts: Int32Array[] = [];
     let rows = 0;
     for (const group of [runnable.filter((s) => s.tokenIds.length === 1), runnable.filter((s) => s.tokenIds.length > 1)]) {
       if (group.length === 0) continue;
-      const { logits, logSumExp } = await this.runGroup(group);
-      parts.push(logits);
-      if (logSumExp) lseParts.push(logSumExp);
+      const out = await this.runGroup(group, inGraph);
+      if (out.kind === 'logits') {
+        parts.push(out.logits);
+        if (out.logSumExp) lseParts.push(out.logSumExp);
+      } else {
+        idParts.push(out.tokenIds);
+        parts.push(out.logprobs);
+      }
       for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: seq.sampleNext ? rows++ : -1 });
     }
     const vocab = this.layout.vocabSize;
+    const base = { stepId: plan.stepId, outcomes, vocabSize: vocab };
+    if (inGraph) {
+      const tokenIds = new Int32Array(rows);
+      let at = 0;
+      for (const ids of idParts) {
+        tokenIds.set(ids, at);
+        at += ids.length;
+      }
+      const sampledTokens = { steps: 1, tokenIds, logprobs: concatFloat32(parts, rows) };
+      return { ...base, logits: new Float32Array(0), sampledTokens, runtimeMs: performance.now() - started };
+    }
     const logits = concatFloat32(parts, rows * vocab);
     const logSumExp = lseParts.length === parts.length ? concatFloat32(lseParts, rows) : undefined;
-    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: performance.now() - started };
+    return { ...base, logits, ...(logSumExp ? { logSumExp } : {}), runtimeMs: performance.now() - started };
   }
 
   async release(): Promise<void> {
@@ -184,7 +214,10 @@ export class DeviceKvRunner {
     for (const s of [this.sessions.base, this.sessions.lora, this.sessions.slotWrite, ...this.sessions.zeros.values()]) await s.release();
   }
 
-  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null }> {
+  private async runGroup(
+    group: SequenceWork[],
+    inGraph: boolean,
+  ): Promise<{ kind: 'logits'; logits: Float32Array; logSumExp: Float32Array | null } | { kind: 'sampled'; tokenIds: Int32Array; logprobs: Float32Array }> {
     const { numKvHeads, numLayers } = this.manifest.config;
     const batch = group.length;
     const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
@@ -215,6 +248,10 @@ export class DeviceKvRunner {
       }
       if (seq.sampleNext) logitsIndex.push(BigInt(b * stepLength + n - 1));
     });
+    const sampledRows = group.filter((s) => s.sampleNext);
+    const numRows = sampledRows.length;
+    // Host-sampled steps feed greedy parameters: the tail still runs (ArgMax of each row), its outputs are not fetched.
+    const sampling = sampledRows.map((s) => (inGraph ? s.loopSampling! : { temperature: 0, topK: 0, seed: 0 }));
     const feeds: Record<string, ort.Tensor> = {
       [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
       [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
@@ -222,6 +259,12 @@ export class DeviceKvRunner {
       [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', BigInt64Array.from(logitsIndex), [logitsIndex.length]),
       [DEVICE_KV_IO.blockIndex]: new ort.Tensor('int64', blockIndex, [batch, numPastBlocks]),
       [DEVICE_KV_IO.writeIndex]: new ort.Tensor('int64', writeIndex, [batch, numKvHeads, stepLength, 3]),
+      [DEVICE_KV_IO.sampleTemperature]: new ort.Tensor('float32', Float32Array.from(sampling, (p) => p.temperature), [numRows]),
+      [DEVICE_KV_IO.sampleTopK]: new ort.Tensor('int64', BigInt64Array.from(sampling, (p) => BigInt(p.topK)), [numRows]),
+      [DEVICE_KV_IO.sampleSeed]: new ort.Tensor('int64', BigInt64Array.from(sampling, (p) => BigInt(p.seed)), [numRows]),
+      // The sampled token's own position: the stream the k-step loop uses for the same token (decode-loop-graph.ts).
+      [DEVICE_KV_IO.samplePosition]: new ort.Tensor('int64', BigInt64Array.from(sampledRows, (s) => BigInt(s.startPosition + s.tokenIds.length)), [numRows]),
+      [DEVICE_KV_IO.sampleAny]: new ort.Tensor('bool', Uint8Array.of(sampling.some((p) => p.temperature > 0) ? 1 : 0), []),
     };
     for (let layer = 0; layer < numLayers; layer++) {
       feeds[DEVICE_KV_IO.cacheKey(layer)] = this.cacheKeys[layer];
@@ -233,7 +276,10 @@ export class DeviceKvRunner {
       feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
       for (const [name, tensor] of this.stacks) feeds[name] = tensor;
     }
-    const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);
+    // Only the outputs this step needs are fetched: the state, and the logits or the sampled ids (never both).
+    const wanted = new Set<string>(inGraph ? [DEVICE_KV_IO.sampledTokenIds, DEVICE_KV_IO.sampledLogprobs] : [GRAPH_IO.logits, GRAPH_IO.logitsLogSumExp]);
+    const fetches = this.modelOutputs.filter((name) => name.startsWith('present_') || wanted.has(name));
+    const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds, fetches);
     // Double buffering: the run returned new cache buffers; the ones it read are released now.
     for (let layer = 0; layer < numLayers; layer++) {
       this.cacheKeys[layer].dispose();
@@ -241,8 +287,12 @@ export class DeviceKvRunner {
       this.cacheKeys[layer] = out[DEVICE_KV_IO.presentKey(layer)];
       this.cacheValues[layer] = out[DEVICE_KV_IO.presentValue(layer)];
     }
+    if (inGraph) {
+      const ids = out[DEVICE_KV_IO.sampledTokenIds].data as BigInt64Array;
+      return { kind: 'sampled', tokenIds: Int32Array.from(ids, (id) => Number(id)), logprobs: out[DEVICE_KV_IO.sampledLogprobs].data as Float32Array };
+    }
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null };
+    return { kind: 'logits', logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null };
   }
 
   private async zeros(dims: number[]): Promise<ort.Tensor> {
@@ -286,7 +336,7 @@ export class DeviceKvRunner {
   }
 
   /** Why this sequence cannot run (it then fails alone), or null. */
-  private checkSequence(seq: SequenceWork): string | null {
+  private checkSequence(seq: SequenceWork, inGraph: boolean): string | null {
     const { vocabSize, maxPositionEmbeddings } = this.manifest.config;
     const end = seq.startPosition + seq.tokenIds.length;
     if (seq.tokenIds.length === 0) return 'no tokens in step';
@@ -297,6 +347,7 @@ export class DeviceKvRunner {
     const needed = Math.ceil(end / this.blockSizeTokens);
     if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
     for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= this.numBlocks) return `KV block ${block} outside [0, ${this.numBlocks})`;
+    if (inGraph && seq.sampleNext) return loopSamplingProblem(seq.loopSampling, vocabSize);
     return null;
   }
 }
@@ -313,4 +364,13 @@ function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number)
     }
   }
   return out;
+}
+
+/** Why a row's in-graph sampling parameters cannot run, or null. */
+function loopSamplingProblem(p: SequenceWork['loopSampling'], vocabSize: number): string | null {
+  if (p === undefined) return 'no `loopSampling` on a row of a plan sampled in the graph';
+  if (!Number.isFinite(p.temperature) || p.temperature < 0) return `\`temperature\` must be a finite number >= 0. Given: ${p.temperature}`;
+  if (!Number.isInteger(p.topK) || p.topK < 0 || p.topK > vocabSize) return `\`topK\` must be an integer in [0, ${vocabSize}]. Given: ${p.topK}`;
+  if (!Number.isSafeInteger(p.seed) || p.seed < 0) return `\`seed\` must be a safe integer >= 0. Given: ${p.seed}`;
+  return null;
 }
