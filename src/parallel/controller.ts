@@ -121,6 +121,7 @@ export class ShardController implements Executor {
       throw new TesseraError('CONFIG_INVALID', `k decode steps per run need the whole model in one worker thread: \`tp\` x \`pp\` must be 1 and no remote workers. Given: ${tp} x ${pp}${options.openLink ? ', remote workers' : ''}`);
     }
     const maxDecodeStepsPerRun = options.maxDecodeStepsPerRun ?? 64;
+    const deviceResidentKv = !loopDecode && positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu');
     const shards: Shard[] = positions.map((position, index) => ({
       index,
       position,
@@ -135,7 +136,7 @@ export class ShardController implements Executor {
         maxAdapterRank: options.maxAdapterRank ?? 16,
         device: options.device,
         intraOpThreads: options.intraOpThreads,
-        deviceResidentKv: !loopDecode && positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu'),
+        deviceResidentKv,
         ...(loopDecode ? { loopDecode, maxDecodeStepsPerRun } : {}),
       },
     }));
@@ -146,6 +147,8 @@ export class ShardController implements Executor {
       blockSizeTokens,
       numAdapterSlots: options.numAdapterSlots ?? 8,
       ...(loopDecode ? { maxDecodeStepsPerRun } : {}),
+      // The device-KV runner samples in its graph (a worker thread; remote workers run the shard graphs, see wire.ts).
+      ...(deviceResidentKv && !options.openLink ? { samplesInGraph: true } : {}),
     };
     const controller = new ShardController(config, shards, options, layout, manifest.modelId);
     try {
@@ -184,7 +187,7 @@ export class ShardController implements Executor {
 
   async execute(plan: StepPlan): Promise<StepResult> {
     this.checkServing();
-    if ((plan.decodeSteps ?? 1) > 1) return this.executeMultiStep(plan);
+    if ((plan.decodeSteps ?? 1) > 1 || plan.sampleInGraph === true) return this.executeSampled(plan);
     const started = performance.now();
     const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
     const outcomes: SequenceOutcome[] = [];
@@ -236,26 +239,29 @@ export class ShardController implements Executor {
     return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: timing.totalMs };
   }
 
-  /** k decode steps in one worker run (loopDecode shard): the result carries each row's sampled tokens. */
-  private async executeMultiStep(plan: StepPlan): Promise<StepResult> {
+  /**
+   * One worker run whose result carries each sampling row's tokens: k decode steps (loopDecode shard) or one step
+   * sampled in the graph (device-KV shard, `sampleInGraph`). Rows without sampleNext get logitsRow -1.
+   */
+  private async executeSampled(plan: StepPlan): Promise<StepResult> {
     const started = performance.now();
     const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
     const outcomes: SequenceOutcome[] = [];
     const rows: SequenceWork[] = [];
+    let numSampling = 0;
     for (const seq of plan.sequences) {
       const problem = checkSequence(seq, { ...this.layout });
       if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
       else {
-        outcomes.push({ seqId: seq.seqId, logitsRow: rows.length });
+        outcomes.push({ seqId: seq.seqId, logitsRow: seq.sampleNext ? numSampling++ : -1 });
         rows.push(seq);
       }
     }
-    const k = plan.decodeSteps!;
+    const k = plan.decodeSteps ?? 1;
+    const request = { stepId: plan.stepId, segment: { kind: 'stage', layer: 0 } as const, rows, hidden: null, decodeSteps: k, ...(plan.sampleInGraph ? { sampleInGraph: true } : {}) };
     const sampledTokens =
-      rows.length === 0
-        ? { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) }
-        : (await this.run(this.shards[0], { stepId: plan.stepId, segment: { kind: 'stage', layer: 0 }, rows, hidden: null, decodeSteps: k }, 0, { started, timing })).sampledTokens;
-    if (!sampledTokens) throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan without returning sampled tokens (not a loop-decode shard)`);
+      rows.length === 0 ? { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) } : (await this.run(this.shards[0], request, 0, { started, timing })).sampledTokens;
+    if (!sampledTokens) throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan${plan.sampleInGraph ? ' sampled in the graph' : ''} without returning sampled tokens (not a loop-decode or device-KV shard)`);
     timing.totalMs = performance.now() - started;
     this.lastTiming = timing;
     return { stepId: plan.stepId, outcomes, logits: new Float32Array(0), sampledTokens, vocabSize: this.config.vocabSize, runtimeMs: timing.totalMs };
@@ -358,7 +364,7 @@ export class ShardController implements Executor {
     return { logits, sampled };
   }
 
-  private async run(shard: Shard, request: { stepId: number; segment: SegmentRef; rows: SequenceWork[]; hidden: Float32Array | null; decodeSteps?: number }, microBatch: number, ctx: { started: number; timing: StepTiming }): Promise<RunReply> {
+  private async run(shard: Shard, request: { stepId: number; segment: SegmentRef; rows: SequenceWork[]; hidden: Float32Array | null; decodeSteps?: number; sampleInGraph?: boolean }, microBatch: number, ctx: { started: number; timing: StepTiming }): Promise<RunReply> {
     const link = shard.link;
     if (!link) throw new TesseraError('WORKER_UNAVAILABLE', `shard worker ${shard.index} is restarting`);
     const sent = performance.now();

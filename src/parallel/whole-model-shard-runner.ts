@@ -24,6 +24,7 @@ export type WholeModelRunnerKind = 'device-kv' | 'loop-decode';
 /**
  * A whole-model shard behind the same shard protocol as ShardRunner, so the controller, engine and server are unchanged:
  * - 'device-kv': DeviceKvRunner, KV cache and adapter stacks kept on the device between steps (`--device webgpu`);
+ *   a run with `sampleInGraph` answers with each sampling row's token (request order) instead of logits;
  * - 'loop-decode': LoopDecodeRunner, k decode steps per session.run (`--device cuda`, or `--decode-steps-per-run` > 1);
  *   a run with `decodeSteps` > 1 answers with each row's sampled tokens (request order) instead of logits.
  */
@@ -66,16 +67,22 @@ export class WholeModelShardRunner {
   /** Runs the rows; returns the sampled rows' logits (or k-step tokens) in request order, as the controller expects. */
   async run(req: RunRequest): Promise<RunReply> {
     if (req.segment.kind !== 'stage') throw new TesseraError('INTERNAL', `a ${this.kind} shard runs whole steps, not ${req.segment.kind} segments`);
-    const result = await this.runner.execute({ stepId: req.stepId, sequences: req.rows, ...(req.decodeSteps !== undefined ? { decodeSteps: req.decodeSteps } : {}) });
+    const result = await this.runner.execute({
+      stepId: req.stepId,
+      sequences: req.rows,
+      ...(req.decodeSteps !== undefined ? { decodeSteps: req.decodeSteps } : {}),
+      ...(req.sampleInGraph ? { sampleInGraph: true } : {}),
+    });
     const failed = result.outcomes.find((o) => o.error !== undefined);
     if (failed) throw new TesseraError('INTERNAL', `sequence ${failed.seqId}: ${failed.error}`);
     const rowOf = new Map(result.outcomes.map((o) => [o.seqId, o.logitsRow]));
     const sampled = result.sampledTokens;
     if (sampled) {
       const k = sampled.steps;
-      const tokenIds = new Int32Array(req.rows.length * k);
-      const logprobs = new Float32Array(req.rows.length * k);
-      req.rows.forEach((r, i) => {
+      const rows = req.rows.filter((r) => r.sampleNext);
+      const tokenIds = new Int32Array(rows.length * k);
+      const logprobs = new Float32Array(rows.length * k);
+      rows.forEach((r, i) => {
         const row = rowOf.get(r.seqId)!;
         tokenIds.set(sampled.tokenIds.subarray(row * k, (row + 1) * k), i * k);
         logprobs.set(sampled.logprobs.subarray(row * k, (row + 1) * k), i * k);

@@ -19,7 +19,10 @@ export interface ShardSpec {
   maxAdapterRank: number;
   device?: Device;
   intraOpThreads?: number;
-  /** Whole-model shard whose KV cache and adapter stacks stay on the device between steps (DeviceKvRunner). */
+  /**
+   * Whole-model shard whose KV cache and adapter stacks stay on the device between steps (DeviceKvRunner); it runs
+   * `sampleInGraph` requests (thread workers only: the remote frames carry neither field).
+   */
   deviceResidentKv?: boolean;
   /** Whole-model shard that runs k decode steps per session.run (LoopDecodeRunner; `--device cuda`). */
   loopDecode?: boolean;
@@ -48,6 +51,8 @@ export interface RunRequest {
   hidden: Float32Array | null;
   /** Decode steps in this run (loopDecode shards only; default 1). */
   decodeSteps?: number;
+  /** Sample the sampleNext rows in the graph (deviceResidentKv shards only; each row carries loopSampling). */
+  sampleInGraph?: boolean;
 }
 
 export interface RunReply {
@@ -55,7 +60,10 @@ export interface RunReply {
   output: Float32Array;
   /** [rows] log-sum-exp of each logits row, when the last piece computes it in its graph (world and stage graphs). */
   logSumExp?: Float32Array;
-  /** decodeSteps > 1: each row's sampled tokens [rows, steps] in request row order (output is then empty). */
+  /**
+   * decodeSteps > 1 or sampleInGraph: each sampleNext row's sampled tokens [rows, steps] in request row order (output is
+   * then empty).
+   */
   sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
   runtimeMs: number;
 }

@@ -17,6 +17,21 @@ export function loopSamplingOf(seq: Sequence): LoopSampling | null {
   return { temperature: p.temperature, topK: p.topK, seed: seq.seed };
 }
 
+/**
+ * In-graph sampling for one step (executors with samplesInGraph): each sampling row's parameters by seqId, or null when
+ * there is no sampling row or some row is not loop-eligible (the step then returns logits and the host samples).
+ */
+export function inGraphSamplingFor(samplingRows: readonly Sequence[]): Map<number, LoopSampling> | null {
+  if (samplingRows.length === 0) return null;
+  const out = new Map<number, LoopSampling>();
+  for (const seq of samplingRows) {
+    const p = loopSamplingOf(seq);
+    if (p === null) return null;
+    out.set(seq.seqId, p);
+  }
+  return out;
+}
+
 /** Tokens a running sequence may still generate (its pending token already counts as generated). */
 export function remainingTokens(seq: Sequence): number {
   const generated = seq.tokenIds.length - seq.request.promptTokenIds.length;

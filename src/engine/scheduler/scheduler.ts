@@ -20,6 +20,12 @@
  * without preempting anyone (else one step). `update` then applies each row's k tokens one by one (EOS, stop ids,
  * stop sequences, max tokens, streaming) and drops a row's tokens after its stop. Sequences join and leave, and
  * cancellation and deadlines take effect, at those k-step boundaries.
+ *
+ * In-graph sampling (executors with `layout.samplesInGraph`, e.g. the device-KV runner on WebGPU): a one-step plan whose
+ * sampling rows (decodes and prompt-ending prefill chunks) are all loop-eligible gets `sampleInGraph` and each such row
+ * its `loopSampling`; the executor returns one sampled token per row instead of logits, applied by the same path as
+ * k-step results. Mixed prefill + decode steps qualify too: under continuous batching most steps while requests arrive
+ * are mixed, and excluding them would fetch every decode row's logits whenever a prompt is being prefilled.
  */
 import { TesseraError, isTesseraError } from '../../errors.ts';
 import type { AdapterSlots } from '../adapter-slots.ts';
@@ -31,7 +37,7 @@ import { recordGenerated } from '../sampler/penalties.ts';
 import { createSampler, type Sampler } from '../sampler/sampler.ts';
 import { numPendingTokens, type Sequence } from '../sequence.ts';
 import type { AdmissionPolicy } from './admission-policy.ts';
-import { decodeStepsFor, loopSamplingOf } from './decode-loop-policy.ts';
+import { decodeStepsFor, inGraphSamplingFor, loopSamplingOf } from './decode-loop-policy.ts';
 import { fcfsPolicy } from './scheduler-policy-fcfs.ts';
 
 export interface SchedulerOptions {
@@ -338,6 +344,13 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     lastStepTokens = sequences.reduce((n, w) => n + w.tokenIds.length, 0);
     const plan: StepPlan = { stepId: stepCount, sequences };
     if (decodeSteps > 1) plan.decodeSteps = decodeSteps;
+    else if (layout.samplesInGraph === true) {
+      const sampling = inGraphSamplingFor([...planned].filter(([, w]) => w.sampleNext).map(([seq]) => seq));
+      if (sampling !== null) {
+        plan.sampleInGraph = true;
+        for (const work of sequences) if (work.sampleNext) work.loopSampling = sampling.get(work.seqId)!;
+      }
+    }
     if (released.length > 0) {
       plan.releasedSeqIds = released;
       released = [];
@@ -346,8 +359,8 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   function update(plan: StepPlan, result: StepResult): void {
-    if ((plan.decodeSteps ?? 1) > 1) {
-      updateMultiStep(plan, result);
+    if ((plan.decodeSteps ?? 1) > 1 || plan.sampleInGraph === true) {
+      updateSampled(plan, result);
       return;
     }
     const vocabSize = layout.vocabSize;
@@ -381,9 +394,12 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     }
   }
 
-  /** Applies each row's k sampled tokens one by one through the normal output logic; tokens after a stop are dropped. */
-  function updateMultiStep(plan: StepPlan, result: StepResult): void {
-    const steps = plan.decodeSteps!;
+  /**
+   * Executor-sampled plans (k steps, or one step sampled in the graph): applies each sampling row's tokens one by one
+   * through the normal output logic; tokens after a stop are dropped. Rows without sampleNext only advance.
+   */
+  function updateSampled(plan: StepPlan, result: StepResult): void {
+    const steps = plan.decodeSteps ?? 1;
     const sampled = result.sampledTokens;
     if (sampled === undefined || sampled.steps !== steps) {
       failStep(plan, new TesseraError('INTERNAL', `executor returned ${sampled ? sampled.steps : 'no'} sampled steps for a plan of ${steps} decode steps`));
@@ -395,14 +411,20 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       const seq = bySeqId.get(work.seqId);
       if (seq === undefined || seq.phase !== 'running') continue; // cancelled while the step ran
       const outcome = outcomes.get(work.seqId);
-      if (outcome === undefined || outcome.error !== undefined || !(outcome.logitsRow >= 0 && outcome.logitsRow < numRows)) {
+      const rowMissing = work.sampleNext && outcome !== undefined && !(outcome.logitsRow >= 0 && outcome.logitsRow < numRows);
+      if (outcome === undefined || outcome.error !== undefined || rowMissing) {
         const why = outcome === undefined ? 'no outcome returned' : (outcome.error ?? `row ${outcome.logitsRow} of ${numRows}`);
         abort(seq, 'error', new TesseraError('INTERNAL', `executor failed sequence ${work.seqId} of request ${seq.request.requestId} in step ${plan.stepId}: ${why}`));
         continue;
       }
+      if (!work.sampleNext) {
+        seq.numComputed += work.tokenIds.length;
+        continue;
+      }
       for (let i = 0; i < steps; i++) {
         const at = outcome.logitsRow * steps + i;
-        seq.numComputed = work.startPosition + i + 1;
+        // The fed tokens are in the cache, and each earlier sampled token of this plan after them.
+        seq.numComputed = work.startPosition + work.tokenIds.length + i;
         const tokenId = sampled.tokenIds[at];
         seq.tokenIds.push(tokenId);
         recordGenerated(seq.sampling.penalties, tokenId);
