@@ -36,6 +36,11 @@ export const DEVICE_KV_IO = {
   samplePosition: 'sample_position',
   /** [] bool: some row has temperature > 0; false skips the random stream. */
   sampleAny: 'sample_any',
+  /**
+   * [1] int64: how many logits rows (and their log-sum-exp) the `logits` / `logits_lse` outputs carry: R on steps
+   * sampled on the host, 0 on steps sampled in the graph (the outputs are then empty and nothing is copied back).
+   */
+  logitsRows: 'logits_rows',
   /** [R] int64: the token sampled from each logits row. */
   sampledTokenIds: 'sampled_token_ids',
   /** [R] float32: its log-probability under the raw logits (logit - logsumexp). */
@@ -43,6 +48,8 @@ export const DEVICE_KV_IO = {
 } as const;
 
 const GRAPH_ATTRIBUTE = 5;
+const ALL_LOGITS = 'dks_logits_all';
+const ALL_LSE = 'dks_logits_lse_all';
 
 /**
  * Rewrites a converted decoder graph (base or LoRA; see llama-graph.ts) so its KV cache stays on the device: the
@@ -99,6 +106,12 @@ export function deviceKvModel(
   g.initializer = [...g.initializer, ...preModel.graph.initializer, ...postModel.graph.initializer];
   if (options.sampling) {
     if (!g.output.some((v) => v.name === GRAPH_IO.logitsLogSumExp)) throw new TesseraError('CHECKPOINT_INVALID', `${path}: in-graph sampling needs the ${GRAPH_IO.logitsLogSumExp} output (reconvert the model)`);
+    // The decoder's logits become internal values; the outputs of the same names are their first `logits_rows` rows.
+    const internal = new Map<string, string>([[GRAPH_IO.logits, ALL_LOGITS], [GRAPH_IO.logitsLogSumExp, ALL_LSE]]);
+    for (const node of g.node) {
+      node.input = node.input.map((name) => internal.get(name) ?? name);
+      node.output = node.output.map((name) => internal.get(name) ?? name);
+    }
     const tail = samplingTail(config.vocabSize);
     g.input = [...g.input, ...tail.input];
     g.output = [...g.output, ...tail.output];
@@ -114,8 +127,10 @@ export function deviceKvModel(
  *   noise  = If sample_any: gumbelNoise(seed, sample_position, 0..V-1) [R, V]  else [1, 1] zero
  *   token  = sampleTokens(logits, temperature, top-k, noise)                    [R] int64
  *   logprob = logits[token] - logits_lse                                        [R]
- * The logits stay graph outputs: a run fetches them (host sampling) or the sampled ids and logprobs (in-graph), so one
- * session, and one copy of the weights on the device, serves both kinds of step.
+ *   logits = logits_all[0 : logits_rows], logits_lse likewise
+ * One session, and one copy of the weights on the device, serves both kinds of step: every run returns all outputs (the
+ * Node binding cannot fetch a subset of them when some stay on the device), and `logits_rows` = 0 makes the logits
+ * outputs empty on steps sampled in the graph.
  */
 function samplingTail(vocabSize: number): ProtoGraph {
   const g = new OnnxGraph('device_kv_sampling');
@@ -129,12 +144,16 @@ function samplingTail(vocabSize: number): ProtoGraph {
   column(DEVICE_KV_IO.sampleSeed, 'int64', 'dks_seed');
   column(DEVICE_KV_IO.samplePosition, 'int64', 'dks_position');
   const any = g.input(DEVICE_KV_IO.sampleAny, 'bool', []);
+  const logitsRows = g.input(DEVICE_KV_IO.logitsRows, 'int64', [1]);
+  const zero1 = g.constInt64('dks_zero1', [0]);
+  g.node('Slice', [ALL_LOGITS, zero1, logitsRows, zero1], { outputs: [GRAPH_IO.logits], hint: 'dks_logits_rows' });
+  g.node('Slice', [ALL_LSE, zero1, logitsRows, zero1], { outputs: [GRAPH_IO.logitsLogSumExp], hint: 'dks_lse_rows' });
   const vocab1d = g.op('Range', [g.constInt64('dks_v0', [0], []), g.constInt64('dks_vn', [vocabSize], []), g.constInt64('dks_v1', [1], [])], { hint: 'dks_vocab_1d' });
   g.node('Unsqueeze', [vocab1d, g.constInt64('dks_axis0', [0])], { outputs: ['dks_vocab_index'], hint: 'dks_vocab_index_u' });
   const [noise] = g.node('If', [any], { outputs: ['dks_noise'], hint: 'dks_noise_if' });
-  const token = sampleTokens(g, GRAPH_IO.logits, { temperature, topK, seed: 'dks_seed' }, noise, 'dks_sample');
-  const chosen = g.op('GatherElements', [GRAPH_IO.logits, g.op('Unsqueeze', [token, g.constInt64('dks_axis1', [1])], { hint: 'dks_token2' })], { attrs: { axis: { i: 1 } }, hint: 'dks_chosen' });
-  const logprob = g.op('Sub', [g.op('Squeeze', [chosen, g.constInt64('dks_axis1b', [1])], { hint: 'dks_chosen1' }), GRAPH_IO.logitsLogSumExp], { hint: 'dks_logprob' });
+  const token = sampleTokens(g, ALL_LOGITS, { temperature, topK, seed: 'dks_seed' }, noise, 'dks_sample');
+  const chosen = g.op('GatherElements', [ALL_LOGITS, g.op('Unsqueeze', [token, g.constInt64('dks_axis1', [1])], { hint: 'dks_token2' })], { attrs: { axis: { i: 1 } }, hint: 'dks_chosen' });
+  const logprob = g.op('Sub', [g.op('Squeeze', [chosen, g.constInt64('dks_axis1b', [1])], { hint: 'dks_chosen1' }), ALL_LSE], { hint: 'dks_logprob' });
   g.node('Identity', [token], { outputs: [DEVICE_KV_IO.sampledTokenIds], hint: 'dks_ids_out' });
   g.output(DEVICE_KV_IO.sampledTokenIds, 'int64', ['rows']);
   g.node('Identity', [logprob], { outputs: [DEVICE_KV_IO.sampledLogprobs], hint: 'dks_logprobs_out' });

@@ -28,7 +28,7 @@ const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
  * returns updated and the next run takes as inputs. Per step only token ids, positions, the attention bias, the
  * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back, or, for
  * plans with `sampleInGraph`, only each row's sampled token id and logprob (the graphs carry the loop's sampler,
- * device-kv-graph.ts; the logits are then never fetched). Loading an adapter uploads that adapter alone and writes its
+ * device-kv-graph.ts; the logits outputs are then empty). Loading an adapter uploads that adapter alone and writes its
  * slot on the device.
  */
 export class DeviceKvRunner {
@@ -45,8 +45,6 @@ export class DeviceKvRunner {
     readonly manifest: ModelManifest,
     readonly device: Device,
     private readonly sessions: { base: ort.InferenceSession; lora: ort.InferenceSession; slotWrite: ort.InferenceSession; zeros: Map<number, ort.InferenceSession> },
-    /** Outputs of the base and LoRA graphs (the same names in both). */
-    private readonly modelOutputs: string[],
     readonly blockSizeTokens: number,
     numBlocks: number,
     readonly numAdapterSlots: number,
@@ -89,10 +87,8 @@ export class DeviceKvRunner {
       openSession(bytes, `${options.modelDir}: the ${what} graph`, { ...base, ...extra });
     // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
     const weightsDir = externalWeightsIn(options.modelDir);
-    let modelOutputs: string[] = [];
     const model = (file: string, what: string) => {
       const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens, { sampling: true });
-      modelOutputs = rewritten.outputs;
       return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), ...weightsDir });
     };
     const sessions = {
@@ -105,7 +101,7 @@ export class DeviceKvRunner {
         [4, await open('zeros', zerosModel(4), { graphOptimizationLevel: 'disabled', preferredOutputLocation: stateLocation })],
       ]),
     };
-    const runner = new DeviceKvRunner(manifest, device, sessions, modelOutputs, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
+    const runner = new DeviceKvRunner(manifest, device, sessions, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
     const cacheDims = [numBlocks + 1, config.numKvHeads, blockSizeTokens, config.headDim];
     for (let layer = 0; layer < config.numLayers; layer++) {
       runner.cacheKeys.push(await runner.zeros(cacheDims));
@@ -265,6 +261,8 @@ export class DeviceKvRunner {
       // The sampled token's own position: the stream the k-step loop uses for the same token (decode-loop-graph.ts).
       [DEVICE_KV_IO.samplePosition]: new ort.Tensor('int64', BigInt64Array.from(sampledRows, (s) => BigInt(s.startPosition + s.tokenIds.length)), [numRows]),
       [DEVICE_KV_IO.sampleAny]: new ort.Tensor('bool', Uint8Array.of(sampling.some((p) => p.temperature > 0) ? 1 : 0), []),
+      // Steps sampled in the graph return empty logits outputs: nothing of the [R, V] logits crosses back.
+      [DEVICE_KV_IO.logitsRows]: new ort.Tensor('int64', BigInt64Array.of(BigInt(inGraph ? 0 : numRows)), [1]),
     };
     for (let layer = 0; layer < numLayers; layer++) {
       feeds[DEVICE_KV_IO.cacheKey(layer)] = this.cacheKeys[layer];
@@ -276,10 +274,7 @@ export class DeviceKvRunner {
       feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
       for (const [name, tensor] of this.stacks) feeds[name] = tensor;
     }
-    // Only the outputs this step needs are fetched: the state, and the logits or the sampled ids (never both).
-    const wanted = new Set<string>(inGraph ? [DEVICE_KV_IO.sampledTokenIds, DEVICE_KV_IO.sampledLogprobs] : [GRAPH_IO.logits, GRAPH_IO.logitsLogSumExp]);
-    const fetches = this.modelOutputs.filter((name) => name.startsWith('present_') || wanted.has(name));
-    const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds, fetches);
+    const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);
     // Double buffering: the run returned new cache buffers; the ones it read are released now.
     for (let layer = 0; layer < numLayers; layer++) {
       this.cacheKeys[layer].dispose();

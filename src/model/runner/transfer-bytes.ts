@@ -12,9 +12,12 @@
  *       per row and run: id 8 + start position 8 + temperature 4 + top-k 8 + seed 8 (+ slot 8 + scale 4 with adapters)
  *       up   = streams * (36 + KVrow(C)) + loraStacks                      down = streams * k * (KVrow(1) + 8 id + 4 logprob)
  *       per token: divide by streams * k.  (C here is the gathered past: the runner rounds it up to 32 positions.)
- *   (c) device-resident cache and stacks (DeviceKvRunner on WebGPU; kernels/paged-kv-device.ts):
- *       up   = streams * (small + ceil(C / block) * 8 + kvHeads * 3 * 8)   down = streams * (vocab * 4 + 4) (logits rows)
- *       with in-graph sampling the logits stay too:                      down = streams * (8 id + 4 logprob)
+ *   (c) device-resident cache and stacks (DeviceKvRunner on WebGPU; kernels/paged-kv-device.ts), one step per run:
+ *       up   = streams * (small + ceil(C / block) * 8 + kvHeads * 3 * 8 + sampling 28) + 1
+ *              (sampling: temperature 4 + top-k 8 + seed 8 + position 8 per row, fed on every step; 1: the any-sampled flag)
+ *       logits back (steps with a host-only row: penalties, top-p, min-p, top-n logprobs):
+ *                                                                          down = streams * (vocab * 4 + 4) (logits rows)
+ *       sampled in the graph (every other step, what `--device webgpu` does): down = streams * (8 id + 4 logprob)
  * loraStacks = every A/B stack of every layer and target: slots * (in + out) * maxRank * 4 (only when a row has an adapter).
  */
 export interface TransferShape {
@@ -78,7 +81,7 @@ export function transferBytesPerToken(shape: TransferShape, c: TransferCase, des
     }
     case 'device-kv':
     case 'device-kv-sampled': {
-      const up = small + Math.ceil(ctx / block) * 8 + shape.numKvHeads * 3 * 8;
+      const up = small + Math.ceil(ctx / block) * 8 + shape.numKvHeads * 3 * 8 + 28 + 1 / n;
       return { upBytes: up, downBytes: design === 'device-kv' ? shape.vocabSize * 4 + 4 : 12 };
     }
   }
