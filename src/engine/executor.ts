@@ -17,8 +17,8 @@ export interface SequenceWork {
   /** True when the logits after the last token of tokenIds are needed (decode, or the final prefill chunk). */
   sampleNext: boolean;
   /**
-   * Set on every row of a multi-step plan (StepPlan.decodeSteps) and on every sampleNext row of a plan with
-   * `sampleInGraph`: how the executor samples this row in its graph.
+   * Set on every row of a multi-step plan (StepPlan.decodeSteps), and on the sampleNext rows of a plan with
+   * `sampleInGraph` that the executor samples in its graph: how it samples this row there.
    */
   loopSampling?: LoopSampling;
 }
@@ -52,17 +52,21 @@ export interface StepPlan {
    */
   decodeSteps?: number;
   /**
-   * One step whose sampleNext rows are all sampled by the executor in its graph (only for executors whose layout has
-   * `samplesInGraph`; every such row carries `loopSampling`). The result carries `sampledTokens` with steps = 1 (row =
-   * the outcome's logitsRow) instead of logits, so no logits row crosses back to the host. Rows without sampleNext
-   * (prefill chunks before a prompt's end) only fill the KV cache, as in any step.
+   * One step in which the executor samples every sampleNext row that carries `loopSampling` in its graph (only for
+   * executors whose layout has `samplesInGraph`; see `sampledInGraph`). The result carries `sampledTokens` with steps = 1
+   * for those rows, and logits (with their log-sum-exp when computed) for the other sampleNext rows, which the host
+   * samples; each outcome's logitsRow indexes the array of its row's kind. Rows without sampleNext (prefill chunks
+   * before a prompt's end) only fill the KV cache, as in any step.
    */
   sampleInGraph?: boolean;
 }
 
 export interface SequenceOutcome {
   seqId: number;
-  /** Row of StepResult.logits for this sequence, or -1 when sampleNext was false or the sequence failed. */
+  /**
+   * Row of StepResult.logits for this sequence, or of StepResult.sampledTokens when the executor sampled it (multi-step
+   * plans; `sampledInGraph` rows); -1 when sampleNext was false or the sequence failed.
+   */
   logitsRow: number;
   /** Set when this sequence alone failed (the rest of the step is valid). */
   error?: string;
@@ -71,7 +75,7 @@ export interface SequenceOutcome {
 export interface StepResult {
   stepId: number;
   outcomes: SequenceOutcome[];
-  /** [numRows, vocabSize] float32, raw logits (no softmax). */
+  /** [numRows, vocabSize] float32, raw logits (no softmax) of the rows the host samples. */
   logits: Float32Array;
   /**
    * [numRows] log(sum(exp(row))) of each logits row, when the executor computes it (in the graph, where it is much cheaper
@@ -80,7 +84,8 @@ export interface StepResult {
   logSumExp?: Float32Array;
   vocabSize: number;
   /**
-   * Multi-step plans and plans with sampleInGraph: the tokens the executor sampled, [rows, steps] row-major (row = the outcome's logitsRow), with
+   * Multi-step plans and plans with sampleInGraph: the tokens the executor sampled, [rows, steps] row-major (row = the
+   * outcome's logitsRow; with sampleInGraph, steps = 1 and only the `sampledInGraph` rows), with
    * their log-probabilities under the raw logits. A row's tokens after its stop (EOS, stop id, max tokens) are discarded
    * by the engine.
    */
@@ -102,6 +107,11 @@ export interface ExecutorLayout {
   maxDecodeStepsPerRun?: number;
   /** The executor runs plans with `sampleInGraph` (default false: the engine samples every row from logits). */
   samplesInGraph?: boolean;
+}
+
+/** Whether the executor samples this row of a one-step plan in its graph (its token comes back in sampledTokens). */
+export function sampledInGraph(plan: Pick<StepPlan, 'sampleInGraph'>, work: SequenceWork): boolean {
+  return plan.sampleInGraph === true && work.sampleNext && work.loopSampling !== undefined;
 }
 
 export interface Executor {

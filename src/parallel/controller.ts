@@ -1,5 +1,5 @@
 import { TesseraError } from '../errors.ts';
-import type { Executor, ExecutorLayout, SequenceOutcome, SequenceWork, StepPlan, StepResult } from '../engine/executor.ts';
+import { sampledInGraph, type Executor, type ExecutorLayout, type SequenceOutcome, type SequenceWork, type StepPlan, type StepResult } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
 import type { ModelConfig } from '../model/model-config.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
@@ -240,31 +240,45 @@ export class ShardController implements Executor {
   }
 
   /**
-   * One worker run whose result carries each sampling row's tokens: k decode steps (loopDecode shard) or one step
-   * sampled in the graph (device-KV shard, `sampleInGraph`). Rows without sampleNext get logitsRow -1.
+   * One worker run whose result carries the tokens the worker sampled: every sampling row's k tokens (loopDecode shard),
+   * or one step whose `sampledInGraph` rows are sampled in the graph and whose other sampling rows come back as logits
+   * (device-KV shard, `sampleInGraph`). Each outcome's logitsRow indexes the array of its row's kind; rows without
+   * sampleNext get -1.
    */
   private async executeSampled(plan: StepPlan): Promise<StepResult> {
     const started = performance.now();
     const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
+    const k = plan.decodeSteps ?? 1;
+    const byWorker = (seq: SequenceWork) => k > 1 || sampledInGraph(plan, seq);
     const outcomes: SequenceOutcome[] = [];
     const rows: SequenceWork[] = [];
-    let numSampling = 0;
+    let numSampled = 0;
+    let numLogits = 0;
     for (const seq of plan.sequences) {
       const problem = checkSequence(seq, { ...this.layout });
       if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
       else {
-        outcomes.push({ seqId: seq.seqId, logitsRow: seq.sampleNext ? numSampling++ : -1 });
+        outcomes.push({ seqId: seq.seqId, logitsRow: !seq.sampleNext ? -1 : byWorker(seq) ? numSampled++ : numLogits++ });
         rows.push(seq);
       }
     }
-    const k = plan.decodeSteps ?? 1;
+    const vocab = this.config.vocabSize;
     const request = { stepId: plan.stepId, segment: { kind: 'stage', layer: 0 } as const, rows, hidden: null, decodeSteps: k, ...(plan.sampleInGraph ? { sampleInGraph: true } : {}) };
-    const sampledTokens =
-      rows.length === 0 ? { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) } : (await this.run(this.shards[0], request, 0, { started, timing })).sampledTokens;
-    if (!sampledTokens) throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan${plan.sampleInGraph ? ' sampled in the graph' : ''} without returning sampled tokens (not a loop-decode or device-KV shard)`);
+    const reply: RunReply =
+      rows.length === 0
+        ? { output: new Float32Array(0), sampledTokens: { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) }, runtimeMs: 0 }
+        : await this.run(this.shards[0], request, 0, { started, timing });
+    const sampledTokens = reply.sampledTokens;
+    if (!sampledTokens || sampledTokens.tokenIds.length !== numSampled * k) {
+      throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan${plan.sampleInGraph ? ' sampled in the graph' : ''} without returning ${numSampled} rows of sampled tokens (not a loop-decode or device-KV shard)`);
+    }
+    if (reply.output.length !== numLogits * vocab) {
+      throw new TesseraError('INTERNAL', `the worker returned ${reply.output.length / vocab} logits rows for the ${numLogits} rows the host samples in step ${plan.stepId}`);
+    }
     timing.totalMs = performance.now() - started;
     this.lastTiming = timing;
-    return { stepId: plan.stepId, outcomes, logits: new Float32Array(0), sampledTokens, vocabSize: this.config.vocabSize, runtimeMs: timing.totalMs };
+    const logSumExp = reply.logSumExp?.length === numLogits ? { logSumExp: reply.logSumExp } : {};
+    return { stepId: plan.stepId, outcomes, logits: reply.output, ...logSumExp, sampledTokens, vocabSize: vocab, runtimeMs: timing.totalMs };
   }
 
   async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {

@@ -1,6 +1,6 @@
 import { TesseraError } from '../errors.ts';
 import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
-import type { StepPlan, StepResult } from '../engine/executor.ts';
+import { sampledInGraph, type SequenceWork, type StepPlan, type StepResult } from '../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../model/converted-model.ts';
 import type { AdapterSlotStacks, LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
 import { DeviceKvRunner } from '../model/runner/device-kv-runner.ts';
@@ -24,7 +24,7 @@ export type WholeModelRunnerKind = 'device-kv' | 'loop-decode';
 /**
  * A whole-model shard behind the same shard protocol as ShardRunner, so the controller, engine and server are unchanged:
  * - 'device-kv': DeviceKvRunner, KV cache and adapter stacks kept on the device between steps (`--device webgpu`);
- *   a run with `sampleInGraph` answers with each sampling row's token (request order) instead of logits;
+ *   a run with `sampleInGraph` answers with the tokens of the rows sampled in the graph and the logits of the others;
  * - 'loop-decode': LoopDecodeRunner, k decode steps per session.run (`--device cuda`, or `--decode-steps-per-run` > 1);
  *   a run with `decodeSteps` > 1 answers with each row's sampled tokens (request order) instead of logits.
  */
@@ -64,7 +64,10 @@ export class WholeModelShardRunner {
     return this.runner.memory();
   }
 
-  /** Runs the rows; returns the sampled rows' logits (or k-step tokens) in request order, as the controller expects. */
+  /**
+   * Runs the rows; returns, in request order as the controller expects, the logits of the rows the host samples and
+   * the tokens of the rows the runner sampled (every sampling row of a k-step run, the `sampledInGraph` ones otherwise).
+   */
   async run(req: RunRequest): Promise<RunReply> {
     if (req.segment.kind !== 'stage') throw new TesseraError('INTERNAL', `a ${this.kind} shard runs whole steps, not ${req.segment.kind} segments`);
     const result = await this.runner.execute({
@@ -76,29 +79,32 @@ export class WholeModelShardRunner {
     const failed = result.outcomes.find((o) => o.error !== undefined);
     if (failed) throw new TesseraError('INTERNAL', `sequence ${failed.seqId}: ${failed.error}`);
     const rowOf = new Map(result.outcomes.map((o) => [o.seqId, o.logitsRow]));
+    const byRunner = (r: SequenceWork) => (req.decodeSteps ?? 1) > 1 || sampledInGraph(req, r);
+    const tokenRows = req.rows.filter((r) => r.sampleNext && byRunner(r));
+    const logitsRows = req.rows.filter((r) => r.sampleNext && !byRunner(r));
     const sampled = result.sampledTokens;
-    if (sampled) {
-      const k = sampled.steps;
-      const rows = req.rows.filter((r) => r.sampleNext);
-      const tokenIds = new Int32Array(rows.length * k);
-      const logprobs = new Float32Array(rows.length * k);
-      rows.forEach((r, i) => {
-        const row = rowOf.get(r.seqId)!;
-        tokenIds.set(sampled.tokenIds.subarray(row * k, (row + 1) * k), i * k);
-        logprobs.set(sampled.logprobs.subarray(row * k, (row + 1) * k), i * k);
-      });
-      return { output: new Float32Array(0), sampledTokens: { steps: k, tokenIds, logprobs }, runtimeMs: result.runtimeMs };
-    }
+    if (tokenRows.length > 0 && sampled === undefined) throw new TesseraError('INTERNAL', `the ${this.kind} runner returned no sampled tokens for ${tokenRows.length} rows it was to sample`);
     const vocab = result.vocabSize;
-    const rows = req.rows.filter((r) => r.sampleNext);
-    const output = new Float32Array(rows.length * vocab);
-    const logSumExp = result.logSumExp ? new Float32Array(rows.length) : undefined;
-    rows.forEach((r, i) => {
+    const output = new Float32Array(logitsRows.length * vocab);
+    const logSumExp = result.logSumExp ? new Float32Array(logitsRows.length) : undefined;
+    logitsRows.forEach((r, i) => {
       const row = rowOf.get(r.seqId)!;
       output.set(result.logits.subarray(row * vocab, (row + 1) * vocab), i * vocab);
       if (logSumExp) logSumExp[i] = result.logSumExp![row];
     });
-    return { output, ...(logSumExp ? { logSumExp } : {}), runtimeMs: result.runtimeMs };
+    const reply: RunReply = { output, ...(logSumExp ? { logSumExp } : {}), runtimeMs: result.runtimeMs };
+    if (sampled) {
+      const k = sampled.steps;
+      const tokenIds = new Int32Array(tokenRows.length * k);
+      const logprobs = new Float32Array(tokenRows.length * k);
+      tokenRows.forEach((r, i) => {
+        const row = rowOf.get(r.seqId)!;
+        tokenIds.set(sampled.tokenIds.subarray(row * k, (row + 1) * k), i * k);
+        logprobs.set(sampled.logprobs.subarray(row * k, (row + 1) * k), i * k);
+      });
+      reply.sampledTokens = { steps: k, tokenIds, logprobs };
+    }
+    return reply;
   }
 
   async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {

@@ -51,18 +51,24 @@ export interface RunRequest {
   hidden: Float32Array | null;
   /** Decode steps in this run (loopDecode shards only; default 1). */
   decodeSteps?: number;
-  /** Sample the sampleNext rows in the graph (deviceResidentKv shards only; each row carries loopSampling). */
+  /**
+   * Sample in the graph the sampleNext rows that carry loopSampling (deviceResidentKv shards only); the other sampleNext
+   * rows come back as logits.
+   */
   sampleInGraph?: boolean;
 }
 
 export interface RunReply {
-  /** hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece. */
+  /**
+   * hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece (with decodeSteps > 1 or
+   * sampleInGraph: of the sampleNext rows not in sampledTokens, in request row order).
+   */
   output: Float32Array;
   /** [rows] log-sum-exp of each logits row, when the last piece computes it in its graph (world and stage graphs). */
   logSumExp?: Float32Array;
   /**
-   * decodeSteps > 1 or sampleInGraph: each sampleNext row's sampled tokens [rows, steps] in request row order (output is
-   * then empty).
+   * decodeSteps > 1: each sampleNext row's sampled tokens [rows, steps] in request row order (output is then empty);
+   * sampleInGraph: those of the sampleNext rows that carry loopSampling (steps = 1).
    */
   sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
   runtimeMs: number;

@@ -2,7 +2,7 @@
  * DeviceKvRunner with `sampleInGraph`: the sampling tail of the device-KV graphs (device-kv-graph.ts) against the same
  * runner's logits. Greedy ids = argmax of the logits (ties to the lowest id), logprobs = logit - logsumexp; seeded
  * temperature rows draw exactly the host reference of the stream (kernels/loop-sampling.ts uniformRef) and do not
- * depend on their batch mates. The 'cpu' variant runs in the default suite; the 'webgpu' one under `npm run test:webgpu`.
+ * depend on their batch mates, rows without loopSampling among them included (those come back as logits). The 'cpu' variant runs in the default suite; the 'webgpu' one under `npm run test:webgpu`.
  */
 import { describe, expect, test } from 'vitest';
 import { uniformRef } from '../../kernels/loop-sampling.ts';
@@ -158,20 +158,41 @@ for (const device of ['cpu', 'webgpu'] as Device[]) {
       await runner.release();
     });
 
-    test('rows of an in-graph plan without valid loopSampling fail alone', async () => {
+    test('rows of an in-graph plan with invalid loopSampling fail alone; rows without it come back as logits', async () => {
       const runner = await DeviceKvRunner.create(options);
-      const row = (seqId: number, extra: Partial<SequenceWork>): SequenceWork => ({ seqId, tokenIds: [1, 2, 3], startPosition: 0, blockTable: [seqId], adapterSlot: 0, sampleNext: true, ...extra });
+      const row = (seqId: number, extra: Partial<SequenceWork>): SequenceWork => ({ seqId, tokenIds: [1, 2, 3 + seqId], startPosition: 0, blockTable: [seqId], adapterSlot: 0, sampleNext: true, ...extra });
+      const host = await runner.execute({ stepId: 1, sequences: [row(0, {}), row(1, {}), row(4, { tokenIds: [7] })] });
       const result = await runner.execute({
         stepId: 1,
         sampleInGraph: true,
-        sequences: [row(0, { loopSampling: GREEDY }), row(1, {}), row(2, { loopSampling: { temperature: -1, topK: 0, seed: 0 } }), row(3, { loopSampling: { temperature: 1, topK: 0, seed: -5 } })],
+        sequences: [
+          row(0, { loopSampling: GREEDY }),
+          row(1, {}),
+          row(2, { loopSampling: { temperature: -1, topK: 0, seed: 0 } }),
+          row(3, { loopSampling: { temperature: 1, topK: 0, seed: -5 } }),
+          row(4, { tokenIds: [7] }),
+        ],
       });
       const errors = new Map(result.outcomes.map((o) => [o.seqId, o.error]));
       expect(errors.get(0)).toBeUndefined();
-      expect(errors.get(1)).toMatch(/no `loopSampling`/);
+      expect(errors.get(1)).toBeUndefined();
+      expect(errors.get(4)).toBeUndefined();
       expect(errors.get(2)).toMatch(/`temperature` must be a finite number >= 0. Given: -1/);
       expect(errors.get(3)).toMatch(/`seed` must be a safe integer >= 0. Given: -5/);
       expect(result.sampledTokens!.tokenIds.length).toBe(1);
+      expect(sampledOf(result, 0).tokenId).toBe(argmax(logitsOf(host, 0)));
+      // Row 1 (next to a row sampled in the graph) and row 4 (the decode batch, alone): logits, as in a host step.
+      expect(result.logits.length).toBe(2 * vocab);
+      expect(result.logSumExp).toHaveLength(2);
+      for (const seqId of [1, 4]) {
+        const got = logitsOf(result, seqId);
+        const want = logitsOf(host, seqId);
+        let diff = 0;
+        for (let v = 0; v < vocab; v++) diff = Math.max(diff, Math.abs(got[v] - want[v]));
+        expect(diff, `seq ${seqId}`).toBeLessThanOrEqual(tolerance);
+        const o = result.outcomes.find((x) => x.seqId === seqId)!;
+        expect(Math.abs(result.logSumExp![o.logitsRow] - logSumExp(want, vocab))).toBeLessThanOrEqual(tolerance);
+      }
       await runner.release();
     });
   });

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
-import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
+import { sampledInGraph, type ExecutorLayout, type LoopSampling, type SequenceWork, type StepPlan, type StepResult } from '../../engine/executor.ts';
 import { pagedKvIndices } from '../../../kernels/paged-kv-device.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
 import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
@@ -27,9 +27,9 @@ const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
  * the engine hands out, kernels/paged-kv-device.ts) and the LoRA slot stacks are GPU-buffer tensors that each run
  * returns updated and the next run takes as inputs. Per step only token ids, positions, the attention bias, the
  * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back, or, for
- * plans with `sampleInGraph`, only each row's sampled token id and logprob (the graphs carry the loop's sampler,
- * device-kv-graph.ts; the logits outputs are then empty). Loading an adapter uploads that adapter alone and writes its
- * slot on the device.
+ * the rows a plan with `sampleInGraph` has sampled in the graph, only their sampled token id and logprob (the graphs
+ * carry the loop's sampler, device-kv-graph.ts; the logits outputs keep only the host-sampled rows). Loading an
+ * adapter uploads that adapter alone and writes its slot on the device.
  */
 export class DeviceKvRunner {
   readonly layout: ExecutorLayout;
@@ -155,52 +155,54 @@ export class DeviceKvRunner {
 
   /**
    * Runs one step: decode rows (one token) and prefill rows as separate batches, as ModelRunner does. With
-   * `plan.sampleInGraph` the sampleNext rows are sampled in the graph (each by its `loopSampling`) and the result
-   * carries `sampledTokens` (steps 1, row = the outcome's logitsRow) and no logits.
+   * `plan.sampleInGraph` the sampleNext rows that carry `loopSampling` are sampled in the graph and come back in
+   * `sampledTokens` (steps 1); the other sampleNext rows come back as logits. Each outcome's logitsRow indexes the
+   * array of its row's kind.
    */
   async execute(plan: StepPlan): Promise<StepResult> {
     if (this.released) throw new TesseraError('INTERNAL', 'DeviceKvRunner.execute after release()');
     if ((plan.decodeSteps ?? 1) !== 1) throw new TesseraError('INTERNAL', `DeviceKvRunner runs one decode step per plan (\`decodeSteps\` must be 1). Given: ${plan.decodeSteps}`);
     const started = performance.now();
-    const inGraph = plan.sampleInGraph === true;
     const outcomes: StepResult['outcomes'] = [];
     const runnable: SequenceWork[] = [];
     for (const seq of plan.sequences) {
-      const problem = this.checkSequence(seq, inGraph);
+      const problem = this.checkSequence(seq, sampledInGraph(plan, seq));
       if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
       else runnable.push(seq);
     }
-    const parts: Float32Array[] = [];
+    const logitsParts: Float32Array[] = [];
     const lseParts: Float32Array[] = [];
     const idParts: Int32Array[] = [];
-    let rows = 0;
+    const logprobParts: Float32Array[] = [];
+    let logitsRows = 0;
+    let sampledRows = 0;
     for (const group of [runnable.filter((s) => s.tokenIds.length === 1), runnable.filter((s) => s.tokenIds.length > 1)]) {
       if (group.length === 0) continue;
-      const out = await this.runGroup(group, inGraph);
-      if (out.kind === 'logits') {
-        parts.push(out.logits);
-        if (out.logSumExp) lseParts.push(out.logSumExp);
-      } else {
-        idParts.push(out.tokenIds);
-        parts.push(out.logprobs);
+      const out = await this.runGroup(group, (s) => sampledInGraph(plan, s));
+      logitsParts.push(out.logits);
+      if (out.logSumExp) lseParts.push(out.logSumExp);
+      idParts.push(out.tokenIds);
+      logprobParts.push(out.logprobs);
+      for (const seq of group) {
+        const row = !seq.sampleNext ? -1 : sampledInGraph(plan, seq) ? sampledRows++ : logitsRows++;
+        outcomes.push({ seqId: seq.seqId, logitsRow: row });
       }
-      for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: seq.sampleNext ? rows++ : -1 });
     }
     const vocab = this.layout.vocabSize;
-    const base = { stepId: plan.stepId, outcomes, vocabSize: vocab };
-    if (inGraph) {
-      const tokenIds = new Int32Array(rows);
+    const logits = concatFloat32(logitsParts, logitsRows * vocab);
+    const logSumExp = lseParts.length === logitsParts.length ? concatFloat32(lseParts, logitsRows) : undefined;
+    const result: StepResult = { stepId: plan.stepId, outcomes, vocabSize: vocab, logits, ...(logSumExp ? { logSumExp } : {}), runtimeMs: 0 };
+    if (plan.sampleInGraph === true) {
+      const tokenIds = new Int32Array(sampledRows);
       let at = 0;
       for (const ids of idParts) {
         tokenIds.set(ids, at);
         at += ids.length;
       }
-      const sampledTokens = { steps: 1, tokenIds, logprobs: concatFloat32(parts, rows) };
-      return { ...base, logits: new Float32Array(0), sampledTokens, runtimeMs: performance.now() - started };
+      result.sampledTokens = { steps: 1, tokenIds, logprobs: concatFloat32(logprobParts, sampledRows) };
     }
-    const logits = concatFloat32(parts, rows * vocab);
-    const logSumExp = lseParts.length === parts.length ? concatFloat32(lseParts, rows) : undefined;
-    return { ...base, logits, ...(logSumExp ? { logSumExp } : {}), runtimeMs: performance.now() - started };
+    result.runtimeMs = performance.now() - started;
+    return result;
   }
 
   async release(): Promise<void> {
@@ -210,10 +212,14 @@ export class DeviceKvRunner {
     for (const s of [this.sessions.base, this.sessions.lora, this.sessions.slotWrite, ...this.sessions.zeros.values()]) await s.release();
   }
 
+  /**
+   * One batch of rows. Returns the logits (and log-sum-exp) of the host-sampled sampleNext rows and the tokens of the
+   * rows sampled in the graph (`inGraph`), each in group order.
+   */
   private async runGroup(
     group: SequenceWork[],
-    inGraph: boolean,
-  ): Promise<{ kind: 'logits'; logits: Float32Array; logSumExp: Float32Array | null } | { kind: 'sampled'; tokenIds: Int32Array; logprobs: Float32Array }> {
+    inGraph: (seq: SequenceWork) => boolean,
+  ): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; tokenIds: Int32Array; logprobs: Float32Array }> {
     const { numKvHeads, numLayers } = this.manifest.config;
     const batch = group.length;
     const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
@@ -226,7 +232,7 @@ export class DeviceKvRunner {
     const inputIds = new BigInt64Array(batch * stepLength);
     const positionIds = new BigInt64Array(batch * stepLength);
     const bias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
-    const logitsIndex: bigint[] = [];
+    const lastTokenAt = new Map<SequenceWork, bigint>();
     group.forEach((seq, b) => {
       const n = seq.tokenIds.length;
       for (let i = 0; i < stepLength; i++) {
@@ -242,12 +248,15 @@ export class DeviceKvRunner {
           bias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, never read
         }
       }
-      if (seq.sampleNext) logitsIndex.push(BigInt(b * stepLength + n - 1));
+      lastTokenAt.set(seq, BigInt(b * stepLength + n - 1));
     });
-    const sampledRows = group.filter((s) => s.sampleNext);
+    // Host-sampled rows first: the graph returns the logits of its first `logits_rows` rows only.
+    const hostRows = group.filter((s) => s.sampleNext && !inGraph(s));
+    const sampledRows = [...hostRows, ...group.filter((s) => s.sampleNext && inGraph(s))];
+    const logitsIndex = sampledRows.map((s) => lastTokenAt.get(s)!);
     const numRows = sampledRows.length;
-    // Host-sampled steps feed greedy parameters: the tail still runs (ArgMax of each row), its outputs are not fetched.
-    const sampling = sampledRows.map((s) => (inGraph ? s.loopSampling! : { temperature: 0, topK: 0, seed: 0 }));
+    // Host-sampled rows feed greedy parameters: the tail still runs for them (ArgMax), its output for them is dropped.
+    const sampling = sampledRows.map((s) => (inGraph(s) ? s.loopSampling! : { temperature: 0, topK: 0, seed: 0 }));
     const feeds: Record<string, ort.Tensor> = {
       [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
       [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
@@ -261,8 +270,8 @@ export class DeviceKvRunner {
       // The sampled token's own position: the stream the k-step loop uses for the same token (decode-loop-graph.ts).
       [DEVICE_KV_IO.samplePosition]: new ort.Tensor('int64', BigInt64Array.from(sampledRows, (s) => BigInt(s.startPosition + s.tokenIds.length)), [numRows]),
       [DEVICE_KV_IO.sampleAny]: new ort.Tensor('bool', Uint8Array.of(sampling.some((p) => p.temperature > 0) ? 1 : 0), []),
-      // Steps sampled in the graph return empty logits outputs: nothing of the [R, V] logits crosses back.
-      [DEVICE_KV_IO.logitsRows]: new ort.Tensor('int64', BigInt64Array.of(BigInt(inGraph ? 0 : numRows)), [1]),
+      // Rows sampled in the graph cut the logits outputs short: none of their [V] logits rows crosses back.
+      [DEVICE_KV_IO.logitsRows]: new ort.Tensor('int64', BigInt64Array.of(BigInt(hostRows.length)), [1]),
     };
     for (let layer = 0; layer < numLayers; layer++) {
       feeds[DEVICE_KV_IO.cacheKey(layer)] = this.cacheKeys[layer];
@@ -282,12 +291,14 @@ export class DeviceKvRunner {
       this.cacheKeys[layer] = out[DEVICE_KV_IO.presentKey(layer)];
       this.cacheValues[layer] = out[DEVICE_KV_IO.presentValue(layer)];
     }
-    if (inGraph) {
-      const ids = out[DEVICE_KV_IO.sampledTokenIds].data as BigInt64Array;
-      return { kind: 'sampled', tokenIds: Int32Array.from(ids, (id) => Number(id)), logprobs: out[DEVICE_KV_IO.sampledLogprobs].data as Float32Array };
-    }
+    const ids = (out[DEVICE_KV_IO.sampledTokenIds].data as BigInt64Array).subarray(hostRows.length);
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { kind: 'logits', logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null };
+    return {
+      logits: out[GRAPH_IO.logits].data as Float32Array,
+      logSumExp: lse ? (lse.data as Float32Array) : null,
+      tokenIds: Int32Array.from(ids, (id) => Number(id)),
+      logprobs: (out[DEVICE_KV_IO.sampledLogprobs].data as Float32Array).subarray(hostRows.length),
+    };
   }
 
   private async zeros(dims: number[]): Promise<ort.Tensor> {
@@ -342,7 +353,7 @@ export class DeviceKvRunner {
     const needed = Math.ceil(end / this.blockSizeTokens);
     if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
     for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= this.numBlocks) return `KV block ${block} outside [0, ${this.numBlocks})`;
-    if (inGraph && seq.sampleNext) return loopSamplingProblem(seq.loopSampling, vocabSize);
+    if (inGraph) return loopSamplingProblem(seq.loopSampling!, vocabSize);
     return null;
   }
 }
@@ -362,8 +373,7 @@ function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number)
 }
 
 /** Why a row's in-graph sampling parameters cannot run, or null. */
-function loopSamplingProblem(p: SequenceWork['loopSampling'], vocabSize: number): string | null {
-  if (p === undefined) return 'no `loopSampling` on a row of a plan sampled in the graph';
+function loopSamplingProblem(p: LoopSampling, vocabSize: number): string | null {
   if (!Number.isFinite(p.temperature) || p.temperature < 0) return `\`temperature\` must be a finite number >= 0. Given: ${p.temperature}`;
   if (!Number.isInteger(p.topK) || p.topK < 0 || p.topK > vocabSize) return `\`topK\` must be an integer in [0, ${vocabSize}]. Given: ${p.topK}`;
   if (!Number.isSafeInteger(p.seed) || p.seed < 0) return `\`seed\` must be a safe integer >= 0. Given: ${p.seed}`;
