@@ -2,7 +2,8 @@
  * The device-resident KV path (what `--device webgpu` serves through) behind the ordinary shard controller, checked on
  * the CPU provider, where the same rewritten graphs run with the state returned to the host: the same logits as the
  * default path for prefill, decode and rows with different adapters; through the engine, steps sampled in the graph
- * give the default path's greedy tokens, and a row the graph cannot sample makes its steps return logits.
+ * give the default path's greedy tokens, a row the graph cannot sample comes back as logits while its batch mates are
+ * still sampled in the graph, and a seeded temperature request keeps its tokens whatever its batch mates need.
  */
 import { expect, test } from 'vitest';
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
@@ -74,12 +75,15 @@ function request(i: number, row: Row): ValidGenerateRequest {
   };
 }
 
-/** Runs the six requests through an engine over `executor` (prompts of 3..28 tokens in chunks of 8: mixed steps). */
-async function generate(executor: Executor, rows: (i: number) => Row) {
+/**
+ * Runs the six requests (or those of `only`, results in that order) through an engine over `executor` (prompts of
+ * 3..28 tokens in chunks of 8: mixed steps).
+ */
+async function generate(executor: Executor, rows: (i: number) => Row, only = PROMPTS.map((_, i) => i)) {
   const engine = createEngine({ executor, detokenizer: null, eosTokenIds: [], maxBatchTokens: 32, prefillChunkTokens: 8, maxRunningSequences: 6 });
   try {
     return await Promise.all(
-      PROMPTS.map(async (_, i) => {
+      only.map(async (i) => {
         const out = { ids: [] as number[], logprobs: [] as number[], numTop: 0 };
         for await (const e of engine.submit(request(i, rows(i)))) {
           if (e.type !== 'tokens') continue;
@@ -97,7 +101,7 @@ async function generate(executor: Executor, rows: (i: number) => Row) {
   }
 }
 
-test('engine over the device-resident KV controller samples in the graph: the default path\'s greedy tokens; penalty and top-n rows fall back to logits', async () => {
+test('engine over the device-resident KV controller samples in the graph: the default path\'s greedy tokens; penalty and top-n rows alone come back as logits', async () => {
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
   const options = { modelDir: convertedDir, device: 'cpu' as const, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8 };
   const reference = await ThreadExecutor.start(options);
@@ -128,8 +132,8 @@ test('engine over the device-resident KV controller samples in the graph: the de
     expect(plans.some(({ plan }) => plan.sequences.some((s) => s.tokenIds.length > 1) && plan.sequences.some((s) => s.tokenIds.length === 1))).toBe(true);
     expect(plans.every(({ result }) => result.logits.length === 0)).toBe(true);
 
-    // Row 2 with a repetition penalty, row 4 asking for top-2 logprobs: host-only, so the steps they sample in come
-    // back as logits; the others still match the default path, and once both are done the steps go in-graph again.
+    // Row 2 with a repetition penalty, row 4 asking for top-2 logprobs: host-only, so their rows come back as logits;
+    // their batch mates are still sampled in the graph, and all match the default path.
     const rows = (i: number): Row => (i === 2 ? { sampling: { ...GREEDY, repetitionPenalty: 1.3 } } : i === 4 ? { topNLogprobs: 2 } : {});
     const hostRef = await generate(reference, rows);
     plans.length = 0;
@@ -146,13 +150,63 @@ test('engine over the device-resident KV controller samples in the graph: the de
     expect(hostOnly.size).toBe(2);
     const withHostRow = plans.filter(({ plan }) => plan.sequences.some((s) => s.sampleNext && hostOnly.has(s.seqId)));
     expect(withHostRow.length).toBeGreaterThan(0);
+    let mixedSteps = 0;
     for (const { plan, result } of withHostRow) {
-      expect(plan.sampleInGraph).toBeUndefined();
-      expect(result.logits.length).toBeGreaterThan(0);
+      const hostRows = plan.sequences.filter((s) => s.sampleNext && hostOnly.has(s.seqId));
+      const graphRows = plan.sequences.filter((s) => s.sampleNext && !hostOnly.has(s.seqId));
+      for (const s of hostRows) expect(s.loopSampling).toBeUndefined();
+      for (const s of graphRows) expect(s.loopSampling).toBeDefined();
+      expect(plan.sampleInGraph).toBe(graphRows.length > 0 ? true : undefined);
+      // Only the host rows' logits cross back; the others come as sampled tokens.
+      expect(result.logits.length).toBe(hostRows.length * result.vocabSize);
+      expect(result.sampledTokens?.tokenIds.length ?? 0).toBe(graphRows.length);
+      if (graphRows.length > 0) mixedSteps++;
     }
-    expect(plans.filter(({ plan }) => plan.sampleInGraph === true).length).toBeGreaterThan(0);
+    expect(mixedSteps).toBeGreaterThan(0);
   } finally {
     await reference.shutdown();
+    await resident.shutdown();
+  }
+});
+
+test('a seeded temperature request gives the same tokens alone, among greedy rows and among host-sampled rows (penalty, top-n)', async () => {
+  const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
+  const resident = await ThreadExecutor.start({ modelDir: convertedDir, device: 'cpu', kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8, deviceResidentKv: true });
+  const plans: StepPlan[] = [];
+  const recording: Executor = {
+    layout: resident.layout,
+    execute: (plan) => {
+      plans.push(plan);
+      return resident.execute(plan);
+    },
+    shutdown: async () => {},
+  };
+  const SEEDED = 1;
+  try {
+    for (const topK of [0, 20]) {
+      const seeded: SamplingParams = { ...GREEDY, temperature: 0.8, topK, seed: 4242 };
+      const withMates = (mates: (i: number) => Row) => (i: number): Row => (i === SEEDED ? { sampling: seeded } : mates(i));
+      const [alone] = await generate(recording, withMates(() => ({})), [SEEDED]);
+      const amongGreedy = await generate(recording, withMates(() => ({})));
+      plans.length = 0;
+      const hostMates = (i: number): Row => (i === 2 ? { sampling: { ...GREEDY, repetitionPenalty: 1.3 } } : i === 4 ? { topNLogprobs: 2 } : {});
+      const amongHost = await generate(recording, withMates(hostMates));
+      const [greedyAlone] = await generate(recording, () => ({}), [SEEDED]);
+
+      expect(alone.ids).toHaveLength(MAX_NEW[SEEDED]);
+      expect(alone.ids, 'temperature 0.8 leaves the greedy path on this model').not.toEqual(greedyAlone.ids);
+      for (const [what, other] of [['among greedy rows', amongGreedy[SEEDED]], ['among host-sampled rows', amongHost[SEEDED]]] as const) {
+        expect(other.ids, `top-k ${topK}, ${what}`).toEqual(alone.ids);
+        other.logprobs.forEach((lp, j) => expect(Math.abs(lp - alone.logprobs[j])).toBeLessThan(1e-5));
+      }
+      expect(amongHost[4].numTop).toBe(2 * MAX_NEW[4]);
+      // The case that matters: steps where the seeded row samples next to a row only the host sampler can take.
+      const seededIds = new Set(plans.flatMap((p) => p.sequences.filter((s) => s.startPosition === 0 && s.tokenIds.join() === PROMPTS[SEEDED].slice(0, s.tokenIds.length).join()).map((s) => s.seqId)));
+      const hostOnly = new Set(plans.flatMap((p) => p.sequences.filter((s) => s.startPosition === 0 && [2, 4].some((i) => PROMPTS[i].slice(0, s.tokenIds.length).join() === s.tokenIds.join())).map((s) => s.seqId)));
+      const shared = plans.filter((p) => p.sequences.some((s) => s.sampleNext && seededIds.has(s.seqId)) && p.sequences.some((s) => s.sampleNext && hostOnly.has(s.seqId)));
+      expect(shared.length).toBeGreaterThan(0);
+    }
+  } finally {
     await resident.shutdown();
   }
 });

@@ -4,7 +4,8 @@
  *
  * A sequence is loop-eligible when everything its sampler does can run in the graph: greedy, or temperature with an
  * optional top-k, and a seed in [0, 2^53). Penalties (the counts change with every token), top-p, min-p and top-n
- * logprobs (alternatives per token) are host-only, so a step with such a row runs one step.
+ * logprobs (alternatives per token) are host-only, so a step with such a row runs one step; on executors that sample
+ * in the graph such a row is sampled on the host from its logits while its eligible batch mates are sampled in the graph.
  */
 import type { LoopSampling } from '../executor.ts';
 import type { Sequence } from '../sequence.ts';
@@ -15,21 +16,6 @@ export function loopSamplingOf(seq: Sequence): LoopSampling | null {
   if (p.topP < 1 || p.minP > 0 || seq.request.topNLogprobs > 0) return null;
   if (!Number.isSafeInteger(seq.seed) || seq.seed < 0) return null;
   return { temperature: p.temperature, topK: p.topK, seed: seq.seed };
-}
-
-/**
- * In-graph sampling for one step (executors with samplesInGraph): each sampling row's parameters by seqId, or null when
- * there is no sampling row or some row is not loop-eligible (the step then returns logits and the host samples).
- */
-export function inGraphSamplingFor(samplingRows: readonly Sequence[]): Map<number, LoopSampling> | null {
-  if (samplingRows.length === 0) return null;
-  const out = new Map<number, LoopSampling>();
-  for (const seq of samplingRows) {
-    const p = loopSamplingOf(seq);
-    if (p === null) return null;
-    out.set(seq.seqId, p);
-  }
-  return out;
 }
 
 /** Tokens a running sequence may still generate (its pending token already counts as generated). */

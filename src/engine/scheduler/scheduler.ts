@@ -21,23 +21,24 @@
  * stop sequences, max tokens, streaming) and drops a row's tokens after its stop. Sequences join and leave, and
  * cancellation and deadlines take effect, at those k-step boundaries.
  *
- * In-graph sampling (executors with `layout.samplesInGraph`, e.g. the device-KV runner on WebGPU): a one-step plan whose
- * sampling rows (decodes and prompt-ending prefill chunks) are all loop-eligible gets `sampleInGraph` and each such row
- * its `loopSampling`; the executor returns one sampled token per row instead of logits, applied by the same path as
- * k-step results. Mixed prefill + decode steps qualify too: under continuous batching most steps while requests arrive
- * are mixed, and excluding them would fetch every decode row's logits whenever a prompt is being prefilled.
+ * In-graph sampling (executors with `layout.samplesInGraph`, e.g. the device-KV runner on WebGPU): in a one-step plan
+ * every loop-eligible sampling row (decode or prompt-ending prefill chunk) gets its `loopSampling`, and the plan
+ * `sampleInGraph`; the executor returns one sampled token for each such row and logits for the other sampling rows
+ * (penalties, top-p, min-p, top-n logprobs), which the host samples. A seeded row is thus always drawn from the graph's
+ * stream, whatever its batch mates need, and keeps its tokens. Prefill + decode steps qualify too: under continuous
+ * batching most steps while requests arrive are mixed.
  */
 import { TesseraError, isTesseraError } from '../../errors.ts';
 import type { AdapterSlots } from '../adapter-slots.ts';
 import type { Clock } from '../clock.ts';
-import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../executor.ts';
+import { sampledInGraph, type ExecutorLayout, type SequenceWork, type StepPlan, type StepResult } from '../executor.ts';
 import { createKvBlockAllocator } from '../kv-cache/kv-block-allocator.ts';
-import type { FinishReason } from '../request.ts';
+import type { FinishReason, GeneratedToken } from '../request.ts';
 import { recordGenerated } from '../sampler/penalties.ts';
 import { createSampler, type Sampler } from '../sampler/sampler.ts';
 import { numPendingTokens, type Sequence } from '../sequence.ts';
 import type { AdmissionPolicy } from './admission-policy.ts';
-import { decodeStepsFor, inGraphSamplingFor, loopSamplingOf } from './decode-loop-policy.ts';
+import { decodeStepsFor, loopSamplingOf } from './decode-loop-policy.ts';
 import { fcfsPolicy } from './scheduler-policy-fcfs.ts';
 
 export interface SchedulerOptions {
@@ -345,10 +346,11 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     const plan: StepPlan = { stepId: stepCount, sequences };
     if (decodeSteps > 1) plan.decodeSteps = decodeSteps;
     else if (layout.samplesInGraph === true) {
-      const sampling = inGraphSamplingFor([...planned].filter(([, w]) => w.sampleNext).map(([seq]) => seq));
-      if (sampling !== null) {
+      for (const [seq, work] of planned) {
+        const sampling = work.sampleNext ? loopSamplingOf(seq) : null;
+        if (sampling === null) continue;
+        work.loopSampling = sampling;
         plan.sampleInGraph = true;
-        for (const work of sequences) if (work.sampleNext) work.loopSampling = sampling.get(work.seqId)!;
       }
     }
     if (released.length > 0) {
@@ -358,17 +360,28 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     return plan;
   }
 
+  /**
+   * One-step plans: each sampling row's token comes from the host sampler over its logits row, or, for rows the
+   * executor sampled in its graph (`sampledInGraph`), from StepResult.sampledTokens.
+   */
   function update(plan: StepPlan, result: StepResult): void {
-    if ((plan.decodeSteps ?? 1) > 1 || plan.sampleInGraph === true) {
+    if ((plan.decodeSteps ?? 1) > 1) {
       updateSampled(plan, result);
       return;
     }
     const vocabSize = layout.vocabSize;
-    if (result.vocabSize !== vocabSize) {
+    const hostSampled = plan.sequences.some((w) => w.sampleNext && !sampledInGraph(plan, w));
+    if (hostSampled && result.vocabSize !== vocabSize) {
       failStep(plan, new TesseraError('INTERNAL', `executor returned vocabSize ${result.vocabSize}, layout says ${vocabSize}`));
       return;
     }
+    const sampled = result.sampledTokens;
+    if (plan.sampleInGraph === true && (sampled === undefined || sampled.steps !== 1)) {
+      failStep(plan, new TesseraError('INTERNAL', `executor returned ${sampled ? sampled.steps : 'no'} sampled steps for a plan sampled in the graph (1 step)`));
+      return;
+    }
     const numRows = Math.floor(result.logits.length / vocabSize);
+    const numSampledRows = sampled?.tokenIds.length ?? 0;
     const outcomes = new Map(result.outcomes.map((o) => [o.seqId, o]));
     for (const work of plan.sequences) {
       const seq = bySeqId.get(work.seqId);
@@ -381,12 +394,19 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       }
       seq.numComputed += work.tokenIds.length;
       if (!work.sampleNext) continue;
-      if (!(outcome.logitsRow >= 0 && outcome.logitsRow < numRows)) {
-        abort(seq, 'error', new TesseraError('INTERNAL', `executor gave logits row ${outcome.logitsRow} for sequence ${work.seqId}; the result has ${numRows} rows`));
+      const inGraph = sampledInGraph(plan, work);
+      const rows = inGraph ? numSampledRows : numRows;
+      if (!(outcome.logitsRow >= 0 && outcome.logitsRow < rows)) {
+        const what = inGraph ? 'sampled-token' : 'logits';
+        abort(seq, 'error', new TesseraError('INTERNAL', `executor gave ${what} row ${outcome.logitsRow} for sequence ${work.seqId}; the result has ${rows} rows`));
         continue;
       }
-      const row = result.logits.subarray(outcome.logitsRow * vocabSize, (outcome.logitsRow + 1) * vocabSize);
-      const token = sampler.sample(row, seq.sampling, result.logSumExp?.[outcome.logitsRow]);
+      let token: GeneratedToken;
+      if (inGraph) token = { tokenId: sampled!.tokenIds[outcome.logitsRow], logprob: sampled!.logprobs[outcome.logitsRow], top: [] };
+      else {
+        const row = result.logits.subarray(outcome.logitsRow * vocabSize, (outcome.logitsRow + 1) * vocabSize);
+        token = sampler.sample(row, seq.sampling, result.logSumExp?.[outcome.logitsRow]);
+      }
       seq.tokenIds.push(token.tokenId);
       recordGenerated(seq.sampling.penalties, token.tokenId);
       const reason = seq.output.accept(token);
@@ -395,8 +415,8 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   /**
-   * Executor-sampled plans (k steps, or one step sampled in the graph): applies each sampling row's tokens one by one
-   * through the normal output logic; tokens after a stop are dropped. Rows without sampleNext only advance.
+   * Multi-step plans: applies each sampling row's k tokens one by one through the normal output logic; tokens after a
+   * stop are dropped. Rows without sampleNext only advance.
    */
   function updateSampled(plan: StepPlan, result: StepResult): void {
     const steps = plan.decodeSteps ?? 1;
