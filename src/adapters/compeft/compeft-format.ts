@@ -1,5 +1,5 @@
 import type { LoraTarget } from '../../model/model-config.ts';
-import type { LoraKind } from './compeft-types.ts';
+import type { LoraFactorId, LoraKind } from './compeft-types.ts';
 import type { PositionEncoding } from './compeft-payload.ts';
 
 /**
@@ -28,14 +28,7 @@ export const COMPEFT_LIMITS = {
 } as const;
 
 /** One tensor as described in the JSON header. */
-export interface CompeftTensorEntry {
-  name: string;
-  layer: number;
-  target: LoraTarget;
-  kind: LoraKind;
-  /** A: [rank, inFeatures]; B: [outFeatures, rank]. */
-  rows: number;
-  cols: number;
+export interface CompeftTensorEntry extends LoraFactorId {
   /** Magnitude of every kept value (value = +-scale). */
   scale: number;
   nnz: number;
