@@ -128,7 +128,8 @@ describe('validateGenerateRequest', () => {
   });
 
   it('checks adapter ids', () => {
-    rejects({ text: 'a', adapter_id: 'a/b' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b"');
+    expect(validate({ text: 'a', adapter_id: 'acme/v2' }).adapterId).toBe('acme/v2');
+    rejects({ text: 'a', adapter_id: 'a/b/c' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b/c"');
     rejects({ text: 'a', adapter_id: 'abcdefghijk' }, 'INVALID_ARGUMENT', '`adapter_id`', 'at most 10 characters');
   });
 
