@@ -7,8 +7,6 @@ import type { ReferenceLora } from './llama-reference.ts';
 import { applyRotary, rmsNorm, rotaryInverseFrequencies } from './reference-ops.ts';
 import { seededRandom } from '../../test/helpers/seeded-random.ts';
 
-/** mulberry32: small seeded PRNG so every run sees the same weights. */
-
 function tinyConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
   return {
     family: 'llama',

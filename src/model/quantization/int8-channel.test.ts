@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dequantizeInt8, quantizeInt8 } from './int8-channel.ts';
-import { seededNormals } from './test-random.ts';
+import { seededNormals } from '../../util/seeded-random.ts';
 
 describe('quantizeInt8', () => {
   it('writes B as [K, N] with one symmetric scale per output column', () => {
