@@ -1,6 +1,6 @@
+import { crc32 } from 'node:zlib';
 import { LORA_TARGETS, type LoraTarget } from '../../model/model-config.ts';
 import { TesseraError } from '../../errors.ts';
-import { crc32 } from './crc32.ts';
 import {
   COMPEFT_HEADER_CRC_BYTES,
   COMPEFT_MAGIC,
@@ -76,7 +76,7 @@ export function writeCompeft(meta: CompeftMeta, tensors: TernaryTensor[]): Uint8
   view.setUint16(10, COMPEFT_MINOR_VERSION, true);
   view.setUint32(12, json.length, true);
   out.set(json, COMPEFT_PREAMBLE_BYTES);
-  view.setUint32(COMPEFT_PREAMBLE_BYTES + json.length, crc32(out, 0, COMPEFT_PREAMBLE_BYTES + json.length), true);
+  view.setUint32(COMPEFT_PREAMBLE_BYTES + json.length, crc32(out.subarray(0, COMPEFT_PREAMBLE_BYTES + json.length)), true);
   for (let i = 0; i < payloads.length; i++) out.set(payloads[i].bytes, dataOffset + entries[i].offset);
   return out;
 }
