@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TesseraError } from '../errors.ts';
 import type { PromptEncoder } from './backend.ts';
 import { loadPublicApi } from './proto-loader.ts';
-import type { GenerateRequestMsg } from './proto-types.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
 import { resolveRequestLimits } from './request-limits.ts';
 import { DEFAULT_SAMPLING, validateGenerateRequest, type ValidateOptions } from './validate.ts';
 

@@ -7,7 +7,10 @@ import { parseAdapterId } from '../adapters/adapter-id.ts';
 import { outOfRange, TesseraError } from '../errors.ts';
 import type { SamplingParams, StoppingParams, ValidGenerateRequest } from '../engine/request.ts';
 import type { ChatTurn, PromptEncoder } from './backend.ts';
-import type { ChatMessagesMsg, GenerateRequestMsg, SamplingParametersMsg, StoppingCriteriaMsg } from './proto-types.ts';
+import type { ChatMessages__Output as ChatMessagesMsg } from '../gen/tessera/v1/ChatMessages.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
+import type { SamplingParameters__Output as SamplingParametersMsg } from '../gen/tessera/v1/SamplingParameters.ts';
+import type { StoppingCriteria__Output as StoppingCriteriaMsg } from '../gen/tessera/v1/StoppingCriteria.ts';
 import type { RequestLimits } from './request-limits.ts';
 
 /** Request ids: printable ASCII without spaces. */
@@ -156,7 +159,7 @@ function validateSeed(given: string | number | undefined): number | null {
 }
 
 function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimits): SamplingParams {
-  const s = msg ?? {};
+  const s: Partial<SamplingParametersMsg> = msg ?? {};
   const d = DEFAULT_SAMPLING;
   return {
     temperature: checkNumber('sampling.temperature', s.temperature ?? d.temperature, 0, 100),
@@ -171,7 +174,7 @@ function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimi
 }
 
 function validateStopping(msg: StoppingCriteriaMsg | null, limits: RequestLimits, promptTokens: number): StoppingParams {
-  const s = msg ?? {};
+  const s: Partial<StoppingCriteriaMsg> = msg ?? {};
   const room = limits.maxContextTokens - promptTokens;
   if (room < 1) {
     throw new TesseraError(
