@@ -7,6 +7,7 @@ import {
   COMPEFT_MAJOR_VERSION,
   COMPEFT_MINOR_VERSION,
   COMPEFT_PREAMBLE_BYTES,
+  type CompeftHeader,
   type CompeftHeaderJson,
   type CompeftTensorJson,
 } from './compeft-format.ts';
@@ -15,16 +16,10 @@ import { shortestFloat32 } from './shortest-float32.ts';
 import { encodePayload } from './compeft-payload.ts';
 import type { TernaryTensor } from './compeft-types.ts';
 
-export interface CompeftMeta {
-  baseModel: string | null;
-  numLayers: number;
-  rank: number;
-  loraAlpha: number;
-  scale: number;
-  density: number;
-  alpha: 'auto' | number;
+/** The header fields the writer cannot derive from the tensors. */
+export type CompeftMeta = Pick<CompeftHeader, 'baseModel' | 'numLayers' | 'rank' | 'loraAlpha' | 'scale' | 'density' | 'alpha'> & {
   relFrobeniusError?: number | null;
-}
+};
 
 /** Encodes ternary tensors into a complete `.cpeft` file (header first, so it can be streamed). */
 export function writeCompeft(meta: CompeftMeta, tensors: TernaryTensor[]): Uint8Array {
