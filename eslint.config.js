@@ -10,60 +10,53 @@ import tseslint from 'typescript-eslint';
  */
 const SRC = (dir) => [`**/${dir}/**`];
 const forbid = (what, why, except = []) => ({ group: [...what, ...except.map((p) => `!${p}`)], message: why });
+/** `src/<from> must not import src/<to>` for each `to`. */
+const mustNot = (from, ...to) => to.map((dir) => forbid(SRC(dir), `src/${from} must not import src/${dir}`));
 
 const ORT = forbid(['onnxruntime-node', 'onnxruntime-common', 'onnxruntime-web'], 'only src/model, src/parallel, src/cli and kernels load ONNX Runtime');
 const GRPC = forbid(['@grpc/*'], 'gRPC lives in src/server, src/parallel (shard transport), src/loadgen (client) and src/cli');
 const GEN = forbid(SRC('gen'), 'generated proto types are for src/server and src/parallel/wire.ts only');
 const CLI = forbid(SRC('cli'), 'src/cli is the composition root: nothing imports it');
 const LOADGEN = forbid(SRC('loadgen'), 'src/loadgen is a client of the public API (used by src/cli and bench/)');
+/** Nothing below the composition root imports it or the load-generating client. */
+const UPWARD = [CLI, LOADGEN];
+/** Layers with no transport or model runtime of their own: no generated protos, gRPC or ONNX Runtime. */
+const NO_IO_RUNTIMES = [GEN, GRPC, ORT];
 const MODEL_NOT_ADAPTERS = forbid(SRC('adapters'), 'src/model must not import src/adapters (adapters sit above the model)');
 
 /** Per source folder: the imports it must not make (production code). */
 const LAYERS = {
   server: [
     forbid(SRC('model'), 'src/server must not import src/model: it talks to the engine and the adapter registry'),
-    forbid(SRC('parallel'), 'src/server must not import src/parallel'),
+    ...mustNot('server', 'parallel'),
     forbid(SRC('adapters'), 'src/server may import only the adapter registry face of src/adapters (adapter-id, adapter-status)', ['**/adapters/adapter-id.ts', '**/adapters/adapter-status.ts']),
-    CLI,
-    LOADGEN,
+    ...UPWARD,
     ORT,
   ],
   engine: [
     forbid(SRC('model'), 'src/engine must not import src/model (runners implement engine/executor.ts)'),
-    forbid(SRC('parallel'), 'src/engine must not import src/parallel'),
-    forbid(SRC('server'), 'src/engine must not import src/server'),
+    ...mustNot('engine', 'parallel', 'server'),
     forbid(SRC('adapters'), 'src/engine must not import src/adapters (engine/adapter-slots.ts is the seam)'),
-    CLI,
-    LOADGEN,
-    GEN,
-    GRPC,
-    ORT,
+    ...UPWARD,
+    ...NO_IO_RUNTIMES,
   ],
   parallel: [
-    forbid(SRC('server'), 'src/parallel must not import src/server'),
+    ...mustNot('parallel', 'server'),
     forbid(SRC('engine'), 'src/parallel may import only the contract types of src/engine (engine/executor.ts)', ['**/engine/executor.ts']),
-    CLI,
-    LOADGEN,
+    ...UPWARD,
     GEN,
   ],
   adapters: [
-    forbid(SRC('server'), 'src/adapters must not import src/server'),
-    forbid(SRC('engine'), 'src/adapters must not import src/engine'),
-    forbid(SRC('parallel'), 'src/adapters must not import src/parallel'),
+    ...mustNot('adapters', 'server', 'engine', 'parallel'),
     forbid(['**/model/runner/**', '**/model/graph/**'], 'src/adapters must not depend on the runner or the graph (model shapes and LoraWeights come from model-config.ts)'),
-    CLI,
-    LOADGEN,
-    GEN,
-    GRPC,
-    ORT,
+    ...UPWARD,
+    ...NO_IO_RUNTIMES,
   ],
   model: [
-    forbid(SRC('server'), 'src/model must not import src/server'),
+    ...mustNot('model', 'server', 'parallel'),
     forbid(SRC('engine'), 'src/model may import only the contract types of src/engine (engine/executor.ts)', ['**/engine/executor.ts']),
-    forbid(SRC('parallel'), 'src/model must not import src/parallel'),
     MODEL_NOT_ADAPTERS,
-    CLI,
-    LOADGEN,
+    ...UPWARD,
     GEN,
     GRPC,
   ],
