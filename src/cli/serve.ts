@@ -122,6 +122,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         maxRank: config.maxAdapterRank,
         hostCacheBytes: config.adapterHostCacheBytes,
         allowedRoots: roots,
+        ...(config.maxPinnedAdaptersPerTenant !== null ? { maxPinnedPerTenant: config.maxPinnedAdaptersPerTenant } : {}),
         ...(metrics ? { metrics: metrics.instruments } : {}),
         logger: componentLogger(logger, 'adapters'),
       });
