@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { TesseraError } from '../errors.ts';
+import { concatArrays } from '../util/concat-arrays.ts';
 
 export type ResolvedSource =
   | { kind: 'peft-dir'; path: string; configPath: string; weightsPath: string }
@@ -156,11 +157,5 @@ export async function fetchWithLimit(url: string, opts: { maxBytes: number; time
     if (err instanceof TesseraError) throw err;
     throw unavailable(`reading the body failed (${(err as Error).message})`, err);
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
+  return concatArrays(Uint8Array, chunks);
 }

@@ -1,3 +1,4 @@
+import { concatArrays } from '../../util/concat-arrays.ts';
 import type { Detokenizer } from '../output/incremental-detokenizer.ts';
 
 /**
@@ -17,14 +18,7 @@ export function createByteDetokenizer(bytes: Record<number, number[] | string> =
     calls: 0,
     decode(ids: readonly number[]): string {
       det.calls++;
-      const parts = ids.map(bytesOf);
-      const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        all.set(p, at);
-        at += p.length;
-      }
-      return decoder.decode(all);
+      return decoder.decode(concatArrays(Uint8Array, ids.map(bytesOf)));
     },
   };
   return det;

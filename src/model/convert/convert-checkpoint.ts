@@ -11,6 +11,7 @@ import { serializeModel, writeExternalData } from '../graph/onnx-serialize.ts';
 import type { ModelConfig } from '../model-config.ts';
 import type { LinearWeight } from '../../../kernels/linear.ts';
 import { toLinearWeight } from './linear-storage.ts';
+import { concatArrays } from '../../util/concat-arrays.ts';
 
 export interface ConvertOptions {
   hfDir: string;
@@ -131,16 +132,7 @@ function graphWeights(
     const t = tensors.readFloat32(name);
     return t.data;
   };
-  const fuseRows = (names: string[]): Float32Array => {
-    const parts = names.map(read);
-    const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let offset = 0;
-    for (const p of parts) {
-      out.set(p, offset);
-      offset += p.length;
-    }
-    return out;
-  };
+  const fuseRows = (names: string[]): Float32Array => concatArrays(Float32Array, names.map(read));
   const hfLinear = (name: string): { w: Float32Array; bias?: Float32Array } => {
     const fused = name.match(/^(model\.layers\.\d+)\.(self_attn\.qkv_proj|mlp\.gate_up_proj)$/);
     if (fused) {
