@@ -1,7 +1,7 @@
 import type { OnnxGraph } from './onnx-graph.ts';
 
 /**
- * Sampling inside the graph, for the k-steps-per-run decode loop (src/model/runner/decode-loop-graph.ts).
+ * Sampling inside the graph, for the k-steps-per-run decode loop (src/model/graph/decode-loop-graph.ts).
  *
  * Counter-based random stream: the uniform number for vocabulary entry v of the token that a row with seed s places at
  * position t is a pure function u(s, t, v), so a row's draws depend on nothing else (not its batch mates, not how the

@@ -147,7 +147,7 @@ async function throughput(device: Device, small: Awaited<ReturnType<typeof model
     for (const o of res.outcomes) {
       const r = rows[o.seqId];
       r.pos += k;
-      r.next = res.sampledTokens ? res.sampledTokens.tokenIds[o.logitsRow * k + k - 1] : argmax(res.logits.subarray(o.logitsRow * vocab, (o.logitsRow + 1) * vocab));
+      r.next = o.kind === 'sampled' ? res.sampledTokens!.tokenIds[o.sampledRow * k + k - 1] : argmax(res.logits.subarray(o.logitsRow * vocab, (o.logitsRow + 1) * vocab));
     }
   }
   await runner.release();

@@ -6,7 +6,8 @@
  * docs/gpu.md and needs a GPU to measure. Also checks that every mode produces the same greedy tokens for row 0.
  */
 import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
-import { LoopDecodeRunner, type LoopRow } from '../../src/model/runner/loop-decode-runner.ts';
+import type { SequenceWork } from '../../src/engine/executor.ts';
+import { LoopDecodeRunner } from '../../src/model/runner/loop-decode-runner.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
 import { INT4 } from '../lib/quant-variants.ts';
 import { median, significant } from '../lib/stats.ts';
@@ -73,8 +74,16 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
           done++;
         } else {
           const steps = Math.min(k, s.tokens - done);
-          const rows: LoopRow[] = tables.map((blockTable, r) => ({ seqId: seqBase + r, tokenId: last[r], startPosition: start, blockTable, adapterSlot: 0, sampling: { temperature: 0, topK: 0, seed: r } }));
-          const out = await runner.decodeSteps(rows, steps);
+          const rows: SequenceWork[] = tables.map((blockTable, r) => ({
+            seqId: seqBase + r,
+            tokenIds: [last[r]],
+            startPosition: start,
+            blockTable,
+            adapterSlot: 0,
+            sampleNext: true,
+            loopSampling: { temperature: 0, topK: 0, seed: r },
+          }));
+          const out = (await runner.runLoop(rows, steps)).sampled!;
           last = rows.map((_, r) => out.tokenIds[r * steps + steps - 1]);
           ids.push(...out.tokenIds.subarray(0, steps));
           done += steps;

@@ -6,6 +6,8 @@ import { TesseraError } from '../errors.ts';
 import { createEngine, type Engine } from '../engine/engine.ts';
 import type { Executor, StepPlan } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
+import { resolveRunnerKind } from '../model/runner/runner-kind.ts';
+import type { Device } from '../model/runner/step-runner.ts';
 import { createAdapterManager, type AdapterManager } from '../adapters/adapter-manager.ts';
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
@@ -85,13 +87,14 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
         grpcServer?.setServing(serving && !draining);
       },
-      device: config.device as 'cpu',
+      device: config.device as Device,
       intraOpThreads: config.intraOpThreads ?? undefined,
       kvCacheBytes: config.kvCacheBytes,
       blockSizeTokens: config.kvBlockTokens,
       numAdapterSlots: config.adapterSlots + 1,
       maxAdapterRank: config.maxAdapterRank,
-      loopDecode: config.device === 'cuda' || config.decodeStepsPerRun > 1,
+      // Resolved once here from the config and carried to the worker in its ShardSpec.
+      runnerKind: resolveRunnerKind({ device: config.device as Device, decodeStepsPerRun: config.decodeStepsPerRun, tp: config.tp, pp: config.pp, remoteWorkers: config.workers.length > 0 }),
     });
     cleanups.push(() => executor.shutdown());
     // The CPU features name the kernel path every number of this server comes from (src/model/cpu-features.ts).

@@ -17,15 +17,16 @@ export interface SequenceWork {
   /** True when the logits after the last token of tokenIds are needed (decode, or the final prefill chunk). */
   sampleNext: boolean;
   /**
-   * Set on every row of a multi-step plan (StepPlan.decodeSteps), and on the sampleNext rows of a plan with
-   * `sampleInGraph` that the executor samples in its graph: how it samples this row there.
+   * Set when the executor itself samples this sampleNext row in its graph, with these parameters: on every row of a
+   * multi-step plan (StepPlan.decodeSteps > 1), and on the loop-eligible rows of a one-step plan for executors whose
+   * layout has `samplesInGraph`. Its result is then sampled tokens, never logits. The only thing that says so.
    */
   loopSampling?: LoopSampling;
 }
 
 /**
- * In-graph sampling of one row in a multi-step decode (the executor samples; only these parameters are loop-eligible:
- * no penalties, top-p, min-p or top-n logprobs). Same stream for the same seed and positions, whatever the batch.
+ * In-graph sampling of one row (the executor samples; only these parameters are loop-eligible: no penalties, top-p,
+ * min-p or top-n logprobs). Same stream for the same seed and positions, whatever the batch.
  */
 export interface LoopSampling {
   /** 0 = greedy. */
@@ -48,34 +49,63 @@ export interface StepPlan {
   /**
    * Decode steps to run for every sequence of this plan in one executor call (default 1). Only > 1 when every
    * sequence feeds one token, has `loopSampling`, and its block table covers positions up to startPosition + decodeSteps;
-   * the result then carries `sampledTokens` instead of logits.
+   * every outcome is then 'sampled' with that many tokens.
    */
   decodeSteps?: number;
-  /**
-   * One step in which the executor samples every sampleNext row that carries `loopSampling` in its graph (only for
-   * executors whose layout has `samplesInGraph`; see `sampledInGraph`). The result carries `sampledTokens` with steps = 1
-   * for those rows, and logits (with their log-sum-exp when computed) for the other sampleNext rows, which the host
-   * samples; each outcome's logitsRow indexes the array of its row's kind. Rows without sampleNext (prefill chunks
-   * before a prompt's end) only fill the KV cache, as in any step.
-   */
-  sampleInGraph?: boolean;
 }
 
-export interface SequenceOutcome {
+/**
+ * What became of one sequence in a step, produced by the executor (src/model/runner/step-batches.ts writes them all)
+ * and read by the scheduler by `kind`, never re-derived from the plan:
+ * - 'logits': the host samples it from row `logitsRow` of StepResult.logits (and StepResult.logSumExp);
+ * - 'sampled': the executor sampled it; its tokens are row `sampledRow` of StepResult.sampledTokens;
+ * - 'none': its tokens only filled the KV cache (sampleNext was false);
+ * - 'failed': this sequence alone failed (the rest of the step is valid).
+ * `logitsRow` is on every kind (-1 unless 'logits') so readers that want logits only need no switch.
+ */
+export type SequenceOutcome = LogitsOutcome | SampledOutcome | KvOnlyOutcome | FailedOutcome;
+
+interface OutcomeBase {
   seqId: number;
-  /**
-   * Row of StepResult.logits for this sequence, or of StepResult.sampledTokens when the executor sampled it (multi-step
-   * plans; `sampledInGraph` rows); -1 when sampleNext was false or the sequence failed.
-   */
+  /** Row of StepResult.logits for a 'logits' outcome; -1 on every other kind. */
   logitsRow: number;
-  /** Set when this sequence alone failed (the rest of the step is valid). */
-  error?: string;
+  error?: undefined;
+}
+
+export interface LogitsOutcome extends OutcomeBase {
+  kind: 'logits';
+}
+
+export interface SampledOutcome extends OutcomeBase {
+  kind: 'sampled';
+  logitsRow: -1;
+  /** Row of StepResult.sampledTokens ([rows, steps]). */
+  sampledRow: number;
+}
+
+export interface KvOnlyOutcome extends OutcomeBase {
+  kind: 'none';
+  logitsRow: -1;
+}
+
+export interface FailedOutcome extends Omit<OutcomeBase, 'error'> {
+  kind: 'failed';
+  logitsRow: -1;
+  error: string;
+}
+
+export interface SampledTokens {
+  steps: number;
+  /** [rows, steps] row-major */
+  tokenIds: Int32Array;
+  /** [rows, steps] log-probability of each token under the raw logits */
+  logprobs: Float32Array;
 }
 
 export interface StepResult {
   stepId: number;
   outcomes: SequenceOutcome[];
-  /** [numRows, vocabSize] float32, raw logits (no softmax) of the rows the host samples. */
+  /** [numRows, vocabSize] float32, raw logits (no softmax) of the 'logits' outcomes. */
   logits: Float32Array;
   /**
    * [numRows] log(sum(exp(row))) of each logits row, when the executor computes it (in the graph, where it is much cheaper
@@ -84,12 +114,10 @@ export interface StepResult {
   logSumExp?: Float32Array;
   vocabSize: number;
   /**
-   * Multi-step plans and plans with sampleInGraph: the tokens the executor sampled, [rows, steps] row-major (row = the
-   * outcome's logitsRow; with sampleInGraph, steps = 1 and only the `sampledInGraph` rows), with
-   * their log-probabilities under the raw logits. A row's tokens after its stop (EOS, stop id, max tokens) are discarded
-   * by the engine.
+   * The tokens of the 'sampled' outcomes (present when there is one): steps = the plan's decodeSteps. A row's tokens
+   * after its stop (EOS, stop id, max tokens) are discarded by the engine.
    */
-  sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
+  sampledTokens?: SampledTokens;
   /** Time spent inside the model runtime for this step, in milliseconds. */
   runtimeMs: number;
 }
@@ -105,13 +133,8 @@ export interface ExecutorLayout {
   numAdapterSlots: number;
   /** Largest StepPlan.decodeSteps the executor runs (default 1: single steps only). */
   maxDecodeStepsPerRun?: number;
-  /** The executor runs plans with `sampleInGraph` (default false: the engine samples every row from logits). */
+  /** One-step plans may carry `loopSampling` rows, which the executor samples in its graph (default false). */
   samplesInGraph?: boolean;
-}
-
-/** Whether the executor samples this row of a one-step plan in its graph (its token comes back in sampledTokens). */
-export function sampledInGraph(plan: Pick<StepPlan, 'sampleInGraph'>, work: SequenceWork): boolean {
-  return plan.sampleInGraph === true && work.sampleNext && work.loopSampling !== undefined;
 }
 
 export interface Executor {

@@ -1,14 +1,15 @@
 import { TesseraError } from '../errors.ts';
-import { sampledInGraph, type Executor, type ExecutorLayout, type SequenceOutcome, type SequenceWork, type StepPlan, type StepResult } from '../engine/executor.ts';
+import type { Executor, ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../engine/executor.ts';
 import { readManifest } from '../model/converted-model.ts';
 import type { ModelConfig } from '../model/model-config.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
-import type { RunnerMemory, RunnerOptions } from '../model/runner/model-runner.ts';
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
+import { resolveRunnerKind } from '../model/runner/runner-kind.ts';
+import { gatherStep, splitStep, type BatchOutput } from '../model/runner/step-batches.ts';
+import type { RunnerKind, RunnerMemory, RunnerOptions } from '../model/runner/step-runner.ts';
 import { shardPositions, tpSlices, type ShardPosition } from './shard-layout.ts';
 import { ThreadLink, type ShardLink } from './shard-link.ts';
-import { checkSequence, stepInputs } from '../model/runner/step-inputs.ts';
-import type { RunReply, SegmentRef, ShardMemory, ShardSpec, WorkerMessage } from './wire.ts';
+import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec, WorkerMessage } from './wire.ts';
 
 /** Opens a link to the worker at `index` (thread: a new thread; remote: a connection to its address). */
 export type LinkFactory = (index: number, position: ShardPosition) => Promise<ShardLink>;
@@ -31,18 +32,10 @@ export interface ControllerOptions extends RunnerOptions {
   /** Wait between reconnect attempts after a worker went down. Default 200 ms. */
   restartDelayMs?: number;
   /**
-   * Keep the KV cache and adapter stacks on the device between steps (world size 1 only). Default: on for WebGPU, where
-   * outputs can stay in GPU buffers; other providers copy that state both ways every step with it (docs/gpu.md).
+   * The runner the whole-model worker hosts (model/runner/runner-kind.ts), resolved once by the caller (`tessera serve`
+   * from its config) or, when left out, here from `device`: loop-decode for CUDA, device-kv for WebGPU, else host-kv.
    */
-  deviceResidentKv?: boolean;
-  /**
-   * Run k decode steps per session.run when the engine asks for it (LoopDecodeRunner; world size 1, worker threads
-   * only). Default: on for CUDA, where every run copies its inputs over PCIe (docs/gpu.md). Takes precedence over
-   * deviceResidentKv.
-   */
-  loopDecode?: boolean;
-  /** With loopDecode: the largest k (ExecutorLayout.maxDecodeStepsPerRun). Default 64. */
-  maxDecodeStepsPerRun?: number;
+  runnerKind?: RunnerKind;
   /** Called with false when a worker goes down and with true once the whole shard group serves again. */
   onHealth?: (serving: boolean) => void;
 }
@@ -62,12 +55,22 @@ export interface StepTiming {
   trace: Array<{ worker: number; microBatch: number; segment: string; startMs: number; endMs: number }>;
 }
 
+/** What the runs of one step share. */
+interface StepContext {
+  started: number;
+  timing: StepTiming;
+  stepId: number;
+  decodeSteps: number;
+}
+
 interface Shard {
   index: number;
   position: ShardPosition;
   spec: ShardSpec;
   link: ShardLink | null;
   memory: ShardMemory | null;
+  /** What the worker said it can run, beyond single host-sampled steps (its runner's layout). */
+  can: Pick<ExecutorLayout, 'maxDecodeStepsPerRun' | 'samplesInGraph'>;
 }
 
 /**
@@ -77,8 +80,8 @@ interface Shard {
  * flight at once, so stage i runs micro-batch n + 1 while stage i + 1 runs n. World size 1 is one worker, same path.
  */
 export class ShardController implements Executor {
-  readonly layout: ExecutorLayout;
   readonly modelId: string;
+  private groupLayout: ExecutorLayout;
   lastTiming: StepTiming | null = null;
   private serving = true;
   private recovering: Promise<unknown> | null = null;
@@ -95,8 +98,13 @@ export class ShardController implements Executor {
     layout: ExecutorLayout,
     modelId: string,
   ) {
-    this.layout = layout;
+    this.groupLayout = layout;
     this.modelId = modelId;
+  }
+
+  /** The KV blocks, slots and model limits of the group; for a whole-model worker, what its runner can run. */
+  get layout(): ExecutorLayout {
+    return this.groupLayout;
   }
 
   static async start(options: ControllerOptions): Promise<ShardController> {
@@ -116,17 +124,13 @@ export class ShardController implements Executor {
       numKvBlocks = Math.min(numKvBlocks, Math.floor(kvBytes / perBlock));
     }
     if (numKvBlocks < 1) throw new TesseraError('CONFIG_INVALID', `\`kvCacheBytes\` ${kvBytes} holds no KV block on some worker`);
-    const loopDecode = options.loopDecode ?? options.device === 'cuda';
-    if (loopDecode && (positions.length !== 1 || options.openLink)) {
-      throw new TesseraError('CONFIG_INVALID', `k decode steps per run need the whole model in one worker thread: \`tp\` x \`pp\` must be 1 and no remote workers. Given: ${tp} x ${pp}${options.openLink ? ', remote workers' : ''}`);
-    }
-    const maxDecodeStepsPerRun = options.maxDecodeStepsPerRun ?? 64;
-    const deviceResidentKv = !loopDecode && positions.length === 1 && (options.deviceResidentKv ?? options.device === 'webgpu');
+    const runnerKind = resolveRunnerKind({ requested: options.runnerKind, device: options.device, tp, pp, remoteWorkers: options.openLink !== undefined });
     const shards: Shard[] = positions.map((position, index) => ({
       index,
       position,
       link: null,
       memory: null,
+      can: {},
       spec: {
         modelDir: options.workerModelDir ?? options.modelDir,
         position,
@@ -136,8 +140,8 @@ export class ShardController implements Executor {
         maxAdapterRank: options.maxAdapterRank ?? 16,
         device: options.device,
         intraOpThreads: options.intraOpThreads,
-        deviceResidentKv,
-        ...(loopDecode ? { loopDecode, maxDecodeStepsPerRun } : {}),
+        runnerKind,
+        ...(runnerKind === 'loop-decode' ? { maxDecodeStepsPerRun: options.maxDecodeStepsPerRun ?? 64 } : {}),
       },
     }));
     const layout: ExecutorLayout = {
@@ -146,9 +150,6 @@ export class ShardController implements Executor {
       numKvBlocks,
       blockSizeTokens,
       numAdapterSlots: options.numAdapterSlots ?? 8,
-      ...(loopDecode ? { maxDecodeStepsPerRun } : {}),
-      // The device-KV runner samples in its graph (a worker thread; remote workers run the shard graphs, see wire.ts).
-      ...(deviceResidentKv && !options.openLink ? { samplesInGraph: true } : {}),
     };
     const controller = new ShardController(config, shards, options, layout, manifest.modelId);
     try {
@@ -157,6 +158,8 @@ export class ShardController implements Executor {
       await controller.shutdown();
       throw err;
     }
+    // A whole-model worker's runner may run k steps per call or sample in its graph; a split model runs single steps.
+    if (shards.length === 1) controller.groupLayout = { ...layout, ...shards[0].can };
     return controller;
   }
 
@@ -185,100 +188,21 @@ export class ShardController implements Executor {
     while (this.recovering && !this.closed) await this.recovering;
   }
 
+  /**
+   * One step: split into batches (step-batches.ts; with pp > 1 each cut into micro-batches, all in flight at once so
+   * stage i runs micro-batch n + 1 while stage i + 1 runs n), each run through the shard group, gathered into outcomes.
+   */
   async execute(plan: StepPlan): Promise<StepResult> {
     this.checkServing();
-    if ((plan.decodeSteps ?? 1) > 1 || plan.sampleInGraph === true) return this.executeSampled(plan);
     const started = performance.now();
     const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
-    const outcomes: SequenceOutcome[] = [];
-    const runnable: SequenceWork[] = [];
-    for (const seq of plan.sequences) {
-      const problem = checkSequence(seq, { ...this.layout });
-      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
-      else runnable.push(seq);
-    }
-    const decode = runnable.filter((s) => s.tokenIds.length === 1);
-    const prefill = runnable.filter((s) => s.tokenIds.length > 1);
     const pp = this.options.pp ?? 1;
-    const numMicro = pp > 1 ? (this.options.microBatches ?? pp) : 1;
-    const microBatches: SequenceWork[][] = [];
-    for (const group of [decode, prefill]) {
-      const parts = Math.min(numMicro, group.length);
-      let offset = 0;
-      for (let m = 0; m < parts; m++) {
-        const size = Math.floor(group.length / parts) + (m < group.length % parts ? 1 : 0);
-        microBatches.push(group.slice(offset, offset + size));
-        offset += size;
-      }
-    }
-    const ctx = { started, timing, plan };
-    const results = await Promise.all(microBatches.map((rows, m) => this.runMicroBatch(rows, m, ctx)));
-    const vocab = this.config.vocabSize;
-    let numRows = 0;
-    for (const r of results) numRows += r.sampled.length;
-    const logits = new Float32Array(numRows * vocab);
-    let row = 0;
-    results.forEach((r, m) => {
-      logits.set(r.logits, row * vocab);
-      const rowOf = new Map(r.sampled.map((seqId, i) => [seqId, row + i]));
-      for (const seq of microBatches[m]) outcomes.push({ seqId: seq.seqId, logitsRow: rowOf.get(seq.seqId) ?? -1 });
-      row += r.sampled.length;
-    });
+    const split = splitStep(plan, this.layout, pp > 1 ? (this.options.microBatches ?? pp) : 1);
+    const ctx = { started, timing, stepId: plan.stepId, decodeSteps: split.decodeSteps };
+    const outputs = await Promise.all(split.batches.map((rows, m) => this.runBatch(rows, m, ctx)));
     timing.totalMs = performance.now() - started;
     this.lastTiming = timing;
-    // The sampler skips its own pass over the vocabulary when every logits row comes with its log-sum-exp.
-    let logSumExp: Float32Array | undefined;
-    if (results.every((r) => r.logSumExp && r.logSumExp.length === r.sampled.length)) {
-      logSumExp = new Float32Array(numRows);
-      let at = 0;
-      for (const r of results) {
-        logSumExp.set(r.logSumExp!, at);
-        at += r.sampled.length;
-      }
-    }
-    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: timing.totalMs };
-  }
-
-  /**
-   * One worker run whose result carries the tokens the worker sampled: every sampling row's k tokens (loopDecode shard),
-   * or one step whose `sampledInGraph` rows are sampled in the graph and whose other sampling rows come back as logits
-   * (device-KV shard, `sampleInGraph`). Each outcome's logitsRow indexes the array of its row's kind; rows without
-   * sampleNext get -1.
-   */
-  private async executeSampled(plan: StepPlan): Promise<StepResult> {
-    const started = performance.now();
-    const timing: StepTiming = { stepId: plan.stepId, totalMs: 0, computeMs: 0, commMs: 0, reduceMs: 0, numRuns: 0, trace: [] };
-    const k = plan.decodeSteps ?? 1;
-    const byWorker = (seq: SequenceWork) => k > 1 || sampledInGraph(plan, seq);
-    const outcomes: SequenceOutcome[] = [];
-    const rows: SequenceWork[] = [];
-    let numSampled = 0;
-    let numLogits = 0;
-    for (const seq of plan.sequences) {
-      const problem = checkSequence(seq, { ...this.layout });
-      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
-      else {
-        outcomes.push({ seqId: seq.seqId, logitsRow: !seq.sampleNext ? -1 : byWorker(seq) ? numSampled++ : numLogits++ });
-        rows.push(seq);
-      }
-    }
-    const vocab = this.config.vocabSize;
-    const request = { stepId: plan.stepId, segment: { kind: 'stage', layer: 0 } as const, rows, hidden: null, decodeSteps: k, ...(plan.sampleInGraph ? { sampleInGraph: true } : {}) };
-    const reply: RunReply =
-      rows.length === 0
-        ? { output: new Float32Array(0), sampledTokens: { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) }, runtimeMs: 0 }
-        : await this.run(this.shards[0], request, 0, { started, timing });
-    const sampledTokens = reply.sampledTokens;
-    if (!sampledTokens || sampledTokens.tokenIds.length !== numSampled * k) {
-      throw new TesseraError('INTERNAL', `the worker ran a ${k}-step plan${plan.sampleInGraph ? ' sampled in the graph' : ''} without returning ${numSampled} rows of sampled tokens (not a loop-decode or device-KV shard)`);
-    }
-    if (reply.output.length !== numLogits * vocab) {
-      throw new TesseraError('INTERNAL', `the worker returned ${reply.output.length / vocab} logits rows for the ${numLogits} rows the host samples in step ${plan.stepId}`);
-    }
-    timing.totalMs = performance.now() - started;
-    this.lastTiming = timing;
-    const logSumExp = reply.logSumExp?.length === numLogits ? { logSumExp: reply.logSumExp } : {};
-    return { stepId: plan.stepId, outcomes, logits: reply.output, ...logSumExp, sampledTokens, vocabSize: vocab, runtimeMs: timing.totalMs };
+    return gatherStep(plan, split, outputs, this.config.vocabSize, timing.totalMs);
   }
 
   async loadAdapterSlot(slot: number, weights: LoraWeights): Promise<void> {
@@ -327,19 +251,15 @@ export class ShardController implements Executor {
     if (!this.serving) throw new TesseraError('WORKER_UNAVAILABLE', 'a shard worker is restarting; retry shortly');
   }
 
-  private async runMicroBatch(
-    rows: SequenceWork[],
-    microBatch: number,
-    ctx: { started: number; timing: StepTiming; plan: StepPlan },
-  ): Promise<{ logits: Float32Array; logSumExp?: Float32Array; sampled: number[] }> {
+  /** One batch through the group: the stages in turn (tp = 1), or per layer the TP segments with the partials reduced here. */
+  private async runBatch(rows: SequenceWork[], microBatch: number, ctx: StepContext): Promise<BatchOutput> {
     const { tp, pp } = { tp: this.options.tp ?? 1, pp: this.options.pp ?? 1 };
-    const inputs = stepInputs(rows);
-    const sampled = inputs.sampledSeqIds;
-    const run = (shard: Shard, segment: SegmentRef, hidden: Float32Array | null) => this.run(shard, { stepId: ctx.plan.stepId, segment, rows, hidden }, microBatch, ctx);
+    const run = (shard: Shard, segment: SegmentRef, hidden: Float32Array | null) =>
+      this.run(shard, { stepId: ctx.stepId, segment, rows, hidden, ...(ctx.decodeSteps > 1 ? { decodeSteps: ctx.decodeSteps } : {}) }, microBatch, ctx);
     if (tp === 1) {
       let reply: RunReply | null = null;
       for (let stage = 0; stage < pp; stage++) reply = await run(this.shards[stage], { kind: 'stage', layer: 0 }, reply?.output ?? null);
-      return { logits: reply!.output, ...(reply!.logSumExp ? { logSumExp: reply!.logSumExp } : {}), sampled };
+      return { logits: reply!.output, logSumExp: reply!.logSumExp ?? null, sampled: reply!.sampledTokens ?? null };
     }
     const rank = (stage: number) => this.shards.slice(stage * tp, (stage + 1) * tp);
     // All-reduce staged through the controller: h = sum of partials (embedding) or h += sum of partials.
@@ -362,23 +282,17 @@ export class ShardController implements Executor {
         h = await reduce(shards, { kind: 'mlp', layer }, h);
       }
     }
-    // LM head: each last-stage rank returns its vocab slice of every sampled row; gather them side by side.
+    // LM head: each last-stage rank returns its vocab slice of every logits row and that slice's log-sum-exp.
     const last = rank(pp - 1);
     const shared = toShared(h!);
     const slices = await Promise.all(last.map((s) => run(s, { kind: 'head', layer: 0 }, shared)));
     const t0 = performance.now();
-    const vocab = this.config.vocabSize;
-    const logits = new Float32Array(sampled.length * vocab);
-    last.forEach((s, r) => {
-      const v = tpSlices(this.config, s.position.tpRank, tp).vocab;
-      const part = slices[r].output;
-      for (let row = 0; row < sampled.length; row++) logits.set(part.subarray(row * v.count, (row + 1) * v.count), row * vocab + v.start);
-    });
+    const output = gatherVocabSlices(slices, last.map((s) => tpSlices(this.config, s.position.tpRank, tp).vocab), this.config.vocabSize);
     ctx.timing.reduceMs += performance.now() - t0;
-    return { logits, sampled };
+    return output;
   }
 
-  private async run(shard: Shard, request: { stepId: number; segment: SegmentRef; rows: SequenceWork[]; hidden: Float32Array | null; decodeSteps?: number; sampleInGraph?: boolean }, microBatch: number, ctx: { started: number; timing: StepTiming }): Promise<RunReply> {
+  private async run(shard: Shard, request: RunRequest, microBatch: number, ctx: StepContext): Promise<RunReply> {
     const link = shard.link;
     if (!link) throw new TesseraError('WORKER_UNAVAILABLE', `shard worker ${shard.index} is restarting`);
     const sent = performance.now();
@@ -421,6 +335,10 @@ export class ShardController implements Executor {
       throw err;
     }
     shard.memory = ready.memory;
+    shard.can = {
+      ...(ready.layout.maxDecodeStepsPerRun !== undefined ? { maxDecodeStepsPerRun: ready.layout.maxDecodeStepsPerRun } : {}),
+      ...(ready.layout.samplesInGraph === true ? { samplesInGraph: true } : {}),
+    };
     shard.link = link;
     link.onDown((reason) => this.workerDown(shard, link, reason));
   }
@@ -460,4 +378,27 @@ function toShared(h: Float32Array): Float32Array {
   const shared = new Float32Array(new SharedArrayBuffer(h.byteLength));
   shared.set(h);
   return shared;
+}
+
+/**
+ * The LM head's all-gather: each rank's logits [rows, its vocab slice] side by side into [rows, vocab], and the rows'
+ * log-sum-exp from the slices' (log sum_r exp(lse_r)), when every rank computed it.
+ */
+function gatherVocabSlices(slices: RunReply[], ranges: Array<{ start: number; count: number }>, vocabSize: number): BatchOutput {
+  const rows = slices[0].output.length / ranges[0].count;
+  const logits = new Float32Array(rows * vocabSize);
+  slices.forEach((slice, r) => {
+    const v = ranges[r];
+    for (let row = 0; row < rows; row++) logits.set(slice.output.subarray(row * v.count, (row + 1) * v.count), row * vocabSize + v.start);
+  });
+  if (!slices.every((s) => s.logSumExp?.length === rows)) return { logits, logSumExp: null, sampled: null };
+  const logSumExp = new Float32Array(rows);
+  for (let row = 0; row < rows; row++) {
+    let max = -Infinity;
+    for (const s of slices) max = Math.max(max, s.logSumExp![row]);
+    let sum = 0;
+    for (const s of slices) sum += Math.exp(s.logSumExp![row] - max);
+    logSumExp[row] = Number.isFinite(max) ? max + Math.log(sum) : max;
+  }
+  return { logits, logSumExp, sampled: null };
 }

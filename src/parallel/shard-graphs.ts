@@ -1,28 +1,29 @@
 import { OnnxGraph } from '../../kernels/onnx-graph.ts';
 import { rmsNorm } from '../../kernels/rms-norm.ts';
-import { addRotaryTables, rotary } from '../../kernels/rotary.ts';
-import { linear, type LinearWeight } from '../../kernels/linear.ts';
-import { multiLoraDelta } from '../../kernels/multi-lora.ts';
-import { groupedQueryAttention } from '../../kernels/attention.ts';
-import { buildLlamaGraph, GRAPH_IO, headNorm, type GraphWeights } from '../model/graph/llama-graph.ts';
-import type { LoraTarget, ModelConfig } from '../model/model-config.ts';
+import type { LinearWeight } from '../../kernels/linear.ts';
+import { GRAPH_IO } from '../model/graph/graph-io.ts';
+import { buildLlamaGraph, type GraphWeights } from '../model/graph/llama-graph.ts';
+import { attentionBlock, attentionContext, lmHead, loraRowInputs, mlpBlock, vectorInitializer, type LayerWeights, type LoraKernel } from '../model/graph/llama-layers.ts';
+import type { ModelConfig } from '../model/model-config.ts';
 import { linearBytes, sliceLinearInputs, sliceLinearOutputs, type ConvertedWeights } from './converted-weights.ts';
 import type { TpSlices } from './shard-layout.ts';
 
 /**
- * Graphs of one shard, built at load time from the converted weights.
+ * Graphs of one shard, built at load time from the converted weights with the layer builders of the whole-model graph
+ * (src/model/graph/llama-layers.ts).
  *
  * Pipeline stage (tp = 1): one graph per stage, `buildLlamaGraph` over the stage's layers.
  *
  * Tensor parallel (tp > 1): ONNX Runtime cannot all-reduce inside a session, so each layer is cut at its two
  * all-reduce points and every rank runs the pieces over its own weight shard:
  *   embed        partial[b, s] = E_r[ids[b, s] - v0]  if the id is in the rank's vocab slice [v0, v1), else 0
- *   attention l  partial = O_r( attn_r( rmsNorm(h) ) )   QKV column-parallel over whole KV-head groups, O row-parallel
- *   mlp l        partial = Down_r( silu(Gate_r x) * Up_r x ),  x = rmsNorm(h)   gate/up column-, down row-parallel
- *   head         logits[:, v0:v1] = rmsNorm(h[rows]) W_lm[v0:v1]^T                  (all-gather, not all-reduce)
+ *   attention l  partial = attentionBlock_r(rmsNorm(h))   QKV column-parallel over whole KV-head groups, O row-parallel
+ *   mlp l        partial = mlpBlock_r(rmsNorm(h))         gate/up column-parallel, down row-parallel
+ *   head         logits[:, v0:v1], lse_r = lmHead_r(h)    the rank's vocab slice and its log-sum-exp (all-gather)
  * and between pieces the controller sums the partials into the residual stream h (h = sum for embed, h += sum else).
+ * The blocks are the whole graph's, given the rank's local config (its heads and MLP columns) and sliced weights.
  * LoRA follows S-LoRA: for column-parallel targets A is replicated and B split by output columns; for row-parallel
- * targets A is split by input rows and B replicated, so the partial deltas sum to the full delta.
+ * targets A is split by input rows and B replicated, so the partial deltas sum to the full delta (either LoRA kernel).
  */
 export type SegmentKind = 'stage' | 'embed' | 'attention' | 'mlp' | 'head';
 
@@ -37,48 +38,97 @@ export function localConfig(config: ModelConfig, slices: TpSlices | null, numLay
   return { ...config, numLayers, numHeads: slices.heads.count, numKvHeads: slices.kvHeads.count, intermediateSize: slices.intermediate.count };
 }
 
-/** Memoised GraphWeights for `buildLlamaGraph` over converted weights (a pipeline stage reads only its layers). */
-export function stageGraphWeights(config: ModelConfig, weights: ConvertedWeights, counter: { bytes: number }): GraphWeights {
-  const memo = new Map<string, LinearWeight>();
-  const inFeatures = (name: string) => (name.endsWith('o_proj') ? config.numHeads * config.headDim : name.endsWith('down_proj') ? config.intermediateSize : config.hiddenSize);
+/** Input features of a linear of the whole model, by name. */
+function inFeatures(config: ModelConfig, name: string): number {
+  return name.endsWith('o_proj') ? config.numHeads * config.headDim : name.endsWith('down_proj') ? config.intermediateSize : config.hiddenSize;
+}
+
+/**
+ * Weights read from the converted model once each, with the bytes they hold added to `counter`; a linear goes through
+ * `slice` (a TP rank's part of it) before it is kept.
+ */
+function countedWeights(config: ModelConfig, weights: ConvertedWeights, counter: { bytes: number }, slice: (name: string, w: LinearWeight) => LinearWeight): GraphWeights {
+  const linears = new Map<string, LinearWeight>();
+  const vectors = new Map<string, Float32Array>();
+  const once = (name: string, read: () => Float32Array) => {
+    let v = vectors.get(name);
+    if (!v) {
+      v = read();
+      counter.bytes += v.byteLength;
+      vectors.set(name, v);
+    }
+    return v;
+  };
   return {
     linear(name) {
-      let w = memo.get(name);
+      let w = linears.get(name);
       if (!w) {
-        w = weights.linear(name, inFeatures(name));
+        w = slice(name, weights.linear(name, inFeatures(config, name)));
         counter.bytes += linearBytes(w);
-        memo.set(name, w);
+        linears.set(name, w);
       }
       return w;
     },
-    vector(name) {
-      const v = weights.float32(name);
-      counter.bytes += v.byteLength;
-      return v;
-    },
-    embedding() {
-      const e = weights.float32('model.embed_tokens.weight');
-      counter.bytes += e.byteLength;
-      return e;
-    },
+    vector: (name) => once(name, () => weights.float32(name)),
+    embedding: () => once('model.embed_tokens.weight', () => weights.float32('model.embed_tokens.weight')),
   };
 }
 
-export function buildStageGraph(config: ModelConfig, weights: GraphWeights, layers: { start: number; end: number }, lora: boolean): OnnxGraph {
-  return buildLlamaGraph(config, weights, { lora, layers });
+/** Memoised GraphWeights for `buildLlamaGraph` over converted weights (a pipeline stage reads only its layers). */
+export function stageGraphWeights(config: ModelConfig, weights: ConvertedWeights, counter: { bytes: number }): GraphWeights {
+  return countedWeights(config, weights, counter, (_name, w) => w);
 }
 
-/** Builds the tensor-parallel segment graphs of one rank. Weight bytes held are added to `bytes`. */
+export function buildStageGraph(config: ModelConfig, weights: GraphWeights, layers: { start: number; end: number }, lora: boolean, loraKernel: LoraKernel = 'gather'): OnnxGraph {
+  return buildLlamaGraph(config, weights, { lora, loraKernel, layers });
+}
+
+/**
+ * One TP rank's weights under the whole model's names: QKV keeps its heads' columns of q, k and v, O its heads' input
+ * rows; gate/up keep its MLP columns, down their input rows; the LM head its vocab slice. Row-parallel linears keep
+ * their bias on rank 0 only (the partial sums add it once).
+ */
+function tpLayerWeights(config: ModelConfig, weights: ConvertedWeights, slices: TpSlices, rank: number, counter: { bytes: number }): LayerWeights {
+  const d = config.headDim;
+  const qSize = config.numHeads * d;
+  const kvSize = config.numKvHeads * d;
+  const { heads, kvHeads, intermediate: cols, vocab } = slices;
+  return countedWeights(config, weights, counter, (name, w) => {
+    if (name.endsWith('.self_attn.qkv_proj')) {
+      return sliceLinearOutputs(w, [
+        { start: heads.start * d, count: heads.count * d },
+        { start: qSize + kvHeads.start * d, count: kvHeads.count * d },
+        { start: qSize + kvSize + kvHeads.start * d, count: kvHeads.count * d },
+      ]);
+    }
+    if (name.endsWith('.self_attn.o_proj')) return sliceLinearInputs(w, heads.start * d, heads.count * d, rank === 0);
+    if (name.endsWith('.mlp.gate_up_proj')) return sliceLinearOutputs(w, [cols, { start: config.intermediateSize + cols.start, count: cols.count }]);
+    if (name.endsWith('.mlp.down_proj')) return sliceLinearInputs(w, cols.start, cols.count, rank === 0);
+    if (name === 'lm_head') return sliceLinearOutputs(w, [vocab]);
+    return w;
+  });
+}
+
+/** Builds the tensor-parallel segment graphs of one rank. Weight bytes held are counted in `bytes`. */
 export class TpSegmentBuilder {
-  bytes = 0;
-  private readonly memo = new Map<string, LinearWeight>();
+  private readonly counter = { bytes: 0 };
+  private readonly local: ModelConfig;
+  private readonly layerWeights: LayerWeights;
 
   constructor(
     private readonly config: ModelConfig,
     private readonly weights: ConvertedWeights,
     private readonly slices: TpSlices,
     private readonly rank: number,
-  ) {}
+    private readonly loraKernel: LoraKernel,
+  ) {
+    this.local = localConfig(config, slices, config.numLayers);
+    this.layerWeights = tpLayerWeights(config, weights, slices, rank, this.counter);
+  }
+
+  get bytes(): number {
+    return this.counter.bytes;
+  }
 
   embed(): OnnxGraph {
     const { hiddenSize } = this.config;
@@ -87,7 +137,7 @@ export class TpSegmentBuilder {
     const ids = g.input(GRAPH_IO.inputIds, 'int64', ['batch', 'seq']);
     const full = this.weights.float32('model.embed_tokens.weight');
     const table = g.initializer('embed_slice', 'float32', [count, hiddenSize], full.slice(start * hiddenSize, (start + count) * hiddenSize));
-    this.bytes += count * hiddenSize * 4;
+    this.counter.bytes += count * hiddenSize * 4;
     const local = g.op('Sub', [ids, g.constInt64('vocab_start', [start], [])], { hint: 'local_ids' });
     const inRange = g.op('And', [
       g.op('GreaterOrEqual', [local, g.constInt64('zero', [0], [])], { hint: 'ge0' }),
@@ -101,141 +151,42 @@ export class TpSegmentBuilder {
   }
 
   attention(layer: number, lora: boolean): OnnxGraph {
-    const c = this.config;
-    const { headDim, hiddenSize, rmsNormEps: eps } = c;
-    const heads = this.slices.heads;
-    const kvHeads = this.slices.kvHeads;
-    const p = `model.layers.${layer}`;
     const g = new OnnxGraph(`tessera_tp${this.rank}_l${layer}_attention${lora ? '_lora' : ''}`);
-    const hidden = g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
+    const hidden = this.hiddenIn(g);
     const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
     const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
-    const rows = lora ? loraRowInputs(g) : null;
-    const normed = rmsNorm(g, hidden, this.vector(g, `${p}.input_layernorm.weight`), eps, 'input_norm');
-
-    const qSize = c.numHeads * headDim;
-    const kvSize = c.numKvHeads * headDim;
-    const qkv = this.linearOnce(`${p}.self_attn.qkv_proj`, () =>
-      sliceLinearOutputs(this.weights.linear(`${p}.self_attn.qkv_proj`, hiddenSize), [
-        { start: heads.start * headDim, count: heads.count * headDim },
-        { start: qSize + kvHeads.start * headDim, count: kvHeads.count * headDim },
-        { start: qSize + kvSize + kvHeads.start * headDim, count: kvHeads.count * headDim },
-      ]),
-    );
-    const localQ = heads.count * headDim;
-    const localKv = kvHeads.count * headDim;
-    let [q, k, v] = g.node('Split', [linear(g, normed, 'qkv', qkv), g.constInt64('qkv_split', [localQ, localKv, localKv])], { attrs: { axis: { i: -1 } }, outputs: 3, hint: 'qkv' });
-    const withLora = (x: string, base: string, target: LoraTarget, inF: number | string, outF: number | string) => {
-      if (!rows) return base;
-      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
-      const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
-    };
-    q = withLora(normed, q, 'q_proj', hiddenSize, localQ);
-    k = withLora(normed, k, 'k_proj', hiddenSize, localKv);
-    v = withLora(normed, v, 'v_proj', hiddenSize, localKv);
-    if (c.qkNorm) {
-      q = headNorm(g, q, this.vector(g, `${p}.self_attn.q_norm.weight`), heads.count, headDim, eps, 'q_norm');
-      k = headNorm(g, k, this.vector(g, `${p}.self_attn.k_norm.weight`), kvHeads.count, headDim, eps, 'k_norm');
-    }
-    const tables = addRotaryTables(g, c.ropeTheta, c.maxPositionEmbeddings, headDim);
-    const qScale = g.constFloat('q_scale', [1 / Math.sqrt(headDim)], []);
-    q = g.op('Mul', [rotary(g, q, positionIds, tables, heads.count, headDim, 'q_rot'), qScale], { hint: 'q_scaled' });
-    k = rotary(g, k, positionIds, tables, kvHeads.count, headDim, 'k_rot');
-
-    const biasShape = g.op('Shape', [bias], { hint: 'bias_shape' });
-    const dimB = g.op('Gather', [biasShape, g.constInt64('idx0', [0])], { attrs: { axis: { i: 0 } }, hint: 'dim_b' });
-    const dimST = g.op('Gather', [biasShape, g.constInt64('idx23', [2, 3])], { attrs: { axis: { i: 0 } }, hint: 'dim_st' });
-    const dimT = g.op('Gather', [biasShape, g.constInt64('idx3', [3])], { attrs: { axis: { i: 0 } }, hint: 'dim_t' });
-    const groups = c.numHeads / c.numKvHeads;
-    const concat = (parts: string[], hint: string) => g.op('Concat', parts, { attrs: { axis: { i: 0 } }, hint });
-    const shapes = {
-      scores5: concat([dimB, g.constInt64('kv_groups', [kvHeads.count, groups]), dimST], 'shape_scores5'),
-      scores4: concat([dimB, g.constInt64('kv_minus1', [kvHeads.count, -1]), dimT], 'shape_scores4'),
-    };
-    const bias5 = g.op('Unsqueeze', [bias, g.constInt64('axis1', [1])], { hint: 'bias5' });
-    const pastK = g.input(GRAPH_IO.pastKey(layer), 'float32', ['batch', kvHeads.count, 'past', headDim]);
-    const pastV = g.input(GRAPH_IO.pastValue(layer), 'float32', ['batch', kvHeads.count, 'past', headDim]);
-    const attn = groupedQueryAttention(g, { q, k, v, pastK, pastV, bias5 }, { numHeads: heads.count, numKvHeads: kvHeads.count, headDim }, shapes, 'attn');
-    g.output(g.op('Identity', [attn.newK], { hint: GRAPH_IO.newKey(layer) }), 'float32', ['batch', kvHeads.count, 'seq', headDim]);
-    g.output(g.op('Identity', [attn.newV], { hint: GRAPH_IO.newValue(layer) }), 'float32', ['batch', kvHeads.count, 'seq', headDim]);
-
-    const oWeight = this.linearOnce(`${p}.self_attn.o_proj`, () =>
-      sliceLinearInputs(this.weights.linear(`${p}.self_attn.o_proj`, qSize), heads.start * headDim, localQ, this.rank === 0),
-    );
-    const o = withLora(attn.out, linear(g, attn.out, 'o_proj', oWeight), 'o_proj', localQ, hiddenSize);
-    g.output(g.op('Identity', [o], { hint: SEGMENT_IO.partial }), 'float32', ['batch', 'seq', hiddenSize]);
-    return g;
+    const rows = lora ? loraRowInputs(g, this.loraKernel) : null;
+    const ctx = attentionContext(g, this.local, positionIds, bias);
+    const normed = this.norm(g, hidden, `model.layers.${layer}.input_layernorm.weight`, 'input_norm');
+    return this.partial(g, attentionBlock(g, this.local, ctx, rows, this.layerWeights, layer, normed));
   }
 
   mlp(layer: number, lora: boolean): OnnxGraph {
-    const c = this.config;
-    const { hiddenSize, intermediateSize, rmsNormEps: eps } = c;
-    const cols = this.slices.intermediate;
-    const p = `model.layers.${layer}`;
     const g = new OnnxGraph(`tessera_tp${this.rank}_l${layer}_mlp${lora ? '_lora' : ''}`);
-    const hidden = g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
-    const rows = lora ? loraRowInputs(g) : null;
-    const normed = rmsNorm(g, hidden, this.vector(g, `${p}.post_attention_layernorm.weight`), eps, 'post_norm');
-    const gateUp = this.linearOnce(`${p}.mlp.gate_up_proj`, () =>
-      sliceLinearOutputs(this.weights.linear(`${p}.mlp.gate_up_proj`, hiddenSize), [
-        { start: cols.start, count: cols.count },
-        { start: intermediateSize + cols.start, count: cols.count },
-      ]),
-    );
-    let [gate, up] = g.node('Split', [linear(g, normed, 'gate_up', gateUp), g.constInt64('gate_up_split', [cols.count, cols.count])], { attrs: { axis: { i: -1 } }, outputs: 2, hint: 'gate_up' });
-    const withLora = (x: string, base: string, target: LoraTarget, inF: number, outF: number) => {
-      if (!rows) return base;
-      const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
-      const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);
-      return g.op('Add', [base, multiLoraDelta(g, x, { a, b }, rows, `${target}_lora`)], { hint: `${target}_adapted` });
-    };
-    gate = withLora(normed, gate, 'gate_proj', hiddenSize, cols.count);
-    up = withLora(normed, up, 'up_proj', hiddenSize, cols.count);
-    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate], { hint: 'sigmoid' })], { hint: 'silu' }), up], { hint: 'swiglu' });
-    const down = this.linearOnce(`${p}.mlp.down_proj`, () =>
-      sliceLinearInputs(this.weights.linear(`${p}.mlp.down_proj`, intermediateSize), cols.start, cols.count, this.rank === 0),
-    );
-    const out = withLora(act, linear(g, act, 'down_proj', down), 'down_proj', cols.count, hiddenSize);
-    g.output(g.op('Identity', [out], { hint: SEGMENT_IO.partial }), 'float32', ['batch', 'seq', hiddenSize]);
-    return g;
+    const hidden = this.hiddenIn(g);
+    const rows = lora ? loraRowInputs(g, this.loraKernel) : null;
+    const normed = this.norm(g, hidden, `model.layers.${layer}.post_attention_layernorm.weight`, 'post_norm');
+    return this.partial(g, mlpBlock(g, this.local, rows, this.layerWeights, layer, normed));
   }
 
   head(): OnnxGraph {
-    const { hiddenSize, rmsNormEps: eps } = this.config;
-    const vocab = this.slices.vocab;
     const g = new OnnxGraph(`tessera_tp${this.rank}_head`);
-    const hidden = g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', hiddenSize]);
+    const hidden = this.hiddenIn(g);
     const logitsIndex = g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']);
-    const flat = g.op('Reshape', [hidden, g.constInt64('shape_flat', [-1, hiddenSize])], { hint: 'flat' });
-    const rows = g.op('Gather', [flat, logitsIndex], { attrs: { axis: { i: 0 } }, hint: 'rows' });
-    const normed = rmsNorm(g, rows, this.vector(g, 'model.norm.weight'), eps, 'final_norm');
-    const w = this.linearOnce('lm_head', () => sliceLinearOutputs(this.weights.linear('lm_head', hiddenSize), [vocab]));
-    g.output(g.op('Identity', [linear(g, normed, 'lm_head', w)], { hint: SEGMENT_IO.logitsSlice }), 'float32', ['rows', vocab.count]);
+    lmHead(g, this.local, this.layerWeights, hidden, logitsIndex, SEGMENT_IO.logitsSlice);
     return g;
   }
 
-  private vector(g: OnnxGraph, name: string): string {
-    const v = this.weights.float32(name);
-    if (!this.memo.has(name)) {
-      this.bytes += v.byteLength;
-      this.memo.set(name, { kind: 'fp32', inFeatures: 0, outFeatures: 0, weightInOut: new Float32Array(0) });
-    }
-    return g.initializer(name, 'float32', [v.length], v);
+  private hiddenIn(g: OnnxGraph): string {
+    return g.input(GRAPH_IO.hiddenIn, 'float32', ['batch', 'seq', this.config.hiddenSize]);
   }
 
-  /** A sliced linear, computed and counted once (the base and LoRA variants of a segment share it). */
-  private linearOnce(name: string, make: () => LinearWeight): LinearWeight {
-    let w = this.memo.get(name);
-    if (!w) {
-      w = make();
-      this.bytes += linearBytes(w);
-      this.memo.set(name, w);
-    }
-    return w;
+  private norm(g: OnnxGraph, x: string, name: string, hint: string): string {
+    return rmsNorm(g, x, vectorInitializer(g, this.layerWeights, name), this.config.rmsNormEps, hint);
   }
-}
 
-function loraRowInputs(g: OnnxGraph): { slot: string; scale: string } {
-  return { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) };
+  private partial(g: OnnxGraph, value: string): OnnxGraph {
+    g.output(g.op('Identity', [value], { hint: SEGMENT_IO.partial }), 'float32', ['batch', 'seq', this.config.hiddenSize]);
+    return g;
+  }
 }

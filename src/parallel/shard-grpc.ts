@@ -126,6 +126,8 @@ export function decodeControllerFrame(f: P): ControllerMessage {
           maxAdapterRank: s.max_adapter_rank,
           ...(s.device ? { device: s.device as Device } : {}),
           ...(s.intra_op_threads ? { intraOpThreads: s.intra_op_threads } : {}),
+          // The frames carry no runner kind: a remote worker is host-kv (model/runner/runner-kind.ts).
+          runnerKind: 'host-kv',
         },
       };
     }

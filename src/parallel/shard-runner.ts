@@ -1,94 +1,88 @@
 import * as ort from 'onnxruntime-node';
-import { join } from 'node:path';
-import { statSync } from 'node:fs';
 import { TesseraError } from '../errors.ts';
 import { readManifest, type ModelManifest } from '../model/converted-model.ts';
-import { GRAPH_IO } from '../model/graph/llama-graph.ts';
+import { GRAPH_IO } from '../model/graph/graph-io.ts';
+import type { LoraKernel } from '../model/graph/llama-layers.ts';
 import { serializeModel } from '../model/graph/onnx-serialize.ts';
 import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model/model-config.ts';
-import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
-import { PackedLoraStacks } from '../model/runner/packed-lora-stacks.ts';
-import { addPackedLoraFeeds } from '../model/runner/packed-lora-feeds.ts';
-import { addGatherLoraFeeds } from '../model/runner/gather-lora-feeds.ts';
+import { runHostKvBatch, type HostKvState } from '../model/runner/host-kv-batch.ts';
 import { openSession, runnerSessionOptions } from '../model/runner/open-session.ts';
+import { PackedLoraStacks } from '../model/runner/packed-lora-stacks.ts';
+import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
+import { stepInputs } from '../model/runner/step-inputs.ts';
 import type { OnnxGraph } from '../../kernels/onnx-graph.ts';
 import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
 import { tpSlices, type TpSlices } from './shard-layout.ts';
-import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
 
 /**
- * One shard of the model inside a worker (thread or remote process): ORT sessions for its stage or its
- * tensor-parallel segments, the KV cache of its layers and KV heads, and its shard of every adapter slot.
+ * One shard of a model split over several workers (pipeline stages, tensor-parallel ranks), inside a worker thread or
+ * remote process: the graphs of its stage or its tensor-parallel segments, built at load time from the converted
+ * weights with the whole model's layer builders, the KV cache of its layers and KV heads, and its shard of every
+ * adapter slot. A run is the host-KV batch path of every runner (model/runner/host-kv-batch.ts) on one segment.
+ * (A worker holding the whole model hosts a StepRunner instead: whole-model-shard-runner.ts.)
  */
 export class ShardRunner {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
-  private readonly kv: PagedKvCache;
-  private readonly slots: AdapterSlotStacks;
-  /** Packed copies of the slots for the packed LoRA graph (whole quantized models read from their files; else null). */
-  private readonly packed: PackedLoraStacks | null;
-  /** Which multi-LoRA kernel LoRA groups run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
-  readonly loraKernel: 'packed' | 'gather';
-  private readonly local: ModelConfig;
+  private readonly state: HostKvState;
+  /** Which multi-LoRA kernel LoRA segments run on: the one the converted model chose (packed for quantized models). */
+  readonly loraKernel: LoraKernel;
   private readonly slices: TpSlices | null;
-  private weightsBytes = 0;
+  private readonly stage: { weights: ReturnType<typeof stageGraphWeights>; counter: { bytes: number } } | null;
+  private readonly tp: TpSegmentBuilder | null;
 
   private constructor(
     readonly spec: ShardSpec,
     readonly manifest: ModelManifest,
-    private readonly weights: ConvertedWeights | null,
+    private readonly weights: ConvertedWeights,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions,
   ) {
     const p = spec.position;
-    this.slices = p.tpSize > 1 ? tpSlices(manifest.config, p.tpRank, p.tpSize) : null;
-    this.local = localConfig(manifest.config, this.slices, p.layerEnd - p.layerStart);
-    this.kv = new PagedKvCache({
-      numLayers: this.local.numLayers,
-      numKvHeads: this.local.numKvHeads,
-      headDim: this.local.headDim,
-      numBlocks: spec.numKvBlocks,
-      blockSizeTokens: spec.blockSizeTokens,
-    });
-    this.slots = new AdapterSlotStacks(this.local, spec.numAdapterSlots, spec.maxAdapterRank);
-    this.packed = !weights && manifest.graphs.loraPacked ? new PackedLoraStacks(this.local, this.slots) : null;
-    this.loraKernel = this.packed ? 'packed' : 'gather';
+    const config = manifest.config;
+    this.slices = p.tpSize > 1 ? tpSlices(config, p.tpRank, p.tpSize) : null;
+    const local = localConfig(config, this.slices, p.layerEnd - p.layerStart);
+    const kv = new PagedKvCache({ numLayers: local.numLayers, numKvHeads: local.numKvHeads, headDim: local.headDim, numBlocks: spec.numKvBlocks, blockSizeTokens: spec.blockSizeTokens });
+    const slots = new AdapterSlotStacks(local, spec.numAdapterSlots, spec.maxAdapterRank);
+    this.loraKernel = manifest.graphs.loraPacked !== undefined ? 'packed' : 'gather';
+    this.state = { config: local, layerStart: p.layerStart, kv, slots, packed: this.loraKernel === 'packed' ? new PackedLoraStacks(local, slots) : null };
+    if (this.slices) {
+      this.stage = null;
+      this.tp = new TpSegmentBuilder(config, weights, this.slices, p.tpRank, this.loraKernel);
+    } else {
+      const counter = { bytes: 0 };
+      this.stage = { weights: stageGraphWeights(config, weights, counter), counter };
+      this.tp = null;
+    }
   }
 
   static async create(spec: ShardSpec): Promise<ShardRunner> {
-    const manifest = readManifest(spec.modelDir);
-    const sessionOptions = runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads);
     const p = spec.position;
-    const whole = p.tpSize === 1 && p.numStages === 1;
-    const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
-    const runner = new ShardRunner(spec, manifest, weights, sessionOptions);
+    if (p.tpSize === 1 && p.numStages === 1) throw new TesseraError('INTERNAL', 'a worker holding the whole model hosts a StepRunner (WholeModelShardRunner), not a ShardRunner');
+    if (spec.runnerKind !== 'host-kv') throw new TesseraError('CONFIG_INVALID', `a model split over several workers runs host-kv shards, not ${spec.runnerKind}`);
+    const manifest = readManifest(spec.modelDir);
+    const runner = new ShardRunner(spec, manifest, new ConvertedWeights(spec.modelDir, manifest), runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads));
     await runner.warm();
     return runner;
   }
 
   memory(): ShardMemory {
-    const packedBytes = this.packed ? PackedLoraStacks.maxBytes(this.local, this.slots.numSlots, this.slots.maxRank) : 0;
-    return { weightsBytes: this.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes + packedBytes };
+    const { kv, slots, packed, config } = this.state;
+    const packedBytes = packed ? PackedLoraStacks.maxBytes(config, slots.numSlots, slots.maxRank) : 0;
+    return { weightsBytes: this.stage?.counter.bytes ?? this.tp!.bytes, kvCacheBytes: kv.totalBytes, adapterSlotBytes: slots.totalBytes + packedBytes };
   }
 
   /** Writes this shard's part of an adapter (its layers; S-LoRA split of A or B for its heads / MLP columns). */
   loadAdapterSlot(slot: number, adapter: LoraWeights): void {
-    this.slots.write(slot, shardAdapter(adapter, this.manifest.config, this.spec, this.slices));
+    this.state.slots.write(slot, shardAdapter(adapter, this.manifest.config, this.spec, this.slices));
   }
 
-  /**
-   * Decodes a `.cpeft` file into a slot. The whole model decodes straight into its stacks; a shard decodes into a
-   * scratch full-size slot first and keeps its part.
-   */
+  /** Decodes a `.cpeft` file into a scratch full-size slot, then keeps this shard's part of it. */
   loadCompressedSlot(slot: number, bytes: Uint8Array): void {
     const config = this.manifest.config;
-    if (!this.weights) {
-      decodeCompeftIntoSlot(bytes, config, slot, (rank, scale, fill) => this.slots.writeWith(slot, rank, scale, fill));
-      return;
-    }
-    const scratch = new AdapterSlotStacks(config, 2, this.slots.maxRank);
+    const scratch = new AdapterSlotStacks(config, 2, this.state.slots.maxRank);
     let rank = 0;
     decodeCompeftIntoSlot(bytes, config, 1, (r, scale, fill) => {
       rank = r;
@@ -98,45 +92,16 @@ export class ShardRunner {
   }
 
   clearAdapterSlot(slot: number): void {
-    this.slots.clear(slot);
+    this.state.slots.clear(slot);
   }
 
+  /** One segment over one batch: the stage's layers, or one TP piece (embed, attention l, mlp l, head). */
   async run(req: RunRequest): Promise<RunReply> {
     const started = performance.now();
-    const inputs = stepInputs(req.rows);
-    const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
-    const session = await this.session(req.segment, useLora);
-    const feeds: Record<string, ort.Tensor> = {};
-    const { batch, stepLength } = inputs;
-    const hiddenShape = [batch, stepLength, this.manifest.config.hiddenSize];
-    const p = this.spec.position;
-    const names = new Set(session.inputNames);
-    if (names.has(GRAPH_IO.inputIds)) feeds[GRAPH_IO.inputIds] = new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]);
-    if (names.has(GRAPH_IO.hiddenIn)) {
-      if (!req.hidden || req.hidden.length !== batch * stepLength * hiddenShape[2]) {
-        throw new TesseraError('INTERNAL', `segment ${req.segment.kind} needs hidden [${hiddenShape}], got ${req.hidden?.length ?? 'none'} floats`);
-      }
-      // ORT does not take views of shared memory: a rank copies the shared residual stream into its own buffer.
-      const hidden = req.hidden.buffer instanceof SharedArrayBuffer ? new Float32Array(req.hidden) : req.hidden;
-      feeds[GRAPH_IO.hiddenIn] = new ort.Tensor('float32', hidden, hiddenShape);
-    }
-    if (names.has(GRAPH_IO.positionIds)) feeds[GRAPH_IO.positionIds] = new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]);
-    if (names.has(GRAPH_IO.attentionBias)) {
-      feeds[GRAPH_IO.attentionBias] = new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, inputs.pastLength + stepLength]);
-    }
-    if (names.has(GRAPH_IO.logitsIndex)) feeds[GRAPH_IO.logitsIndex] = new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]);
-    const kvLayers = this.kvLayers(req.segment);
-    for (const layer of kvLayers) this.addPast(feeds, layer, inputs);
-    if (useLora && this.packed) addPackedLoraFeeds(feeds, this.packed, req.rows.map((r) => r.adapterSlot));
-    else if (useLora) {
-      const p = this.spec.position;
-      addGatherLoraFeeds(feeds, this.slots, this.local, req.rows.map((r) => r.adapterSlot), { layers: { start: p.layerStart, end: p.layerEnd }, inputNames: new Set(session.inputNames) });
-    }
-    const out = await session.run(feeds);
-    for (const layer of kvLayers) {
-      const local = layer - p.layerStart;
-      this.kv.scatter(local, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
-    }
+    const { segment } = req;
+    const useLora = (segment.kind === 'stage' || segment.kind === 'attention' || segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
+    const session = await this.session(segment, useLora);
+    const out = await runHostKvBatch(this.state, session, req.rows, stepInputs(req.rows), { kvLayers: this.kvLayers(segment), hidden: req.hidden });
     const outputName = session.outputNames.find((n) => n === GRAPH_IO.logits || n === GRAPH_IO.hiddenOut || n === SEGMENT_IO.partial || n === SEGMENT_IO.logitsSlice)!;
     const lse = out[GRAPH_IO.logitsLogSumExp];
     return { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
@@ -145,18 +110,13 @@ export class ShardRunner {
   async release(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
-    this.weights?.close();
+    this.weights.close();
   }
 
-  /** Builds (or opens) every base session up front, so weights are read once and memory is known at ready. */
+  /** Builds every base session up front, so weights are read once and memory is known at ready. */
   private async warm(): Promise<void> {
     const p = this.spec.position;
-    if (!this.weights) {
-      this.weightsBytes = statSync(join(this.spec.modelDir, this.manifest.weightsFile)).size;
-      await this.session({ kind: 'stage', layer: 0 }, false);
-      return;
-    }
-    if (p.tpSize === 1) {
+    if (!this.tp) {
       await this.session({ kind: 'stage', layer: 0 }, false);
       return;
     }
@@ -167,10 +127,6 @@ export class ShardRunner {
     }
     if (p.stage === p.numStages - 1) await this.session({ kind: 'head', layer: 0 }, false);
   }
-
-  private tpBuilder: TpSegmentBuilder | null = null;
-  private stageWeights: ReturnType<typeof stageGraphWeights> | null = null;
-  private readonly stageCounter = { bytes: 0 };
 
   private session(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {
     const key = `${segment.kind}:${segment.layer}:${lora ? 'lora' : 'base'}`;
@@ -184,42 +140,26 @@ export class ShardRunner {
 
   private async openSession(segment: SegmentRef, lora: boolean): Promise<ort.InferenceSession> {
     const p = this.spec.position;
-    const config = this.manifest.config;
     this.checkSegment(segment);
-    if (!this.weights) {
-      // Quantized models run adapters on the packed LoRA graph (this.packed set), others on the gather graph.
-      const graphs = this.manifest.graphs;
-      const file = join(this.spec.modelDir, !lora ? graphs.base : this.packed ? graphs.loraPacked! : graphs.lora);
-      return this.create(file);
-    }
     let graph: OnnxGraph;
-    if (p.tpSize === 1) {
-      this.stageWeights ??= stageGraphWeights(config, this.weights, this.stageCounter);
-      graph = buildStageGraph(config, this.stageWeights, { start: p.layerStart, end: p.layerEnd }, lora);
-      this.weightsBytes = this.stageCounter.bytes;
+    if (this.stage) {
+      graph = buildStageGraph(this.manifest.config, this.stage.weights, { start: p.layerStart, end: p.layerEnd }, lora, this.loraKernel);
     } else {
-      this.tpBuilder ??= new TpSegmentBuilder(config, this.weights, this.slices!, p.tpRank);
-      const b = this.tpBuilder;
+      const b = this.tp!;
       graph = segment.kind === 'embed' ? b.embed() : segment.kind === 'head' ? b.head() : segment.kind === 'attention' ? b.attention(segment.layer, lora) : b.mlp(segment.layer, lora);
-      this.weightsBytes = b.bytes;
     }
-    return this.create(serializeModel(graph, null));
-  }
-
-  private create(model: string | Uint8Array): Promise<ort.InferenceSession> {
-    return openSession(model, typeof model === 'string' ? model : `${this.spec.modelDir}: a shard graph`, this.sessionOptions);
+    return openSession(serializeModel(graph, null), `${this.spec.modelDir}: a shard graph`, this.sessionOptions);
   }
 
   private checkSegment(segment: SegmentRef): void {
     const p = this.spec.position;
-    const ok =
-      p.tpSize === 1
-        ? segment.kind === 'stage'
-        : segment.kind === 'embed'
-          ? p.stage === 0
-          : segment.kind === 'head'
-            ? p.stage === p.numStages - 1
-            : (segment.kind === 'attention' || segment.kind === 'mlp') && segment.layer >= p.layerStart && segment.layer < p.layerEnd;
+    const ok = !this.tp
+      ? segment.kind === 'stage'
+      : segment.kind === 'embed'
+        ? p.stage === 0
+        : segment.kind === 'head'
+          ? p.stage === p.numStages - 1
+          : (segment.kind === 'attention' || segment.kind === 'mlp') && segment.layer >= p.layerStart && segment.layer < p.layerEnd;
     if (!ok) throw new TesseraError('INTERNAL', `shard (stage ${p.stage}, rank ${p.tpRank}) has no segment ${segment.kind} ${segment.layer}`);
   }
 
@@ -229,14 +169,6 @@ export class ShardRunner {
     if (segment.kind === 'stage') return Array.from({ length: p.layerEnd - p.layerStart }, (_, i) => p.layerStart + i);
     if (segment.kind === 'attention') return [segment.layer];
     return [];
-  }
-
-  private addPast(feeds: Record<string, ort.Tensor>, layer: number, inputs: StepInputs): void {
-    const { numKvHeads, headDim } = this.local;
-    const { batch, pastLength } = inputs;
-    const past = this.kv.past(layer - this.spec.position.layerStart, inputs.kvRows, pastLength, inputs.stepLength === 1 ? 'decode' : 'prefill');
-    feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', past.keys, [batch, numKvHeads, pastLength, headDim]);
-    feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
   }
 }
 

@@ -1,11 +1,13 @@
 import { isTesseraError, TesseraError } from '../errors.ts';
+import type { ExecutorLayout } from '../engine/executor.ts';
 import { ShardRunner } from './shard-runner.ts';
 import { WholeModelShardRunner } from './whole-model-shard-runner.ts';
 import type { ControllerMessage, WorkerMessage } from './wire.ts';
 
 /**
- * The worker side of the shard protocol, shared by both transports: one ShardRunner, messages answered strictly in
- * arrival order (a step never overlaps an adapter write, and pipeline micro-batches keep their order).
+ * The worker side of the shard protocol, shared by both transports: the whole model's StepRunner of the spec's runner
+ * kind (WholeModelShardRunner) or one shard of a split model (ShardRunner); messages answered strictly in arrival
+ * order (a step never overlaps an adapter write, and pipeline micro-batches keep their order).
  */
 export class ShardWorkerHost {
   private runner: ShardRunner | WholeModelShardRunner | null = null;
@@ -22,18 +24,23 @@ export class ShardWorkerHost {
         case 'init': {
           if (this.runner) await this.runner.release();
           this.runner = null;
-          this.runner = msg.spec.loopDecode
-            ? await WholeModelShardRunner.create(msg.spec, 'loop-decode')
-            : msg.spec.deviceResidentKv
-              ? await WholeModelShardRunner.create(msg.spec, 'device-kv')
-              : await ShardRunner.create(msg.spec);
+          const p = msg.spec.position;
+          this.runner = p.tpSize === 1 && p.numStages === 1 ? await WholeModelShardRunner.create(msg.spec) : await ShardRunner.create(msg.spec);
           const c = this.runner.manifest.config;
+          // What the runner can do beyond single host-sampled steps (a whole-model runner's own layout says).
+          const can: Partial<ExecutorLayout> = this.runner instanceof WholeModelShardRunner ? this.runner.runner.layout : {};
           return {
             type: 'ready',
             id: msg.id,
             memory: this.runner.memory(),
             modelId: this.runner.manifest.modelId,
-            layout: { vocabSize: c.vocabSize, maxContextTokens: c.maxPositionEmbeddings, numAdapterSlots: msg.spec.numAdapterSlots },
+            layout: {
+              vocabSize: c.vocabSize,
+              maxContextTokens: c.maxPositionEmbeddings,
+              numAdapterSlots: msg.spec.numAdapterSlots,
+              ...(can.maxDecodeStepsPerRun !== undefined ? { maxDecodeStepsPerRun: can.maxDecodeStepsPerRun } : {}),
+              ...(can.samplesInGraph === true ? { samplesInGraph: true } : {}),
+            },
           };
         }
         case 'run':

@@ -1,6 +1,6 @@
-import type { ExecutorLayout, SequenceWork } from '../engine/executor.ts';
+import type { ExecutorLayout, SampledTokens, SequenceWork } from '../engine/executor.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
-import type { Device } from '../model/runner/model-runner.ts';
+import type { Device, RunnerKind } from '../model/runner/step-runner.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { SegmentKind } from './shard-graphs.ts';
 import type { ShardPosition } from './shard-layout.ts';
@@ -20,13 +20,11 @@ export interface ShardSpec {
   device?: Device;
   intraOpThreads?: number;
   /**
-   * Whole-model shard whose KV cache and adapter stacks stay on the device between steps (DeviceKvRunner); it runs
-   * `sampleInGraph` requests (thread workers only: the remote frames carry neither field).
+   * The runner a whole-model worker (tp = pp = 1) hosts (model/runner/runner-kind.ts); a split model's workers are
+   * host-kv. Thread workers only: the remote frames do not carry it (remote workers are host-kv).
    */
-  deviceResidentKv?: boolean;
-  /** Whole-model shard that runs k decode steps per session.run (LoopDecodeRunner; `--device cuda`). */
-  loopDecode?: boolean;
-  /** With loopDecode: the largest k a run may ask for. */
+  runnerKind: RunnerKind;
+  /** loop-decode: the largest k a run may ask for. */
   maxDecodeStepsPerRun?: number;
 }
 
@@ -49,28 +47,21 @@ export interface RunRequest {
   rows: SequenceWork[];
   /** [B, S, hidden] float32 residual stream entering the segment; null where the segment starts from token ids. */
   hidden: Float32Array | null;
-  /** Decode steps in this run (loopDecode shards only; default 1). */
+  /** Decode steps in this run (loop-decode workers only; default 1). */
   decodeSteps?: number;
-  /**
-   * Sample in the graph the sampleNext rows that carry loopSampling (deviceResidentKv shards only); the other sampleNext
-   * rows come back as logits.
-   */
-  sampleInGraph?: boolean;
 }
 
+/** A segment's result; for the last piece of the model, a BatchOutput (model/runner/step-batches.ts) in wire form. */
 export interface RunReply {
   /**
-   * hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece (with decodeSteps > 1 or
-   * sampleInGraph: of the sampleNext rows not in sampledTokens, in request row order).
+   * hidden / partial [B, S, hidden], or logits [rows, vocab slice] for the last piece: of the request's rows whose
+   * rowResult is 'logits', in request row order.
    */
   output: Float32Array;
-  /** [rows] log-sum-exp of each logits row, when the last piece computes it in its graph (world and stage graphs). */
+  /** [rows] log-sum-exp of each logits row (of the vocab slice), when the last piece computes it in its graph. */
   logSumExp?: Float32Array;
-  /**
-   * decodeSteps > 1: each sampleNext row's sampled tokens [rows, steps] in request row order (output is then empty);
-   * sampleInGraph: those of the sampleNext rows that carry loopSampling (steps = 1).
-   */
-  sampledTokens?: { steps: number; tokenIds: Int32Array; logprobs: Float32Array };
+  /** The tokens of the request's rows whose rowResult is 'sampled', [rows, steps] in request row order (thread workers). */
+  sampledTokens?: SampledTokens;
   runtimeMs: number;
 }
 

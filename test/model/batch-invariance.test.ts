@@ -1,5 +1,5 @@
 /**
- * Batch invariance and row isolation, every quantization and every runner: a request's logits when it runs alone equal
+ * Batch invariance and row isolation, every quantization and every StepRunner (and the serving path's worker): a request's logits when it runs alone equal
  * its logits in steps shared with 15 other requests of different lengths (prefill chunks and decode rows, with and
  * without adapters) within 1e-4, even when some of those requests use hostile adapters (every B value 50, or 1e30:
  * their own rows overflow to Inf/NaN). This is what makes "same seed, same tokens, whatever else is in the batch" hold
@@ -19,7 +19,8 @@ import type { LoraWeights } from '../../src/model/runner/adapter-slot-stacks.ts'
 import { DeviceKvRunner } from '../../src/model/runner/device-kv-runner.ts';
 import { LoopDecodeRunner } from '../../src/model/runner/loop-decode-runner.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
-import { ShardRunner } from '../../src/parallel/shard-runner.ts';
+import { gatherStep, splitStep } from '../../src/model/runner/step-batches.ts';
+import { WholeModelShardRunner } from '../../src/parallel/whole-model-shard-runner.ts';
 import { tinyModel } from '../helpers/tiny-model.ts';
 
 const TOLERANCE = 1e-4;
@@ -55,9 +56,9 @@ function planRunner(r: Runnable, load: (slot: number, w: LoraWeights) => void | 
 const RUNNERS: Record<string, (modelDir: string, quant: QuantKind) => Promise<StepRunnerUnderTest> | null> = {
   'ModelRunner (packed LoRA graph)': (modelDir, quant) => (quant === 'fp32' ? null : ModelRunner.create(options(modelDir)).then((r) => planRunner(r, (s, w) => r.loadAdapterSlot(s, w)))),
   'ModelRunner (gather LoRA graph)': (modelDir) => ModelRunner.create({ ...options(modelDir), packedLora: false }).then((r) => planRunner(r, (s, w) => r.loadAdapterSlot(s, w))),
-  'ShardRunner (the serving path at tp = pp = 1)': async (modelDir, quant) => {
+  'WholeModelShardRunner (the serving path\'s worker at tp = pp = 1: a batch per run)': async (modelDir, quant) => {
     const c = readManifest(modelDir).config;
-    const shard = await ShardRunner.create({
+    const shard = await WholeModelShardRunner.create({
       modelDir,
       position: { stage: 0, numStages: 1, layerStart: 0, layerEnd: c.numLayers, tpRank: 0, tpSize: 1 },
       numKvBlocks: 256,
@@ -65,15 +66,19 @@ const RUNNERS: Record<string, (modelDir: string, quant: QuantKind) => Promise<St
       numAdapterSlots: NUM_SLOTS,
       maxAdapterRank: 8,
       intraOpThreads: 1,
+      runnerKind: 'host-kv',
     });
-    expect(shard.loraKernel).toBe(quant === 'fp32' ? 'gather' : 'packed');
-    let stepId = 0;
+    expect(shard.runner instanceof ModelRunner && shard.runner.loraKernel).toBe(quant === 'fp32' ? 'gather' : 'packed');
     return {
+      // As the controller does it: the step split into batches, each one run message, the replies gathered.
       step: async (plan) => {
-        const reply = await shard.run({ stepId: ++stepId, segment: { kind: 'stage', layer: 0 }, rows: plan.sequences, hidden: null });
-        const vocab = c.vocabSize;
-        const sampled = plan.sequences.filter((s) => s.sampleNext);
-        return new Map(sampled.map((s, i) => [s.seqId, reply.output.subarray(i * vocab, (i + 1) * vocab)]));
+        const split = splitStep(plan, shard.runner.layout);
+        const outputs = [];
+        for (const rows of split.batches) {
+          const reply = await shard.run({ stepId: plan.stepId, segment: { kind: 'stage', layer: 0 }, rows, hidden: null });
+          outputs.push({ logits: reply.output, logSumExp: reply.logSumExp ?? null, sampled: reply.sampledTokens ?? null });
+        }
+        return logitsBySeq(plan, gatherStep(plan, split, outputs, c.vocabSize, 0));
       },
       load: async (slot, w) => shard.loadAdapterSlot(slot, w),
       release: () => shard.release(),
@@ -91,10 +96,13 @@ const RUNNERS: Record<string, (modelDir: string, quant: QuantKind) => Promise<St
         const plan: StepPlan = { stepId: 99, decodeSteps: k, sequences: rows.map((s) => ({ ...s, loopSampling: { temperature: 0, topK: 0, seed: 0 } })) };
         const result = await r.execute(plan);
         const tokens = result.sampledTokens!;
-        return new Map(result.outcomes.map((o) => [o.seqId, {
-          tokens: Array.from(tokens.tokenIds.subarray(o.logitsRow * k, (o.logitsRow + 1) * k)),
-          logprobs: Array.from(tokens.logprobs.subarray(o.logitsRow * k, (o.logitsRow + 1) * k)),
-        }]));
+        return new Map(result.outcomes.map((o) => {
+          if (o.kind !== 'sampled') throw new Error(`sequence ${o.seqId}: ${o.error ?? o.kind}`);
+          return [o.seqId, {
+            tokens: Array.from(tokens.tokenIds.subarray(o.sampledRow * k, (o.sampledRow + 1) * k)),
+            logprobs: Array.from(tokens.logprobs.subarray(o.sampledRow * k, (o.sampledRow + 1) * k)),
+          }];
+        }));
       },
     };
   },

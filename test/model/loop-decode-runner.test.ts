@@ -5,8 +5,8 @@
  */
 import { beforeAll, afterAll, describe, expect, test } from 'vitest';
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
-import type { LoopSampling } from '../../src/engine/executor.ts';
-import { LoopDecodeRunner, type LoopRow } from '../../src/model/runner/loop-decode-runner.ts';
+import type { LoopSampling, SampledTokens, SequenceWork, StepResult } from '../../src/engine/executor.ts';
+import { LoopDecodeRunner } from '../../src/model/runner/loop-decode-runner.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
 import { tinyModel } from '../helpers/tiny-model.ts';
 
@@ -50,13 +50,22 @@ describe('LoopDecodeRunner on the CPU provider', () => {
     expect(b.outcomes.map((o) => argmax(b.logits.subarray(o.logitsRow * vocab, (o.logitsRow + 1) * vocab)))).toEqual(first);
   }
 
-  const rows = (seqBase: number, tokens: number[], starts: number[], sampling: LoopSampling[] = [GREEDY, GREEDY, GREEDY]): LoopRow[] =>
-    PROMPTS.map((_, i) => ({ seqId: seqBase + i, tokenId: tokens[i], startPosition: starts[i], blockTable: TABLES[i], adapterSlot: i, sampling: sampling[i] }));
+  const rows = (seqBase: number, tokens: number[], starts: number[], sampling: LoopSampling[] = [GREEDY, GREEDY, GREEDY]): SequenceWork[] =>
+    PROMPTS.map((_, i) => ({ seqId: seqBase + i, tokenIds: [tokens[i]], startPosition: starts[i], blockTable: TABLES[i], adapterSlot: i, sampleNext: true, loopSampling: sampling[i] }));
+  const alone = (tokenId: number, start: number, sampling: LoopSampling): SequenceWork[] => [
+    { seqId: 10, tokenIds: [tokenId], startPosition: start, blockTable: TABLES[0], adapterSlot: 0, sampleNext: true, loopSampling: sampling },
+  ];
+
+  /** A k-step plan of `sequences`: their tokens, [rows, k] in plan order (every row must come back 'sampled'). */
+  async function decodeSteps(sequences: SequenceWork[], k: number): Promise<SampledTokens> {
+    const result = await loop.execute({ stepId: 3, decodeSteps: k, sequences });
+    return inPlanOrder(result, sequences, k);
+  }
 
   test('k greedy steps in one run == k single steps of ModelRunner (3 rows, adapters 0/1/2, lengths 4/11/2)', async () => {
     await prefill(0);
     const k = 7;
-    const loopOut = await loop.decodeSteps(rows(0, first, PROMPTS.map((p) => p.length)), k);
+    const loopOut = await decodeSteps(rows(0, first, PROMPTS.map((p) => p.length)), k);
     const expected: number[][] = PROMPTS.map(() => []);
     const expectedLogprobs: number[][] = PROMPTS.map(() => []);
     let tokens = first;
@@ -92,32 +101,33 @@ describe('LoopDecodeRunner on the CPU provider', () => {
     const starts = PROMPTS.map((p) => p.length);
     const sampled: LoopSampling = { temperature: 1.5, topK: 0, seed: 1234 };
     const mates: LoopSampling[] = [sampled, { temperature: 0.7, topK: 5, seed: 99 }, GREEDY];
-    const all = await loop.decodeSteps(rows(10, first, starts, mates), 8);
+    const all = await decodeSteps(rows(10, first, starts, mates), 8);
     const row0 = [...all.tokenIds.subarray(0, 8)];
     // Row 0 alone, in runs of 3 + 5 (its cache is rewritten with the same keys/values: same tokens fed at the same positions).
-    const alone = (tokenId: number, start: number): LoopRow[] => [{ seqId: 10, tokenId, startPosition: start, blockTable: TABLES[0], adapterSlot: 0, sampling: sampled }];
-    const part1 = await loop.decodeSteps(alone(first[0], starts[0]), 3);
-    const part2 = await loop.decodeSteps(alone(part1.tokenIds[2], starts[0] + 3), 5);
+    const part1 = await decodeSteps(alone(first[0], starts[0], sampled), 3);
+    const part2 = await decodeSteps(alone(part1.tokenIds[2], starts[0] + 3, sampled), 5);
     expect([...part1.tokenIds, ...part2.tokenIds]).toEqual(row0);
     // Another seed gives another stream; temperature 1.5 on the tiny model's logits is far from greedy.
-    const otherSeed = await loop.decodeSteps([{ ...alone(first[0], starts[0])[0], sampling: { ...sampled, seed: 4321 } }], 8);
+    const otherSeed = await decodeSteps(alone(first[0], starts[0], { ...sampled, seed: 4321 }), 8);
     expect([...otherSeed.tokenIds]).not.toEqual(row0);
     // Top-k 1 is greedy whatever the temperature; greedy rows' logprobs are those of the raw logits.
-    const topOne = await loop.decodeSteps([{ ...alone(first[0], starts[0])[0], sampling: { temperature: 2, topK: 1, seed: 5 } }], 8);
-    const greedy = await loop.decodeSteps(alone(first[0], starts[0]).map((r) => ({ ...r, sampling: GREEDY })), 8);
+    const topOne = await decodeSteps(alone(first[0], starts[0], { temperature: 2, topK: 1, seed: 5 }), 8);
+    const greedy = await decodeSteps(alone(first[0], starts[0], GREEDY), 8);
     expect([...topOne.tokenIds]).toEqual([...greedy.tokenIds]);
     for (const lp of [...all.logprobs, ...greedy.logprobs]) expect(lp).toBeLessThanOrEqual(1e-6);
   });
 
-  test('bad k and rows that do not fit are rejected', async () => {
+  test('bad k is rejected; rows that do not fit fail alone', async () => {
     const row = rows(20, [1, 2, 3], [4, 11, 2]);
-    await expect(loop.decodeSteps(row, 0)).rejects.toThrow(/`decodeSteps` must be an integer in \[1, 16\]. Given: 0/);
-    await expect(loop.decodeSteps(row, 17)).rejects.toThrow(/Given: 17/);
-    await expect(loop.decodeSteps(row, 1.5)).rejects.toThrow(/Given: 1.5/);
+    const plan = (k: number, sequences = row) => loop.execute({ stepId: 9, decodeSteps: k, sequences });
+    await expect(plan(0)).rejects.toThrow(/`decodeSteps` must be an integer in \[1, 16\]. Given: 0/);
+    await expect(plan(17)).rejects.toThrow(/Given: 17/);
+    await expect(plan(1.5)).rejects.toThrow(/Given: 1.5/);
     // Row 1 starts at 11 with 3 blocks of 8: 14 steps would write position 24, past its table.
-    await expect(loop.decodeSteps(row, 14)).rejects.toThrow(/sequence 21: block table has 3 blocks/);
-    await expect(loop.decodeSteps([{ ...row[0], sampling: { temperature: -1, topK: 0, seed: 0 } }], 2)).rejects.toThrow(/temperature -1/);
-    // Through execute: a multi-step plan row without loopSampling fails alone.
+    const errors = async (k: number, sequences: SequenceWork[]) => new Map((await plan(k, sequences)).outcomes.map((o) => [o.seqId, o.error]));
+    expect((await errors(14, row)).get(21)).toMatch(/block table has 3 blocks/);
+    expect((await errors(2, [{ ...row[0], loopSampling: { temperature: -1, topK: 0, seed: 0 } }])).get(20)).toMatch(/`temperature` must be a finite number >= 0. Given: -1/);
+    // A multi-step plan row without loopSampling fails alone; the others run.
     const result = await loop.execute({
       stepId: 9,
       decodeSteps: 2,
@@ -126,7 +136,21 @@ describe('LoopDecodeRunner on the CPU provider', () => {
         { seqId: 31, tokenIds: [5], startPosition: 4, blockTable: TABLES[1], adapterSlot: 0, sampleNext: true },
       ],
     });
-    expect(result.outcomes.find((o) => o.seqId === 31)!.error).toMatch(/loopSampling/);
+    expect(result.outcomes.find((o) => o.seqId === 31)).toMatchObject({ kind: 'failed', error: expect.stringMatching(/loopSampling/) });
+    expect(result.outcomes.find((o) => o.seqId === 30)).toMatchObject({ kind: 'sampled', sampledRow: 0 });
     expect(result.sampledTokens!.tokenIds.length).toBe(2);
   });
 });
+
+/** The sampled tokens of a k-step result, reordered to the plan's rows (each outcome names its row of sampledTokens). */
+function inPlanOrder(result: StepResult, sequences: SequenceWork[], k: number): SampledTokens {
+  const tokenIds = new Int32Array(sequences.length * k);
+  const logprobs = new Float32Array(sequences.length * k);
+  sequences.forEach((seq, i) => {
+    const o = result.outcomes.find((x) => x.seqId === seq.seqId);
+    if (o?.kind !== 'sampled') throw new Error(`sequence ${seq.seqId}: ${o?.error ?? o?.kind ?? 'no outcome'}`);
+    tokenIds.set(result.sampledTokens!.tokenIds.subarray(o.sampledRow * k, (o.sampledRow + 1) * k), i * k);
+    logprobs.set(result.sampledTokens!.logprobs.subarray(o.sampledRow * k, (o.sampledRow + 1) * k), i * k);
+  });
+  return { steps: k, tokenIds, logprobs };
+}

@@ -2,17 +2,23 @@
  * The packed multi-LoRA graph (quantized models) against the per-row gather graph, on a real converted tiny int4 model:
  * both compute the same fp32 delta (only the order of additions differs), so logits agree to fp32 rounding and greedy
  * tokens are the same; base rows get no delta at all; a slot write or clear between steps is seen by the next step;
- * and the serving shard runner uses the packed graph too.
+ * and a model split over workers (tensor-parallel ranks, pipeline stages) runs the packed kernel too, by construction of
+ * its graphs from the same layer builders.
  */
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
 import type { StepPlan, StepResult } from '../../src/engine/executor.ts';
+import { logSumExp } from '../../src/engine/sampler/sampler.ts';
 import type { ModelManifest } from '../../src/model/converted-model.ts';
+import { GRAPH_IO } from '../../src/model/graph/graph-io.ts';
 import type { LoraWeights } from '../../src/model/runner/adapter-slot-stacks.ts';
 import { ModelRunner } from '../../src/model/runner/model-runner.ts';
-import { ShardRunner } from '../../src/parallel/shard-runner.ts';
+import { ShardController } from '../../src/parallel/controller.ts';
+import { ConvertedWeights } from '../../src/parallel/converted-weights.ts';
+import { TpSegmentBuilder } from '../../src/parallel/shard-graphs.ts';
+import { tpSlices } from '../../src/parallel/shard-layout.ts';
 import { tempDir, tinyModel } from '../helpers/tiny-model.ts';
 
 const PROMPT_A = [3, 17, 42, 5, 9, 11];
@@ -45,11 +51,13 @@ describe('packed multi-LoRA graph (quantized models)', () => {
   let packed: ModelRunner;
   let gather: ModelRunner;
   let adapters: LoraWeights[];
-  let shard: ShardRunner;
+  let modelDir: string;
+  let manifest: ModelManifest;
 
   beforeAll(async () => {
     const { hf, convertedDir } = await tinyModel({ quant: 'int4', numAdapters: 2 });
-    const manifest = JSON.parse(readFileSync(join(convertedDir, 'manifest.json'), 'utf8')) as ModelManifest;
+    modelDir = convertedDir;
+    manifest = JSON.parse(readFileSync(join(convertedDir, 'manifest.json'), 'utf8')) as ModelManifest;
     expect(manifest.graphs.loraPacked).toBeDefined();
     // The same converted model without the packed graph: every LoRA group runs the gather graph.
     const gatherDir = join(tempDir('gather-only'), 'model');
@@ -60,16 +68,12 @@ describe('packed multi-LoRA graph (quantized models)', () => {
     gather = await ModelRunner.create({ ...options, modelDir: gatherDir });
     adapters = hf.adapterDirs.map((dir) => readPeftAdapter(dir, hf.config));
     expect(new Set(adapters.map((a) => a.rank)).size).toBe(2); // two ranks: packed columns are not padded
-    // The serving path's whole-model shard (thread executor) over the same files.
-    const position = { stage: 0, numStages: 1, layerStart: 0, layerEnd: hf.config.numLayers, tpRank: 0, tpSize: 1 };
-    shard = await ShardRunner.create({ modelDir: convertedDir, position, numKvBlocks: 16, blockSizeTokens: 8, numAdapterSlots: 4, maxAdapterRank: 8, intraOpThreads: 1 });
-    for (const runner of [packed, gather, shard]) {
+    for (const runner of [packed, gather]) {
       runner.loadAdapterSlot(1, adapters[0]);
       runner.loadAdapterSlot(3, adapters[1]);
     }
   });
   afterAll(async () => {
-    await shard?.release();
     await packed?.release();
     await gather?.release();
   });
@@ -134,17 +138,41 @@ describe('packed multi-LoRA graph (quantized models)', () => {
     }
   });
 
-  test('the serving shard runner runs the packed graph too (== ModelRunner)', async () => {
-    const rows = (plan: StepPlan) => plan.sequences;
-    const stage = { kind: 'stage' as const, layer: 0 };
-    const g0 = logitsRows(await packed.execute(prefillPlan(20)));
-    await shard.run({ stepId: 1, segment: stage, rows: rows(prefillPlan(20)), hidden: null });
-    await gather.execute(prefillPlan(20));
+  test('a split model runs the packed kernel too: TP = 2 and PP = 2 shard groups == ModelRunner to fp32 rounding, with the log-sum-exp', async () => {
+    // The TP segments are built from the whole graph's layer builders: their LoRA graphs take the packed factors.
+    const weights = new ConvertedWeights(modelDir, manifest);
+    const tpGraph = new TpSegmentBuilder(manifest.config, weights, tpSlices(manifest.config, 1, 2), 1, 'packed').mlp(1, true);
+    weights.close();
+    expect(tpGraph.inputs.map((i) => i.name)).toContain(GRAPH_IO.loraSelect);
+    expect(tpGraph.inputs.map((i) => i.name)).not.toContain(GRAPH_IO.loraSlot);
+
+    const g0 = logitsRows(await packed.execute(prefillPlan(30)));
     const tokens = g0.map(argmax);
-    const expected = await packed.execute(decodePlan(20, tokens, 0));
-    const reply = await shard.run({ stepId: 2, segment: stage, rows: rows(decodePlan(20, tokens, 0)), hidden: null });
-    expect(shard.loraKernel).toBe('packed');
-    // The shard returns logits of the sampled rows in row order; ModelRunner's decode group has the same order.
-    expect(maxAbsDiff(reply.output, expected.logits)).toBe(0);
+    const expected = logitsRows(await packed.execute(decodePlan(30, tokens, 0)));
+    for (const [tp, pp] of [
+      [2, 1],
+      [1, 2],
+    ]) {
+      const controller = await ShardController.start({ modelDir, tp, pp, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 4, maxAdapterRank: 8, intraOpThreads: 1 });
+      try {
+        await controller.loadAdapterSlot(1, adapters[0]);
+        await controller.loadAdapterSlot(3, adapters[1]);
+        const prefill = await controller.execute(prefillPlan(30));
+        const decode = await controller.execute(decodePlan(30, tokens, 0));
+        for (const [got, want] of [
+          [logitsRows(prefill), g0],
+          [logitsRows(decode), expected],
+        ]) {
+          for (const r of [0, 1, 2]) expect(maxAbsDiff(got[r], want[r]), `TP ${tp} PP ${pp} row ${r}`).toBeLessThan(ROUNDING);
+        }
+        // The head's log-sum-exp (a TP group combines its ranks' vocab slices) is that of the gathered logits.
+        for (const result of [prefill, decode]) {
+          expect(result.logSumExp).toHaveLength(3);
+          for (const o of result.outcomes) expect(Math.abs(result.logSumExp![o.logitsRow] - logSumExp(logitsRows(result)[o.seqId - 30], manifest.config.vocabSize))).toBeLessThan(1e-4);
+        }
+      } finally {
+        await controller.shutdown();
+      }
+    }
   });
 });

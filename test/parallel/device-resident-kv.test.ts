@@ -21,7 +21,7 @@ test('device-resident KV behind the controller == the default path (prefill, dec
   const { hf, convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 2 });
   const options = { modelDir: convertedDir, device: 'cpu' as const, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 3, maxAdapterRank: 8 };
   const reference = await ThreadExecutor.start(options);
-  const resident = await ThreadExecutor.start({ ...options, deviceResidentKv: true });
+  const resident = await ThreadExecutor.start({ ...options, runnerKind: 'device-kv' });
   try {
     for (const [slot, dir] of hf.adapterDirs.entries()) {
       const adapter = readPeftAdapter(dir, hf.config);
@@ -105,7 +105,7 @@ test('engine over the device-resident KV controller samples in the graph: the de
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
   const options = { modelDir: convertedDir, device: 'cpu' as const, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8 };
   const reference = await ThreadExecutor.start(options);
-  const resident = await ThreadExecutor.start({ ...options, deviceResidentKv: true });
+  const resident = await ThreadExecutor.start({ ...options, runnerKind: 'device-kv' });
   const plans: Array<{ plan: StepPlan; result: StepResult }> = [];
   const recording: Executor = {
     layout: resident.layout,
@@ -128,7 +128,8 @@ test('engine over the device-resident KV controller samples in the graph: the de
       r.logprobs.forEach((lp, j) => expect(Math.abs(lp - inGraph[i].logprobs[j])).toBeLessThan(1e-4));
     });
     // Every step sampled in the graph, mixed prefill + decode steps included, and no logits came back.
-    expect(plans.every(({ plan }) => plan.sampleInGraph === true || plan.sequences.every((s) => !s.sampleNext))).toBe(true);
+    expect(plans.every(({ plan }) => plan.sequences.every((s) => !s.sampleNext || s.loopSampling !== undefined))).toBe(true);
+    expect(plans.every(({ result }) => result.outcomes.every((o) => o.kind === 'sampled' || o.kind === 'none'))).toBe(true);
     expect(plans.some(({ plan }) => plan.sequences.some((s) => s.tokenIds.length > 1) && plan.sequences.some((s) => s.tokenIds.length === 1))).toBe(true);
     expect(plans.every(({ result }) => result.logits.length === 0)).toBe(true);
 
@@ -156,7 +157,8 @@ test('engine over the device-resident KV controller samples in the graph: the de
       const graphRows = plan.sequences.filter((s) => s.sampleNext && !hostOnly.has(s.seqId));
       for (const s of hostRows) expect(s.loopSampling).toBeUndefined();
       for (const s of graphRows) expect(s.loopSampling).toBeDefined();
-      expect(plan.sampleInGraph).toBe(graphRows.length > 0 ? true : undefined);
+      for (const s of hostRows) expect(result.outcomes.find((o) => o.seqId === s.seqId)?.kind).toBe('logits');
+      for (const s of graphRows) expect(result.outcomes.find((o) => o.seqId === s.seqId)?.kind).toBe('sampled');
       // Only the host rows' logits cross back; the others come as sampled tokens.
       expect(result.logits.length).toBe(hostRows.length * result.vocabSize);
       expect(result.sampledTokens?.tokenIds.length ?? 0).toBe(graphRows.length);
@@ -171,7 +173,7 @@ test('engine over the device-resident KV controller samples in the graph: the de
 
 test('a seeded temperature request gives the same tokens alone, among greedy rows and among host-sampled rows (penalty, top-n)', async () => {
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
-  const resident = await ThreadExecutor.start({ modelDir: convertedDir, device: 'cpu', kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8, deviceResidentKv: true });
+  const resident = await ThreadExecutor.start({ modelDir: convertedDir, device: 'cpu', kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8, runnerKind: 'device-kv' });
   const plans: StepPlan[] = [];
   const recording: Executor = {
     layout: resident.layout,

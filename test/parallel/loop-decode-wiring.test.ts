@@ -36,11 +36,11 @@ async function generate(executor: Executor, decodeStepsPerRun: number, prompts: 
   }
 }
 
-test('controller + worker thread with loopDecode: engine k = 4 == default path k = 1 (greedy)', async () => {
+test('controller + worker thread with the loop-decode runner: engine k = 4 == default path k = 1 (greedy)', async () => {
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
   const options = { modelDir: convertedDir, device: 'cpu' as const, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8 };
   const reference = await ThreadExecutor.start(options);
-  const loop = await ThreadExecutor.start({ ...options, loopDecode: true, maxDecodeStepsPerRun: 8 });
+  const loop = await ThreadExecutor.start({ ...options, runnerKind: 'loop-decode', maxDecodeStepsPerRun: 8 });
   try {
     expect(loop.layout.maxDecodeStepsPerRun).toBe(8);
     expect(reference.layout.maxDecodeStepsPerRun).toBeUndefined();
@@ -56,9 +56,9 @@ test('controller + worker thread with loopDecode: engine k = 4 == default path k
   }
 });
 
-test('--device cuda without CUDA fails with DEVICE_UNAVAILABLE; loopDecode needs world size 1', async () => {
+test('--device cuda without CUDA fails with DEVICE_UNAVAILABLE; the loop-decode runner needs world size 1', async () => {
   const { convertedDir } = await tinyModel({ quant: 'fp32', numAdapters: 0 });
   const options = { modelDir: convertedDir, kvCacheBytes: 8 << 20, blockSizeTokens: 8, numAdapterSlots: 1, maxAdapterRank: 8 };
   await expect(ThreadExecutor.start({ ...options, device: 'cuda' })).rejects.toMatchObject({ code: 'DEVICE_UNAVAILABLE' });
-  await expect(ThreadExecutor.start({ ...options, loopDecode: true, pp: 2 })).rejects.toThrow(/`tp` x `pp` must be 1 .* Given: 1 x 2/);
+  await expect(ThreadExecutor.start({ ...options, runnerKind: 'loop-decode', pp: 2 })).rejects.toThrow(/`tp` x `pp` must be 1 .* Given: 1 x 2/);
 });

@@ -1,5 +1,5 @@
 /**
- * DeviceKvRunner with `sampleInGraph`: the sampling tail of the device-KV graphs (device-kv-graph.ts) against the same
+ * DeviceKvRunner sampling the rows that carry `loopSampling` in its graph: the sampling tail of the device-KV graphs (device-kv-graph.ts) against the same
  * runner's logits. Greedy ids = argmax of the logits (ties to the lowest id), logprobs = logit - logsumexp; seeded
  * temperature rows draw exactly the host reference of the stream (kernels/loop-sampling.ts uniformRef) and do not
  * depend on their batch mates, rows without loopSampling among them included (those come back as logits). The 'cpu' variant runs in the default suite; the 'webgpu' one under `npm run test:webgpu`.
@@ -35,7 +35,8 @@ function sampledOf(result: StepResult, seqId: number): { tokenId: number; logpro
   const o = result.outcomes.find((x) => x.seqId === seqId)!;
   expect(o.error).toBeUndefined();
   expect(result.sampledTokens!.steps).toBe(1);
-  return { tokenId: result.sampledTokens!.tokenIds[o.logitsRow], logprob: result.sampledTokens!.logprobs[o.logitsRow] };
+  if (o.kind !== 'sampled') throw new Error(`sequence ${seqId} came back ${o.kind}`);
+  return { tokenId: result.sampledTokens!.tokenIds[o.sampledRow], logprob: result.sampledTokens!.logprobs[o.sampledRow] };
 }
 
 /** Host Gumbel-max over one row of logits with the stream's uniforms: what the tail must pick (top-k off). */
@@ -80,14 +81,14 @@ for (const device of ['cpu', 'webgpu'] as Device[]) {
         const sequences = steps[step]();
         // Same plan twice: the second run rewrites the same KV positions with the same values.
         const host = await runner.execute({ stepId: step, sequences });
-        const plan: StepPlan = { stepId: step, sequences: sequences.map((s) => ({ ...s, ...(s.sampleNext ? { loopSampling: GREEDY } : {}) })), sampleInGraph: true };
+        const plan: StepPlan = { stepId: step, sequences: sequences.map((s) => ({ ...s, ...(s.sampleNext ? { loopSampling: GREEDY } : {}) })) };
         const inGraph = await runner.execute(plan);
         expect(inGraph.logits.length).toBe(0);
         expect(inGraph.sampledTokens!.tokenIds.length).toBe(sequences.filter((s) => s.sampleNext).length);
         for (const seq of sequences) {
           position[seq.seqId] += seq.tokenIds.length;
           if (!seq.sampleNext) {
-            expect(inGraph.outcomes.find((o) => o.seqId === seq.seqId)!.logitsRow).toBe(-1);
+            expect(inGraph.outcomes.find((o) => o.seqId === seq.seqId)!.kind).toBe('none');
             continue;
           }
           const logits = logitsOf(host, seq.seqId);
@@ -118,9 +119,10 @@ for (const device of ['cpu', 'webgpu'] as Device[]) {
         const tokens: number[] = [];
         for (let step = 0; step < numTokens; step++) {
           const sequences: SequenceWork[] = rows.map((r) => ({ seqId: r.seqId, tokenIds: r.fed, startPosition: r.at, blockTable: r.table, adapterSlot: r.slot, sampleNext: true, loopSampling: r.sampling }));
-          // Host logits first (same KV writes), to check the draw of row 0 against the host reference of the stream.
-          const host = await runner.execute({ stepId: step, sequences });
-          const result = await runner.execute({ stepId: step, sequences, sampleInGraph: true });
+          // Host logits first (same KV writes; rows without loopSampling), to check the draw of row 0 against the host
+          // reference of the stream.
+          const host = await runner.execute({ stepId: step, sequences: sequences.map(({ loopSampling: _, ...hostRow }) => hostRow) });
+          const result = await runner.execute({ stepId: step, sequences });
           const got = sampledOf(result, rows[0].seqId);
           const logits = logitsOf(host, rows[0].seqId);
           expect(got.tokenId).toBe(gumbelMaxRef(logits, hot, rows[0].at + rows[0].fed.length));
@@ -149,7 +151,7 @@ for (const device of ['cpu', 'webgpu'] as Device[]) {
       let fed = prompt;
       let at = 0;
       for (let step = 0; step < 6; step++) {
-        const r = await runner.execute({ stepId: step, sequences: [{ seqId: 9, tokenIds: fed, startPosition: at, blockTable: [14, 15], adapterSlot: 0, sampleNext: true, loopSampling: GREEDY }], sampleInGraph: true });
+        const r = await runner.execute({ stepId: step, sequences: [{ seqId: 9, tokenIds: fed, startPosition: at, blockTable: [14, 15], adapterSlot: 0, sampleNext: true, loopSampling: GREEDY }] });
         at += fed.length;
         fed = [sampledOf(r, 9).tokenId];
         greedy.push(fed[0]);
@@ -164,7 +166,6 @@ for (const device of ['cpu', 'webgpu'] as Device[]) {
       const host = await runner.execute({ stepId: 1, sequences: [row(0, {}), row(1, {}), row(4, { tokenIds: [7] })] });
       const result = await runner.execute({
         stepId: 1,
-        sampleInGraph: true,
         sequences: [
           row(0, { loopSampling: GREEDY }),
           row(1, {}),

@@ -22,16 +22,16 @@
  * cancellation and deadlines take effect, at those k-step boundaries.
  *
  * In-graph sampling (executors with `layout.samplesInGraph`, e.g. the device-KV runner on WebGPU): in a one-step plan
- * every loop-eligible sampling row (decode or prompt-ending prefill chunk) gets its `loopSampling`, and the plan
- * `sampleInGraph`; the executor returns one sampled token for each such row and logits for the other sampling rows
- * (penalties, top-p, min-p, top-n logprobs), which the host samples. A seeded row is thus always drawn from the graph's
+ * every loop-eligible sampling row (decode or prompt-ending prefill chunk) gets its `loopSampling`; the executor
+ * returns one sampled token for each such row and logits for the other sampling rows (penalties, top-p, min-p, top-n
+ * logprobs), which the host samples. `update` reads which is which from each outcome's kind. A seeded row is thus always drawn from the graph's
  * stream, whatever its batch mates need, and keeps its tokens. Prefill + decode steps qualify too: under continuous
  * batching most steps while requests arrive are mixed.
  */
 import { TesseraError, isTesseraError } from '../../errors.ts';
 import type { AdapterSlots } from '../adapter-slots.ts';
 import type { Clock } from '../clock.ts';
-import { sampledInGraph, type ExecutorLayout, type SequenceWork, type StepPlan, type StepResult } from '../executor.ts';
+import type { ExecutorLayout, SequenceOutcome, SequenceWork, StepPlan, StepResult } from '../executor.ts';
 import { createKvBlockAllocator } from '../kv-cache/kv-block-allocator.ts';
 import type { FinishReason, GeneratedToken } from '../request.ts';
 import { recordGenerated } from '../sampler/penalties.ts';
@@ -348,9 +348,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     else if (layout.samplesInGraph === true) {
       for (const [seq, work] of planned) {
         const sampling = work.sampleNext ? loopSamplingOf(seq) : null;
-        if (sampling === null) continue;
-        work.loopSampling = sampling;
-        plan.sampleInGraph = true;
+        if (sampling !== null) work.loopSampling = sampling;
       }
     }
     if (released.length > 0) {
@@ -361,100 +359,52 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   /**
-   * One-step plans: each sampling row's token comes from the host sampler over its logits row, or, for rows the
-   * executor sampled in its graph (`sampledInGraph`), from StepResult.sampledTokens.
+   * Applies each sequence's outcome by its kind: 'logits' -> the host sampler draws one token from its row; 'sampled'
+   * -> the executor's tokens (decodeSteps of them), applied one by one through the normal output logic, those after a
+   * stop dropped; 'none' -> the fed tokens are cached; 'failed' -> the request fails alone.
    */
   function update(plan: StepPlan, result: StepResult): void {
-    if ((plan.decodeSteps ?? 1) > 1) {
-      updateSampled(plan, result);
-      return;
-    }
-    const vocabSize = layout.vocabSize;
-    const hostSampled = plan.sequences.some((w) => w.sampleNext && !sampledInGraph(plan, w));
-    if (hostSampled && result.vocabSize !== vocabSize) {
-      failStep(plan, new TesseraError('INTERNAL', `executor returned vocabSize ${result.vocabSize}, layout says ${vocabSize}`));
-      return;
-    }
-    const sampled = result.sampledTokens;
-    if (plan.sampleInGraph === true && (sampled === undefined || sampled.steps !== 1)) {
-      failStep(plan, new TesseraError('INTERNAL', `executor returned ${sampled ? sampled.steps : 'no'} sampled steps for a plan sampled in the graph (1 step)`));
-      return;
-    }
-    const numRows = Math.floor(result.logits.length / vocabSize);
-    const numSampledRows = sampled?.tokenIds.length ?? 0;
-    const outcomes = new Map(result.outcomes.map((o) => [o.seqId, o]));
-    for (const work of plan.sequences) {
-      const seq = bySeqId.get(work.seqId);
-      if (seq === undefined || seq.phase !== 'running') continue; // cancelled while the step ran
-      const outcome = outcomes.get(work.seqId);
-      if (outcome === undefined || outcome.error !== undefined) {
-        const why = outcome === undefined ? 'no outcome returned' : outcome.error;
-        abort(seq, 'error', new TesseraError('INTERNAL', `executor failed sequence ${work.seqId} of request ${seq.request.requestId} in step ${plan.stepId}: ${why}`));
-        continue;
-      }
-      seq.numComputed += work.tokenIds.length;
-      if (!work.sampleNext) continue;
-      const inGraph = sampledInGraph(plan, work);
-      const rows = inGraph ? numSampledRows : numRows;
-      if (!(outcome.logitsRow >= 0 && outcome.logitsRow < rows)) {
-        const what = inGraph ? 'sampled-token' : 'logits';
-        abort(seq, 'error', new TesseraError('INTERNAL', `executor gave ${what} row ${outcome.logitsRow} for sequence ${work.seqId}; the result has ${rows} rows`));
-        continue;
-      }
-      let token: GeneratedToken;
-      if (inGraph) token = { tokenId: sampled!.tokenIds[outcome.logitsRow], logprob: sampled!.logprobs[outcome.logitsRow], top: [] };
-      else {
-        const row = result.logits.subarray(outcome.logitsRow * vocabSize, (outcome.logitsRow + 1) * vocabSize);
-        token = sampler.sample(row, seq.sampling, result.logSumExp?.[outcome.logitsRow]);
-      }
-      seq.tokenIds.push(token.tokenId);
-      recordGenerated(seq.sampling.penalties, token.tokenId);
-      const reason = seq.output.accept(token);
-      if (reason !== null) abort(seq, reason);
-    }
-  }
-
-  /**
-   * Multi-step plans: applies each sampling row's k tokens one by one through the normal output logic; tokens after a
-   * stop are dropped. Rows without sampleNext only advance.
-   */
-  function updateSampled(plan: StepPlan, result: StepResult): void {
     const steps = plan.decodeSteps ?? 1;
+    const vocabSize = layout.vocabSize;
+    const numLogitsRows = result.vocabSize === vocabSize ? Math.floor(result.logits.length / vocabSize) : 0;
     const sampled = result.sampledTokens;
-    if (sampled === undefined || sampled.steps !== steps) {
-      failStep(plan, new TesseraError('INTERNAL', `executor returned ${sampled ? sampled.steps : 'no'} sampled steps for a plan of ${steps} decode steps`));
-      return;
-    }
-    const numRows = Math.floor(sampled.tokenIds.length / steps);
+    const numSampledRows = sampled !== undefined && sampled.steps === steps ? Math.floor(sampled.tokenIds.length / steps) : 0;
     const outcomes = new Map(result.outcomes.map((o) => [o.seqId, o]));
     for (const work of plan.sequences) {
       const seq = bySeqId.get(work.seqId);
       if (seq === undefined || seq.phase !== 'running') continue; // cancelled while the step ran
       const outcome = outcomes.get(work.seqId);
-      const rowMissing = work.sampleNext && outcome !== undefined && !(outcome.logitsRow >= 0 && outcome.logitsRow < numRows);
-      if (outcome === undefined || outcome.error !== undefined || rowMissing) {
-        const why = outcome === undefined ? 'no outcome returned' : (outcome.error ?? `row ${outcome.logitsRow} of ${numRows}`);
-        abort(seq, 'error', new TesseraError('INTERNAL', `executor failed sequence ${work.seqId} of request ${seq.request.requestId} in step ${plan.stepId}: ${why}`));
+      const problem = outcomeProblem(work, outcome, { steps, numLogitsRows, numSampledRows });
+      if (problem !== null || outcome === undefined) {
+        abort(seq, 'error', new TesseraError('INTERNAL', `executor failed sequence ${work.seqId} of request ${seq.request.requestId} in step ${plan.stepId}: ${problem}`));
         continue;
       }
-      if (!work.sampleNext) {
+      if (outcome.kind === 'none') {
         seq.numComputed += work.tokenIds.length;
-        continue;
-      }
-      for (let i = 0; i < steps; i++) {
-        const at = outcome.logitsRow * steps + i;
-        // The fed tokens are in the cache, and each earlier sampled token of this plan after them.
-        seq.numComputed = work.startPosition + work.tokenIds.length + i;
-        const tokenId = sampled.tokenIds[at];
-        seq.tokenIds.push(tokenId);
-        recordGenerated(seq.sampling.penalties, tokenId);
-        const reason = seq.output.accept({ tokenId, logprob: sampled.logprobs[at], top: [] });
-        if (reason !== null) {
-          abort(seq, reason);
-          break;
+      } else if (outcome.kind === 'logits') {
+        const row = outcome.logitsRow;
+        seq.numComputed += work.tokenIds.length;
+        accept(seq, sampler.sample(result.logits.subarray(row * vocabSize, (row + 1) * vocabSize), seq.sampling, result.logSumExp?.[row]));
+      } else if (outcome.kind === 'sampled') {
+        const first = outcome.sampledRow * steps;
+        for (let i = 0; i < steps; i++) {
+          const at = first + i;
+          // The fed tokens are in the cache, and each earlier sampled token of this plan after them.
+          seq.numComputed = work.startPosition + work.tokenIds.length + i;
+          if (!accept(seq, { tokenId: sampled!.tokenIds[at], logprob: sampled!.logprobs[at], top: [] })) break;
         }
       }
     }
+  }
+
+  /** Appends a generated token; false when the sequence stopped (and was finished). */
+  function accept(seq: Sequence, token: GeneratedToken): boolean {
+    seq.tokenIds.push(token.tokenId);
+    recordGenerated(seq.sampling.penalties, token.tokenId);
+    const reason = seq.output.accept(token);
+    if (reason === null) return true;
+    abort(seq, reason);
+    return false;
   }
 
   function failStep(plan: StepPlan, error: unknown): void {
@@ -501,5 +451,29 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
 function requirePositiveInteger(field: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 1) {
     throw new TesseraError('CONFIG_INVALID', `\`${field}\` must be an integer >= 1. Given: ${JSON.stringify(value)}`);
+  }
+}
+
+/** Why an outcome cannot be applied to its row (the request then fails with INTERNAL), or null. */
+function outcomeProblem(
+  work: SequenceWork,
+  outcome: SequenceOutcome | undefined,
+  result: { steps: number; numLogitsRows: number; numSampledRows: number },
+): string | null {
+  if (outcome === undefined) return 'no outcome returned';
+  switch (outcome.kind) {
+    case 'failed':
+      return outcome.error;
+    case 'none':
+      return work.sampleNext ? 'no token for a row that samples' : null;
+    case 'logits':
+      if (!work.sampleNext) return 'logits for a row that does not sample';
+      if (result.steps !== 1) return `logits for a row of a ${result.steps}-step plan`;
+      return outcome.logitsRow >= 0 && outcome.logitsRow < result.numLogitsRows ? null : `logits row ${outcome.logitsRow} of ${result.numLogitsRows}`;
+    case 'sampled':
+      if (!work.sampleNext) return 'sampled tokens for a row that does not sample';
+      return outcome.sampledRow >= 0 && outcome.sampledRow < result.numSampledRows
+        ? null
+        : `sampled row ${outcome.sampledRow} of ${result.numSampledRows} rows of ${result.steps} tokens`;
   }
 }

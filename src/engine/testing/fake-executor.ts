@@ -89,16 +89,16 @@ export class FakeExecutor implements Executor {
       seq.tokens.push(...work.tokenIds);
       const error = this.opts.failSequence?.(work, plan);
       if (error !== undefined) {
-        outcomes.push({ seqId: work.seqId, logitsRow: -1, error });
+        outcomes.push({ kind: 'failed', seqId: work.seqId, logitsRow: -1, error });
         if (work.sampleNext) row++; // leave its row unused, like a real executor may
         continue;
       }
       if (work.sampleNext) {
         logitsFn(seq.tokens, logits.subarray(row * vocabSize, (row + 1) * vocabSize), work.adapterSlot);
-        outcomes.push({ seqId: work.seqId, logitsRow: row });
+        outcomes.push({ kind: 'logits', seqId: work.seqId, logitsRow: row });
         row++;
       } else {
-        outcomes.push({ seqId: work.seqId, logitsRow: -1 });
+        outcomes.push({ kind: 'none', seqId: work.seqId, logitsRow: -1 });
       }
     }
     this.logitsMs += performance.now() - t0;

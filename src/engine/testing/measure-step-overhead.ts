@@ -25,7 +25,7 @@ function measure(name: string, sampling: Partial<SamplingParams>, topNLogprobs: 
   }
   const resultFor = (plan: StepPlan): StepResult => ({
     stepId: plan.stepId,
-    outcomes: plan.sequences.map((s, i) => ({ seqId: s.seqId, logitsRow: i })),
+    outcomes: plan.sequences.map((s, i) => ({ kind: 'logits' as const, seqId: s.seqId, logitsRow: i })),
     logits,
     vocabSize,
     runtimeMs: 0,

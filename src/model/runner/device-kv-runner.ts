@@ -1,16 +1,17 @@
 import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
-import { sampledInGraph, type ExecutorLayout, type LoopSampling, type SequenceWork, type StepPlan, type StepResult } from '../../engine/executor.ts';
+import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import { pagedKvIndices } from '../../../kernels/paged-kv-device.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
-import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
+import { DEVICE_KV_IO, deviceKvModel, KV_PARTS, slotWriteModel, zerosModel, type KvPart } from '../graph/device-kv-graph.ts';
+import { GRAPH_IO } from '../graph/graph-io.ts';
 import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
-import { PagedKvCache } from './paged-kv-cache.ts';
-import { DEVICE_KV_IO, deviceKvModel, slotWriteModel, zerosModel } from './device-kv-graph.ts';
-import type { Device, RunnerMemory, RunnerOptions } from './model-runner.ts';
-import { concatFloat32 } from './concat-float32.ts';
 import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
+import { PagedKvCache } from './paged-kv-cache.ts';
+import { executeStep, rowResult, type BatchOutput } from './step-batches.ts';
+import { stepInputs } from './step-inputs.ts';
+import { DEFAULT_KV_CACHE_BYTES, type Device, type RunnerMemory, type RunnerOptions, type StepRunner } from './step-runner.ts';
 
 /**
  * The in-process runner's options. `device` 'webgpu': KV cache and adapter stacks stay in GPU buffers across steps (the
@@ -20,22 +21,21 @@ import { externalWeightsIn, openSession, runnerSessionOptions } from './open-ses
  */
 export type DeviceKvRunnerOptions = RunnerOptions;
 
-const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
-
 /**
- * Runs engine step plans with all model state on the device: the paged KV cache (same block layout and block ids as
+ * The device-KV StepRunner (step-runner.ts): runs engine step plans with all model state on the device: the paged KV cache (same block layout and block ids as
  * the engine hands out, kernels/paged-kv-device.ts) and the LoRA slot stacks are GPU-buffer tensors that each run
  * returns updated and the next run takes as inputs. Per step only token ids, positions, the attention bias, the
  * block/write indices and the adapter slot of each row go to the device, and only the logits rows come back, or, for
- * the rows a plan with `sampleInGraph` has sampled in the graph, only their sampled token id and logprob (the graphs
+ * the rows that carry `loopSampling`, sampled in the graph, only their sampled token id and logprob (the graphs
  * carry the loop's sampler, device-kv-graph.ts; the logits outputs keep only the host-sampled rows). Loading an
  * adapter uploads that adapter alone and writes its slot on the device.
  */
-export class DeviceKvRunner {
+export class DeviceKvRunner implements StepRunner {
+  readonly kind = 'device-kv';
   readonly layout: ExecutorLayout;
   readonly numBlocks: number;
-  private readonly cacheKeys: ort.Tensor[] = [];
-  private readonly cacheValues: ort.Tensor[] = [];
+  /** Per layer: the KV cache's keys and values on the device (replaced by the present_* outputs of every run). */
+  private readonly cache: Record<KvPart, ort.Tensor[]> = { key: [], value: [] };
   private readonly stacks = new Map<string, ort.Tensor>();
   private readonly scales: Float32Array;
   private staging: AdapterSlotStacks | null = null;
@@ -104,8 +104,7 @@ export class DeviceKvRunner {
     const runner = new DeviceKvRunner(manifest, device, sessions, blockSizeTokens, numBlocks, numAdapterSlots, maxAdapterRank);
     const cacheDims = [numBlocks + 1, config.numKvHeads, blockSizeTokens, config.headDim];
     for (let layer = 0; layer < config.numLayers; layer++) {
-      runner.cacheKeys.push(await runner.zeros(cacheDims));
-      runner.cacheValues.push(await runner.zeros(cacheDims));
+      for (const part of KV_PARTS) runner.cache[part].push(await runner.zeros(cacheDims));
     }
     for (const s of stackDefs) runner.stacks.set(s.name, await runner.zeros(s.dims));
     return runner;
@@ -121,7 +120,7 @@ export class DeviceKvRunner {
 
   /** Where each piece of state lives ('gpu-buffer' on WebGPU): tests check nothing fell back to the host. */
   stateLocations(): Set<ort.Tensor.DataLocation> {
-    return new Set([...this.cacheKeys, ...this.cacheValues, ...this.stacks.values()].map((t) => t.location));
+    return new Set([...this.cache.key, ...this.cache.value, ...this.stacks.values()].map((t) => t.location));
   }
 
   /** Uploads one adapter (PEFT layout) and writes it into `slot` on the device. */
@@ -154,114 +153,47 @@ export class DeviceKvRunner {
   }
 
   /**
-   * Runs one step: decode rows (one token) and prefill rows as separate batches, as ModelRunner does. With
-   * `plan.sampleInGraph` the sampleNext rows that carry `loopSampling` are sampled in the graph and come back in
-   * `sampledTokens` (steps 1); the other sampleNext rows come back as logits. Each outcome's logitsRow indexes the
-   * array of its row's kind.
+   * One step. The sampleNext rows that carry `loopSampling` are sampled in the graph and come back 'sampled' (steps 1);
+   * the other sampleNext rows come back as logits.
    */
-  async execute(plan: StepPlan): Promise<StepResult> {
+  execute(plan: StepPlan): Promise<StepResult> {
     if (this.released) throw new TesseraError('INTERNAL', 'DeviceKvRunner.execute after release()');
-    if ((plan.decodeSteps ?? 1) !== 1) throw new TesseraError('INTERNAL', `DeviceKvRunner runs one decode step per plan (\`decodeSteps\` must be 1). Given: ${plan.decodeSteps}`);
-    const started = performance.now();
-    const outcomes: StepResult['outcomes'] = [];
-    const runnable: SequenceWork[] = [];
-    for (const seq of plan.sequences) {
-      const problem = this.checkSequence(seq, sampledInGraph(plan, seq));
-      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
-      else runnable.push(seq);
-    }
-    const logitsParts: Float32Array[] = [];
-    const lseParts: Float32Array[] = [];
-    const idParts: Int32Array[] = [];
-    const logprobParts: Float32Array[] = [];
-    let logitsRows = 0;
-    let sampledRows = 0;
-    for (const group of [runnable.filter((s) => s.tokenIds.length === 1), runnable.filter((s) => s.tokenIds.length > 1)]) {
-      if (group.length === 0) continue;
-      const out = await this.runGroup(group, (s) => sampledInGraph(plan, s));
-      logitsParts.push(out.logits);
-      if (out.logSumExp) lseParts.push(out.logSumExp);
-      idParts.push(out.tokenIds);
-      logprobParts.push(out.logprobs);
-      for (const seq of group) {
-        const row = !seq.sampleNext ? -1 : sampledInGraph(plan, seq) ? sampledRows++ : logitsRows++;
-        outcomes.push({ seqId: seq.seqId, logitsRow: row });
-      }
-    }
-    const vocab = this.layout.vocabSize;
-    const logits = concatFloat32(logitsParts, logitsRows * vocab);
-    const logSumExp = lseParts.length === logitsParts.length ? concatFloat32(lseParts, logitsRows) : undefined;
-    const result: StepResult = { stepId: plan.stepId, outcomes, vocabSize: vocab, logits, ...(logSumExp ? { logSumExp } : {}), runtimeMs: 0 };
-    if (plan.sampleInGraph === true) {
-      const tokenIds = new Int32Array(sampledRows);
-      let at = 0;
-      for (const ids of idParts) {
-        tokenIds.set(ids, at);
-        at += ids.length;
-      }
-      result.sampledTokens = { steps: 1, tokenIds, logprobs: concatFloat32(logprobParts, sampledRows) };
-    }
-    result.runtimeMs = performance.now() - started;
-    return result;
+    return executeStep(this, plan);
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    for (const t of [...this.cacheKeys, ...this.cacheValues, ...this.stacks.values()]) t.dispose();
+    for (const t of [...this.cache.key, ...this.cache.value, ...this.stacks.values()]) t.dispose();
     for (const s of [this.sessions.base, this.sessions.lora, this.sessions.slotWrite, ...this.sessions.zeros.values()]) await s.release();
   }
 
   /**
-   * One batch of rows. Returns the logits (and log-sum-exp) of the host-sampled sampleNext rows and the tokens of the
-   * rows sampled in the graph (`inGraph`), each in group order.
+   * One batch, one session.run. Returns the logits (and log-sum-exp) of its 'logits' rows and the tokens of its
+   * 'sampled' rows, each in row order.
    */
-  private async runGroup(
-    group: SequenceWork[],
-    inGraph: (seq: SequenceWork) => boolean,
-  ): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; tokenIds: Int32Array; logprobs: Float32Array }> {
+  async runBatch(rows: SequenceWork[], decodeSteps: number): Promise<BatchOutput> {
+    if (this.released) throw new TesseraError('INTERNAL', 'DeviceKvRunner.runBatch after release()');
+    if (decodeSteps !== 1) throw new TesseraError('INTERNAL', `DeviceKvRunner runs one decode step per batch (\`decodeSteps\` must be 1). Given: ${decodeSteps}`);
     const { numKvHeads, numLayers } = this.manifest.config;
-    const batch = group.length;
-    const stepLength = Math.max(...group.map((s) => s.tokenIds.length));
+    const batch = rows.length;
+    const stepLength = Math.max(...rows.map((s) => s.tokenIds.length));
     const { blockIndex, numPastBlocks, writeIndex } = pagedKvIndices(
-      group.map((s) => ({ blockTable: s.blockTable, startPosition: s.startPosition, numNewTokens: s.tokenIds.length })),
+      rows.map((s) => ({ blockTable: s.blockTable, startPosition: s.startPosition, numNewTokens: s.tokenIds.length })),
       { numKvHeads, blockSizeTokens: this.blockSizeTokens, scratchBlock: this.numBlocks, stepLength },
     );
-    const pastLength = numPastBlocks * this.blockSizeTokens;
-    const total = pastLength + stepLength;
-    const inputIds = new BigInt64Array(batch * stepLength);
-    const positionIds = new BigInt64Array(batch * stepLength);
-    const bias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
-    const lastTokenAt = new Map<SequenceWork, bigint>();
-    group.forEach((seq, b) => {
-      const n = seq.tokenIds.length;
-      for (let i = 0; i < stepLength; i++) {
-        const at = b * stepLength + i;
-        const biasRow = at * total;
-        if (i < n) {
-          inputIds[at] = BigInt(seq.tokenIds[i]);
-          positionIds[at] = BigInt(seq.startPosition + i);
-          bias.fill(0, biasRow, biasRow + seq.startPosition);
-          bias.fill(0, biasRow + pastLength, biasRow + pastLength + i + 1);
-        } else {
-          positionIds[at] = BigInt(seq.startPosition);
-          bias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, never read
-        }
-      }
-      lastTokenAt.set(seq, BigInt(b * stepLength + n - 1));
-    });
-    // Host-sampled rows first: the graph returns the logits of its first `logits_rows` rows only.
-    const hostRows = group.filter((s) => s.sampleNext && !inGraph(s));
-    const sampledRows = [...hostRows, ...group.filter((s) => s.sampleNext && inGraph(s))];
-    const logitsIndex = sampledRows.map((s) => lastTokenAt.get(s)!);
+    // The logits index lists the host-sampled rows first: the graph returns the logits of its first `logits_rows` rows only.
+    const inputs = stepInputs(rows, numPastBlocks * this.blockSizeTokens);
+    const hostRows = rows.filter((s) => rowResult(s) === 'logits');
+    const sampledRows = [...hostRows, ...rows.filter((s) => rowResult(s) === 'sampled')];
     const numRows = sampledRows.length;
     // Host-sampled rows feed greedy parameters: the tail still runs for them (ArgMax), its output for them is dropped.
-    const sampling = sampledRows.map((s) => (inGraph(s) ? s.loopSampling! : { temperature: 0, topK: 0, seed: 0 }));
+    const sampling = sampledRows.map((s) => s.loopSampling ?? { temperature: 0, topK: 0, seed: 0 });
     const feeds: Record<string, ort.Tensor> = {
-      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputIds, [batch, stepLength]),
-      [GRAPH_IO.positionIds]: new ort.Tensor('int64', positionIds, [batch, stepLength]),
-      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', bias, [batch, 1, stepLength, total]),
-      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', BigInt64Array.from(logitsIndex), [logitsIndex.length]),
+      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]),
+      [GRAPH_IO.positionIds]: new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]),
+      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, inputs.pastLength + stepLength]),
+      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', inputs.logitsIndex, [numRows]),
       [DEVICE_KV_IO.blockIndex]: new ort.Tensor('int64', blockIndex, [batch, numPastBlocks]),
       [DEVICE_KV_IO.writeIndex]: new ort.Tensor('int64', writeIndex, [batch, numKvHeads, stepLength, 3]),
       [DEVICE_KV_IO.sampleTemperature]: new ort.Tensor('float32', Float32Array.from(sampling, (p) => p.temperature), [numRows]),
@@ -273,31 +205,28 @@ export class DeviceKvRunner {
       // Rows sampled in the graph cut the logits outputs short: none of their [V] logits rows crosses back.
       [DEVICE_KV_IO.logitsRows]: new ort.Tensor('int64', BigInt64Array.of(BigInt(hostRows.length)), [1]),
     };
-    for (let layer = 0; layer < numLayers; layer++) {
-      feeds[DEVICE_KV_IO.cacheKey(layer)] = this.cacheKeys[layer];
-      feeds[DEVICE_KV_IO.cacheValue(layer)] = this.cacheValues[layer];
-    }
-    const useLora = group.some((s) => s.adapterSlot !== 0);
+    for (const part of KV_PARTS) for (let layer = 0; layer < numLayers; layer++) feeds[DEVICE_KV_IO.cache(part, layer)] = this.cache[part][layer];
+    const useLora = rows.some((s) => s.adapterSlot !== 0);
     if (useLora) {
-      feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(group, (s) => BigInt(s.adapterSlot)), [batch]);
-      feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(group, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
+      feeds[GRAPH_IO.loraSlot] = new ort.Tensor('int64', BigInt64Array.from(rows, (s) => BigInt(s.adapterSlot)), [batch]);
+      feeds[GRAPH_IO.loraScale] = new ort.Tensor('float32', Float32Array.from(rows, (s) => this.scales[s.adapterSlot]), [batch, 1, 1]);
       for (const [name, tensor] of this.stacks) feeds[name] = tensor;
     }
     const out = await (useLora ? this.sessions.lora : this.sessions.base).run(feeds);
     // Double buffering: the run returned new cache buffers; the ones it read are released now.
-    for (let layer = 0; layer < numLayers; layer++) {
-      this.cacheKeys[layer].dispose();
-      this.cacheValues[layer].dispose();
-      this.cacheKeys[layer] = out[DEVICE_KV_IO.presentKey(layer)];
-      this.cacheValues[layer] = out[DEVICE_KV_IO.presentValue(layer)];
+    for (const part of KV_PARTS) {
+      for (let layer = 0; layer < numLayers; layer++) {
+        this.cache[part][layer].dispose();
+        this.cache[part][layer] = out[DEVICE_KV_IO.present(part, layer)];
+      }
     }
-    const ids = (out[DEVICE_KV_IO.sampledTokenIds].data as BigInt64Array).subarray(hostRows.length);
     const lse = out[GRAPH_IO.logitsLogSumExp];
+    const numSampled = numRows - hostRows.length;
+    const ids = (out[DEVICE_KV_IO.sampledTokenIds].data as BigInt64Array).subarray(hostRows.length);
     return {
       logits: out[GRAPH_IO.logits].data as Float32Array,
       logSumExp: lse ? (lse.data as Float32Array) : null,
-      tokenIds: Int32Array.from(ids, (id) => Number(id)),
-      logprobs: (out[DEVICE_KV_IO.sampledLogprobs].data as Float32Array).subarray(hostRows.length),
+      sampled: numSampled === 0 ? null : { steps: 1, tokenIds: Int32Array.from(ids, (id) => Number(id)), logprobs: (out[DEVICE_KV_IO.sampledLogprobs].data as Float32Array).subarray(hostRows.length) },
     };
   }
 
@@ -340,22 +269,6 @@ export class DeviceKvRunner {
       throw new TesseraError('INVALID_ARGUMENT', `adapter \`slot\` must be an integer in [1, ${this.numAdapterSlots - 1}]. Given: ${slot}`);
     }
   }
-
-  /** Why this sequence cannot run (it then fails alone), or null. */
-  private checkSequence(seq: SequenceWork, inGraph: boolean): string | null {
-    const { vocabSize, maxPositionEmbeddings } = this.manifest.config;
-    const end = seq.startPosition + seq.tokenIds.length;
-    if (seq.tokenIds.length === 0) return 'no tokens in step';
-    if (!Number.isInteger(seq.startPosition) || seq.startPosition < 0) return `start position ${seq.startPosition} is not a non-negative integer`;
-    if (end > maxPositionEmbeddings) return `position ${end} past the model's ${maxPositionEmbeddings}`;
-    for (const id of seq.tokenIds) if (!Number.isInteger(id) || id < 0 || id >= vocabSize) return `token id ${id} outside [0, ${vocabSize})`;
-    if (!Number.isInteger(seq.adapterSlot) || seq.adapterSlot < 0 || seq.adapterSlot >= this.numAdapterSlots) return `adapter slot ${seq.adapterSlot} outside [0, ${this.numAdapterSlots})`;
-    const needed = Math.ceil(end / this.blockSizeTokens);
-    if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
-    for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= this.numBlocks) return `KV block ${block} outside [0, ${this.numBlocks})`;
-    if (inGraph) return loopSamplingProblem(seq.loopSampling!, vocabSize);
-    return null;
-  }
 }
 
 /** The LoRA stack inputs of the converted LoRA graph: [numSlots, in, maxRank] for A, [numSlots, maxRank, out] for B. */
@@ -370,12 +283,4 @@ function stackShapes(manifest: ModelManifest, numSlots: number, maxRank: number)
     }
   }
   return out;
-}
-
-/** Why a row's in-graph sampling parameters cannot run, or null. */
-function loopSamplingProblem(p: LoopSampling, vocabSize: number): string | null {
-  if (!Number.isFinite(p.temperature) || p.temperature < 0) return `\`temperature\` must be a finite number >= 0. Given: ${p.temperature}`;
-  if (!Number.isInteger(p.topK) || p.topK < 0 || p.topK > vocabSize) return `\`topK\` must be an integer in [0, ${vocabSize}]. Given: ${p.topK}`;
-  if (!Number.isSafeInteger(p.seed) || p.seed < 0) return `\`seed\` must be a safe integer >= 0. Given: ${p.seed}`;
-  return null;
 }

@@ -1,48 +1,28 @@
 import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
-import type { ExecutorLayout, LoopSampling, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
+import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import type { ModelManifest } from '../converted-model.ts';
+import { DECODE_LOOP_IO, decodeLoopModel } from '../graph/decode-loop-graph.ts';
 import type { AdapterSlotStacks, LoraWeights } from './adapter-slot-stacks.ts';
-import { DECODE_LOOP_IO, decodeLoopModel } from './decode-loop-graph.ts';
-import { addGatherLoraFeeds } from './gather-lora-feeds.ts';
-import { ModelRunner, type RunnerMemory, type RunnerOptions } from './model-runner.ts';
+import { addGatherLoraFeeds } from './lora-feeds.ts';
+import { ModelRunner } from './model-runner.ts';
 import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
 import type { KvRow } from './paged-kv-cache.ts';
-import { checkSequence, PAST_ALIGN_TOKENS } from './step-inputs.ts';
-export interface LoopDecodeRunnerOptions extends RunnerOptions {
-  /** Largest number of decode steps one run may take (StepPlan.decodeSteps). Default 64. */
-  maxDecodeStepsPerRun?: number;
-}
-
-/** One row of a k-step decode: the token it feeds first, its cache and how it samples. */
-export interface LoopRow {
-  seqId: number;
-  tokenId: number;
-  startPosition: number;
-  /** Covers positions [0, startPosition + k). */
-  blockTable: number[];
-  adapterSlot: number;
-  sampling: LoopSampling;
-}
-
-/** Tokens of a k-step decode, [rows, k] row-major. */
-export interface LoopTokens {
-  steps: number;
-  tokenIds: Int32Array;
-  logprobs: Float32Array;
-}
-
-const MAX_SEED = 2 ** 53 - 1;
+import { executeStep, type BatchOutput } from './step-batches.ts';
+import { alignedPastLength, PAST_ALIGN_TOKENS } from './step-inputs.ts';
+import type { RunnerMemory, RunnerOptions, StepRunner } from './step-runner.ts';
 
 /**
- * The runner for `--device cuda` (and, for tests and CPU measurements, on the CPU provider): a ModelRunner (host paged
- * KV cache, adapter slots, single steps: prefill, and decodes that are not loop-eligible) plus k decode steps in one
- * session.run through the Loop graph of decode-loop-graph.ts. Per k-step run the rows' past goes in once, and the k
- * sampled ids, their logprobs and the k new keys/values per row come back; the host then writes those into its cache.
- * onnxruntime-node has no IO binding for CUDA, so this divides the per-token PCIe traffic of the past by k
- * (transfer-bytes.ts, design 'loop-k-steps'). The Loop runs the exact (gather) LoRA graph on every model.
+ * The loop-decode StepRunner (step-runner.ts), for `--device cuda` (and, for tests and CPU measurements, on the CPU
+ * provider): a ModelRunner (host paged KV cache, adapter slots, single steps: prefill, and decodes that are not
+ * loop-eligible) plus k decode steps in one session.run through the Loop graph of decode-loop-graph.ts. Per k-step run
+ * the rows' past goes in once, and the k sampled ids, their logprobs and the k new keys/values per row come back; the
+ * host then writes those into its cache. onnxruntime-node has no IO binding for CUDA, so this divides the per-token PCIe
+ * traffic of the past by k (transfer-bytes.ts, design 'loop-k-steps'). The Loop runs the exact (gather) LoRA graph on
+ * every model.
  */
-export class LoopDecodeRunner {
+export class LoopDecodeRunner implements StepRunner {
+  readonly kind = 'loop-decode';
   readonly layout: ExecutorLayout;
 
   private constructor(
@@ -57,7 +37,7 @@ export class LoopDecodeRunner {
     return this.step.manifest;
   }
 
-  static async create(options: LoopDecodeRunnerOptions): Promise<LoopDecodeRunner> {
+  static async create(options: RunnerOptions): Promise<LoopDecodeRunner> {
     const maxSteps = options.maxDecodeStepsPerRun ?? 64;
     if (!Number.isSafeInteger(maxSteps) || maxSteps < 1) throw new TesseraError('CONFIG_INVALID', `\`maxDecodeStepsPerRun\` must be an integer >= 1. Given: ${maxSteps}`);
     const step = await ModelRunner.create(options);
@@ -89,39 +69,41 @@ export class LoopDecodeRunner {
     this.step.clearAdapterSlot(slot);
   }
 
-  /**
-   * Runs one plan. `decodeSteps` > 1: every row runs that many decode steps in one session.run and the result carries
-   * `sampledTokens` (no logits). Otherwise one step of the ModelRunner (decode and prefill rows as separate batches).
-   */
+  /** `decodeSteps` > 1: every row runs that many decode steps in one session.run and comes back 'sampled'. */
   execute(plan: StepPlan): Promise<StepResult> {
-    const k = plan.decodeSteps ?? 1;
-    return k === 1 ? this.step.execute(plan) : this.executeLoop(plan, k, performance.now());
+    return executeStep(this, plan);
   }
 
-  /** Runs `steps` decode steps of `rows` in one session.run; see decode-loop-graph.ts. Throws INVALID_ARGUMENT for bad input. */
-  async decodeSteps(rows: LoopRow[], steps: number): Promise<LoopTokens> {
-    if (!Number.isSafeInteger(steps) || steps < 1 || steps > this.maxDecodeStepsPerRun) {
-      throw new TesseraError('INVALID_ARGUMENT', `\`decodeSteps\` must be an integer in [1, ${this.maxDecodeStepsPerRun}]. Given: ${steps}`);
-    }
-    if (rows.length === 0) throw new TesseraError('INVALID_ARGUMENT', '`rows.length` must be >= 1. Given: 0');
-    for (const row of rows) {
-      const problem = this.checkLoopRow(row, steps);
-      if (problem) throw new TesseraError('INVALID_ARGUMENT', `sequence ${row.seqId}: ${problem}`);
-    }
+  /** One step: the ModelRunner's batch. k > 1 steps (every row 'sampled', one token fed): the Loop graph. */
+  runBatch(rows: SequenceWork[], decodeSteps: number): Promise<BatchOutput> {
+    return decodeSteps === 1 ? this.step.runBatch(rows, 1) : this.runLoop(rows, decodeSteps);
+  }
+
+  async release(): Promise<void> {
+    await this.step.release();
+    for (const s of Object.values(this.loops)) await s.release();
+  }
+
+  /**
+   * `steps` decode steps of `rows` (checked, one token fed each, with loopSampling) in one session.run of the Loop graph;
+   * see decode-loop-graph.ts. runBatch takes it for k > 1; any k >= 1 here (bench/cases/decode-loop.ts measures k = 1).
+   */
+  async runLoop(rows: SequenceWork[], steps: number): Promise<BatchOutput> {
     const { numKvHeads, headDim, numLayers } = this.manifest.config;
     const kv = this.step.kvCache;
     const batch = rows.length;
-    const pastLength = Math.max(PAST_ALIGN_TOKENS, Math.ceil(Math.max(...rows.map((r) => r.startPosition)) / PAST_ALIGN_TOKENS) * PAST_ALIGN_TOKENS);
+    const sampling = rows.map((r) => r.loopSampling!);
+    const pastLength = alignedPastLength(rows, PAST_ALIGN_TOKENS);
     const kvRows: KvRow[] = rows.map((r) => ({ seqId: r.seqId, blockTable: r.blockTable, startPosition: r.startPosition, numNewTokens: steps }));
     const int64 = (values: number[]) => new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), [values.length]);
     const feeds: Record<string, ort.Tensor> = {
       [DECODE_LOOP_IO.steps]: new ort.Tensor('int64', BigInt64Array.of(BigInt(steps)), []),
-      [DECODE_LOOP_IO.anySampled]: new ort.Tensor('bool', Uint8Array.of(rows.some((r) => r.sampling.temperature > 0) ? 1 : 0), []),
-      [DECODE_LOOP_IO.inputIds]: int64(rows.map((r) => r.tokenId)),
+      [DECODE_LOOP_IO.anySampled]: new ort.Tensor('bool', Uint8Array.of(sampling.some((s) => s.temperature > 0) ? 1 : 0), []),
+      [DECODE_LOOP_IO.inputIds]: int64(rows.map((r) => r.tokenIds[0])),
       [DECODE_LOOP_IO.startPositions]: int64(rows.map((r) => r.startPosition)),
-      [DECODE_LOOP_IO.temperature]: new ort.Tensor('float32', Float32Array.from(rows, (r) => r.sampling.temperature), [batch]),
-      [DECODE_LOOP_IO.topK]: int64(rows.map((r) => r.sampling.topK)),
-      [DECODE_LOOP_IO.seed]: int64(rows.map((r) => r.sampling.seed)),
+      [DECODE_LOOP_IO.temperature]: new ort.Tensor('float32', Float32Array.from(sampling, (s) => s.temperature), [batch]),
+      [DECODE_LOOP_IO.topK]: int64(sampling.map((s) => s.topK)),
+      [DECODE_LOOP_IO.seed]: int64(sampling.map((s) => s.seed)),
     };
     for (let layer = 0; layer < numLayers; layer++) {
       const past = kv.past(layer, kvRows, pastLength, 'loop');
@@ -145,43 +127,6 @@ export class LoopDecodeRunner {
         logprobs[b * steps + i] = lps[i * batch + b];
       }
     }
-    return { steps, tokenIds, logprobs };
-  }
-
-  async release(): Promise<void> {
-    await this.step.release();
-    for (const s of Object.values(this.loops)) await s.release();
-  }
-
-  private async executeLoop(plan: StepPlan, k: number, started: number): Promise<StepResult> {
-    const vocab = this.layout.vocabSize;
-    const outcomes: StepResult['outcomes'] = [];
-    const rows: LoopRow[] = [];
-    for (const seq of plan.sequences) {
-      const problem = seq.tokenIds.length !== 1 || !seq.loopSampling ? 'a multi-step plan row must feed one token and carry loopSampling' : null;
-      const row: LoopRow | null = problem ? null : { seqId: seq.seqId, tokenId: seq.tokenIds[0], startPosition: seq.startPosition, blockTable: seq.blockTable, adapterSlot: seq.adapterSlot, sampling: seq.loopSampling! };
-      const rowProblem = problem ?? this.checkLoopRow(row!, k);
-      if (rowProblem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: rowProblem });
-      else {
-        outcomes.push({ seqId: seq.seqId, logitsRow: rows.length });
-        rows.push(row!);
-      }
-    }
-    const sampledTokens = rows.length > 0 ? await this.decodeSteps(rows, k) : { steps: k, tokenIds: new Int32Array(0), logprobs: new Float32Array(0) };
-    return { stepId: plan.stepId, outcomes, logits: new Float32Array(0), sampledTokens, vocabSize: vocab, runtimeMs: performance.now() - started };
-  }
-
-  /** Why this row cannot run `steps` decode steps, or null. */
-  private checkLoopRow(row: LoopRow, steps: number): string | null {
-    if (steps < 1 || steps > this.maxDecodeStepsPerRun) return `decode steps ${steps} outside [1, ${this.maxDecodeStepsPerRun}]`;
-    const work: SequenceWork = { seqId: row.seqId, tokenIds: [row.tokenId], startPosition: row.startPosition, blockTable: row.blockTable, adapterSlot: row.adapterSlot, sampleNext: true };
-    // Positions start .. start + steps - 1 are written: the same checks as a step that feeds `steps` tokens.
-    const problem = checkSequence({ ...work, tokenIds: new Array<number>(steps).fill(row.tokenId) }, this.layout);
-    if (problem) return problem;
-    const s = row.sampling;
-    if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) return `temperature ${s.temperature} is not a finite number >= 0`;
-    if (!Number.isSafeInteger(s.topK) || s.topK < 0) return `top-k ${s.topK} is not an integer >= 0`;
-    if (!Number.isSafeInteger(s.seed) || s.seed < 0 || s.seed > MAX_SEED) return `seed ${s.seed} is not an integer in [0, 2^53)`;
-    return null;
+    return { logits: new Float32Array(0), logSumExp: null, sampled: { steps, tokenIds, logprobs } };
   }
 }

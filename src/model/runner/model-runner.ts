@@ -3,67 +3,44 @@ import { join } from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import { readManifest, type ModelManifest } from '../converted-model.ts';
-import { GRAPH_IO } from '../graph/llama-graph.ts';
-import { PagedKvCache } from './paged-kv-cache.ts';
-import { checkSequence, stepInputs } from './step-inputs.ts';
+import { GRAPH_IO } from '../graph/graph-io.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
-import { PackedLoraStacks } from './packed-lora-stacks.ts';
-import { addPackedLoraFeeds } from './packed-lora-feeds.ts';
-import { addGatherLoraFeeds } from './gather-lora-feeds.ts';
-import { concatFloat32 } from './concat-float32.ts';
+import { runHostKvBatch, type HostKvState } from './host-kv-batch.ts';
 import { openSession, runnerSessionOptions } from './open-session.ts';
+import { PackedLoraStacks } from './packed-lora-stacks.ts';
+import { PagedKvCache } from './paged-kv-cache.ts';
+import { executeStep, type BatchOutput } from './step-batches.ts';
+import { stepInputs } from './step-inputs.ts';
+import { DEFAULT_KV_CACHE_BYTES, type RunnerMemory, type RunnerOptions, type StepRunner } from './step-runner.ts';
 
-export type Device = 'cpu' | 'cuda' | 'webgpu';
-
-export interface RunnerOptions {
-  /** A converted model directory (manifest.json). */
-  modelDir: string;
-  device?: Device;
-  /** ORT intra-op threads; default: all cores. */
-  intraOpThreads?: number;
-  /** Memory for the KV cache, in bytes. */
-  kvCacheBytes?: number;
-  blockSizeTokens?: number;
-  /** Adapter device slots including slot 0 (base model). */
-  numAdapterSlots?: number;
-  maxAdapterRank?: number;
-  /**
-   * A quantized model with a packed LoRA graph runs its LoRA groups on it (cheaper on decode batches; default true);
-   * false: the per-row gather graph (e.g. as the reference for runners that use that graph).
-   */
-  packedLora?: boolean;
-}
-
-export interface RunnerMemory {
-  weightsBytes: number;
-  kvCacheBytes: number;
-  /** The fp32 slot stacks, plus the most the packed copies can take (PackedLoraStacks.maxBytes) when they are used. */
-  adapterSlotBytes: number;
-}
-
-const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
+export type { Device, RunnerMemory, RunnerOptions } from './step-runner.ts';
 
 /**
- * Runs the converted model for engine step plans: owns the ORT sessions (base graph, and the multi-LoRA graph used when
- * any row of a step has an adapter), the paged KV cache and the adapter slot stacks. Runs inside a worker thread because
- * session.run blocks its thread.
+ * The host-KV StepRunner (step-runner.ts): the converted model's ORT sessions (the base graph, and the multi-LoRA graph
+ * a batch runs on when any of its rows has an adapter), the paged KV cache in host memory and the adapter slot stacks.
+ * Runs inside a worker thread because session.run blocks its thread.
  */
-export class ModelRunner {
+export class ModelRunner implements StepRunner {
+  readonly kind = 'host-kv';
   readonly layout: ExecutorLayout;
-  /** Which multi-LoRA kernel LoRA groups run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
+  /** Which multi-LoRA kernel LoRA batches run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
   readonly loraKernel: 'packed' | 'gather';
+  private readonly state: HostKvState;
+  private readonly kvLayers: number[];
 
   private constructor(
     readonly manifest: ModelManifest,
     private readonly baseSession: ort.InferenceSession,
     /** The multi-LoRA graph: the packed one when `packedLora` is set, else the gather graph. */
     private readonly loraSession: ort.InferenceSession,
-    private readonly kv: PagedKvCache,
-    private readonly slots: AdapterSlotStacks,
+    kv: PagedKvCache,
+    slots: AdapterSlotStacks,
     /** Packed copies of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
-    private readonly packedLora: PackedLoraStacks | null,
+    packed: PackedLoraStacks | null,
   ) {
-    this.loraKernel = packedLora ? 'packed' : 'gather';
+    this.state = { config: manifest.config, layerStart: 0, kv, slots, packed };
+    this.kvLayers = Array.from({ length: manifest.config.numLayers }, (_, i) => i);
+    this.loraKernel = packed ? 'packed' : 'gather';
     this.layout = {
       vocabSize: manifest.config.vocabSize,
       maxContextTokens: manifest.config.maxPositionEmbeddings,
@@ -95,99 +72,48 @@ export class ModelRunner {
 
   /** The host paged KV cache, for a runner that adds its own graphs over this one (LoopDecodeRunner). */
   get kvCache(): PagedKvCache {
-    return this.kv;
+    return this.state.kv;
   }
 
   /** The adapter slot stacks (fp32, exact layout), for a runner that adds its own graphs over this one. */
   get adapterStacks(): AdapterSlotStacks {
-    return this.slots;
+    return this.state.slots;
   }
 
   memory(): RunnerMemory {
-    const packedBytes = this.packedLora ? PackedLoraStacks.maxBytes(this.manifest.config, this.slots.numSlots, this.slots.maxRank) : 0;
-    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes: this.kv.totalBytes, adapterSlotBytes: this.slots.totalBytes + packedBytes };
+    const { kv, slots, packed } = this.state;
+    const packedBytes = packed ? PackedLoraStacks.maxBytes(this.manifest.config, slots.numSlots, slots.maxRank) : 0;
+    return { weightsBytes: this.manifest.weightsBytes, kvCacheBytes: kv.totalBytes, adapterSlotBytes: slots.totalBytes + packedBytes };
   }
 
   loadAdapterSlot(slot: number, weights: LoraWeights): void {
-    this.slots.write(slot, weights);
+    this.state.slots.write(slot, weights);
   }
 
-  /** Fills a slot in place through `fill` (see AdapterSlotStacks.writeWith). */
   fillAdapterSlot(slot: number, rank: number, scale: number, fill: (stacks: AdapterSlotStacks) => void): void {
-    this.slots.writeWith(slot, rank, scale, fill);
+    this.state.slots.writeWith(slot, rank, scale, fill);
   }
 
   clearAdapterSlot(slot: number): void {
-    this.slots.clear(slot);
+    this.state.slots.clear(slot);
   }
 
-  /**
-   * Runs one step. Decode rows (one token each) and prefill rows run as separate batches, so a long prompt chunk never
-   * pads the decode rows to its length.
-   */
-  async execute(plan: StepPlan): Promise<StepResult> {
-    const started = performance.now();
-    const outcomes: StepResult['outcomes'] = [];
-    const runnable: SequenceWork[] = [];
-    for (const seq of plan.sequences) {
-      const problem = checkSequence(seq, this.layout);
-      if (problem) outcomes.push({ seqId: seq.seqId, logitsRow: -1, error: problem });
-      else runnable.push(seq);
-    }
-    const decode = runnable.filter((s) => s.tokenIds.length === 1);
-    const prefill = runnable.filter((s) => s.tokenIds.length > 1);
-    const logitsParts: Float32Array[] = [];
-    const lseParts: Float32Array[] = [];
-    let rows = 0;
-    for (const group of [decode, prefill]) {
-      if (group.length === 0) continue;
-      const { logits, logSumExp, sampled } = await this.runGroup(group);
-      logitsParts.push(logits);
-      if (logSumExp) lseParts.push(logSumExp);
-      let row = 0;
-      for (const seq of group) outcomes.push({ seqId: seq.seqId, logitsRow: sampled.has(seq.seqId) ? rows + row++ : -1 });
-      rows += row;
-    }
-    const vocab = this.layout.vocabSize;
-    const logits = concatFloat32(logitsParts, rows * vocab);
-    const logSumExp = lseParts.length === logitsParts.length ? concatFloat32(lseParts, rows) : undefined;
-    return { stepId: plan.stepId, outcomes, logits, ...(logSumExp ? { logSumExp } : {}), vocabSize: vocab, runtimeMs: performance.now() - started };
+  execute(plan: StepPlan): Promise<StepResult> {
+    return executeStep(this, plan);
+  }
+
+  /** One batch, one session.run: the base graph, or the LoRA graph when a row has an adapter. Single steps only. */
+  async runBatch(rows: SequenceWork[], decodeSteps: number): Promise<BatchOutput> {
+    if (decodeSteps !== 1) throw new TesseraError('INTERNAL', `the host-KV runner runs one decode step per batch. Given: ${decodeSteps}`);
+    const session = rows.some((r) => r.adapterSlot !== 0) ? this.loraSession : this.baseSession;
+    const out = await runHostKvBatch(this.state, session, rows, stepInputs(rows), { kvLayers: this.kvLayers });
+    // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
+    const lse = out[GRAPH_IO.logitsLogSumExp];
+    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: null };
   }
 
   async release(): Promise<void> {
     await this.baseSession.release();
     await this.loraSession.release();
-  }
-
-  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
-    const { numKvHeads, headDim, numLayers } = this.manifest.config;
-    const inputs = stepInputs(group);
-    const { batch, stepLength, pastLength, kvRows } = inputs;
-    const total = pastLength + stepLength;
-    const feeds: Record<string, ort.Tensor> = {
-      [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]),
-      [GRAPH_IO.positionIds]: new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]),
-      [GRAPH_IO.attentionBias]: new ort.Tensor('float32', inputs.attentionBias, [batch, 1, stepLength, total]),
-      [GRAPH_IO.logitsIndex]: new ort.Tensor('int64', inputs.logitsIndex, [inputs.logitsIndex.length]),
-    };
-    for (let layer = 0; layer < numLayers; layer++) {
-      const past = this.kv.past(layer, kvRows, pastLength, stepLength === 1 ? 'decode' : 'prefill');
-      feeds[GRAPH_IO.pastKey(layer)] = new ort.Tensor('float32', past.keys, [batch, numKvHeads, pastLength, headDim]);
-      feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
-    }
-
-    const useLora = group.some((s) => s.adapterSlot !== 0);
-    if (useLora && this.packedLora) addPackedLoraFeeds(feeds, this.packedLora, group.map((s) => s.adapterSlot));
-    else if (useLora) addGatherLoraFeeds(feeds, this.slots, this.manifest.config, group.map((s) => s.adapterSlot));
-    const session = useLora ? this.loraSession : this.baseSession;
-    const out = await session.run(feeds);
-    for (let layer = 0; layer < numLayers; layer++) {
-      const newK = out[GRAPH_IO.newKey(layer)].data as Float32Array;
-      const newV = out[GRAPH_IO.newValue(layer)].data as Float32Array;
-      this.kv.scatter(layer, kvRows, stepLength, newK, newV);
-    }
-    // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
-    const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: new Set(inputs.sampledSeqIds) };
   }
 }

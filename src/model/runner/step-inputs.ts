@@ -1,9 +1,10 @@
 import type { SequenceWork } from '../../engine/executor.ts';
-import { MASKED_SCORE } from '../graph/llama-graph.ts';
+import { MASKED_SCORE } from '../graph/graph-io.ts';
 import type { KvRow } from './paged-kv-cache.ts';
+import { rowResult } from './step-batches.ts';
 
 /**
- * The per-run inputs every shard derives from the same rows (so only the rows travel, never these arrays):
+ * The per-run inputs every runner and shard derives from the same rows (so only the rows travel, never these arrays):
  * right-padded ids and positions [B, S], the attention bias [B, 1, S, P + S] (row b's query i sees its cached
  * positions [0, start_b) and the step's positions [0, i]), which flattened rows need logits, and the KV rows.
  */
@@ -14,27 +15,29 @@ export interface StepInputs {
   inputIds: BigInt64Array; // [B, S]
   positionIds: BigInt64Array; // [B, S]
   attentionBias: Float32Array; // [B, 1, S, P + S]
-  logitsIndex: BigInt64Array; // [rows]
+  /** [rows] the last token of each sampleNext row: the 'logits' rows first, then the 'sampled' rows, each in row order */
+  logitsIndex: BigInt64Array;
   kvRows: KvRow[];
-  /** seqIds whose logits are computed, in row order. */
-  sampledSeqIds: number[];
 }
 
 /** The graph's past length is the longest row's history rounded up to this (masked positions cost a little compute). */
 export const PAST_ALIGN_TOKENS = 32;
 
-export function stepInputs(rows: SequenceWork[]): StepInputs {
+/** Rounded up so that the past inputs keep their shape for many steps (their buffers are then updated in place). */
+export function alignedPastLength(rows: ReadonlyArray<{ startPosition: number }>, minimum = 0): number {
+  const longest = Math.max(...rows.map((s) => s.startPosition));
+  return Math.max(minimum, Math.ceil(longest / PAST_ALIGN_TOKENS) * PAST_ALIGN_TOKENS);
+}
+
+export function stepInputs(rows: SequenceWork[], pastLength = alignedPastLength(rows)): StepInputs {
   const batch = rows.length;
   const stepLength = Math.max(...rows.map((s) => s.tokenIds.length));
-  // Rounded up so that the past inputs keep their shape for many steps (their buffers are then updated in place).
-  const longest = Math.max(...rows.map((s) => s.startPosition));
-  const pastLength = Math.ceil(longest / PAST_ALIGN_TOKENS) * PAST_ALIGN_TOKENS;
   const total = pastLength + stepLength;
   const inputIds = new BigInt64Array(batch * stepLength);
   const positionIds = new BigInt64Array(batch * stepLength);
   const attentionBias = new Float32Array(batch * stepLength * total).fill(MASKED_SCORE);
-  const logitsIndex: bigint[] = [];
-  const sampledSeqIds: number[] = [];
+  const logitsLast: bigint[] = [];
+  const sampledLast: bigint[] = [];
   const kvRows: KvRow[] = [];
   rows.forEach((seq, b) => {
     const n = seq.tokenIds.length;
@@ -51,30 +54,9 @@ export function stepInputs(rows: SequenceWork[]): StepInputs {
         attentionBias[biasRow + pastLength + i] = 0; // padding attends to itself only: finite, ignored
       }
     }
-    if (seq.sampleNext) {
-      logitsIndex.push(BigInt(b * stepLength + n - 1));
-      sampledSeqIds.push(seq.seqId);
-    }
+    const result = rowResult(seq);
+    if (result !== 'none') (result === 'logits' ? logitsLast : sampledLast).push(BigInt(b * stepLength + n - 1));
     kvRows.push({ seqId: seq.seqId, blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
   });
-  return { batch, stepLength, pastLength, inputIds, positionIds, attentionBias, logitsIndex: BigInt64Array.from(logitsIndex), kvRows, sampledSeqIds };
-}
-
-/** Why this sequence cannot run (it then fails alone), or null. */
-export function checkSequence(
-  seq: SequenceWork,
-  limits: { vocabSize: number; maxContextTokens: number; numKvBlocks: number; blockSizeTokens: number; numAdapterSlots: number },
-): string | null {
-  const end = seq.startPosition + seq.tokenIds.length;
-  if (seq.tokenIds.length === 0) return 'no tokens in step';
-  if (!Number.isInteger(seq.startPosition) || seq.startPosition < 0) return `start position ${seq.startPosition} is not a non-negative integer`;
-  if (end > limits.maxContextTokens) return `position ${end} past the model's ${limits.maxContextTokens}`;
-  for (const id of seq.tokenIds) if (!Number.isInteger(id) || id < 0 || id >= limits.vocabSize) return `token id ${id} outside [0, ${limits.vocabSize})`;
-  if (!Number.isInteger(seq.adapterSlot) || seq.adapterSlot < 0 || seq.adapterSlot >= limits.numAdapterSlots) {
-    return `adapter slot ${seq.adapterSlot} outside [0, ${limits.numAdapterSlots})`;
-  }
-  const needed = Math.ceil(end / limits.blockSizeTokens);
-  if (seq.blockTable.length < needed) return `block table has ${seq.blockTable.length} blocks, positions up to ${end} need ${needed}`;
-  for (const block of seq.blockTable) if (!Number.isInteger(block) || block < 0 || block >= limits.numKvBlocks) return `KV block ${block} outside [0, ${limits.numKvBlocks})`;
-  return null;
+  return { batch, stepLength, pastLength, inputIds, positionIds, attentionBias, logitsIndex: BigInt64Array.from([...logitsLast, ...sampledLast]), kvRows };
 }

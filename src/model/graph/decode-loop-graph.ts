@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
-import { gumbelNoise, sampleTokens } from '../../../kernels/loop-sampling.ts';
+import { sampleTokens } from '../../../kernels/loop-sampling.ts';
 import { TesseraError } from '../../errors.ts';
-import { GRAPH_IO, MASKED_SCORE } from '../graph/llama-graph.ts';
-import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from '../graph/onnx-proto.ts';
+import { noiseIfBranches } from './graph-sampling.ts';
+import { GRAPH_IO, MASKED_SCORE } from './graph-io.ts';
+import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from './onnx-proto.ts';
 import type { ModelConfig } from '../model-config.ts';
 
 /** Inputs and outputs of the k-steps-per-run decode graph (the converted graph's LoRA inputs pass through unchanged). */
@@ -22,16 +23,16 @@ export const DECODE_LOOP_IO = {
   topK: 'loop_top_k',
   /** [B] int64, non-negative. */
   seed: 'loop_seed',
-  /** [B, kvHeads, P, headDim] host-gathered past of the rows (P >= every row's start; later positions are masked). */
-  pastKey: (layer: number) => `loop_past_key.${layer}`,
-  pastValue: (layer: number) => `loop_past_value.${layer}`,
+  /** [B, kvHeads, P, headDim] the decoder's past of the rows, host-gathered (P >= every row's start; later positions masked). */
+  pastKey: (layer: number) => `loop_${GRAPH_IO.pastKey(layer)}`,
+  pastValue: (layer: number) => `loop_${GRAPH_IO.pastValue(layer)}`,
   /** [k, B] int64: the token each row sampled at each step. */
   tokenIds: 'loop_token_ids',
   /** [k, B] float32: its log-probability under the raw logits (logit - logsumexp). */
   logprobs: 'loop_logprobs',
-  /** [B, kvHeads, k, headDim]: keys / values of the k positions each row wrote (start .. start + k - 1). */
-  newKey: (layer: number) => `loop_new_key.${layer}`,
-  newValue: (layer: number) => `loop_new_value.${layer}`,
+  /** [B, kvHeads, k, headDim]: the decoder's new keys / values of the k positions each row wrote (start .. start + k - 1). */
+  newKey: (layer: number) => `loop_${GRAPH_IO.newKey(layer)}`,
+  newValue: (layer: number) => `loop_${GRAPH_IO.newValue(layer)}`,
 } as const;
 
 const GRAPH_ATTRIBUTE = 5;
@@ -68,15 +69,6 @@ export function decodeLoopModel(modelDir: string, graphFile: string, config: Mod
   const kvNames = Array.from({ length: numLayers }, (_, l) => [GRAPH_IO.pastKey(l), GRAPH_IO.pastValue(l)]).flat();
   const newKvNames = Array.from({ length: numLayers }, (_, l) => [GRAPH_IO.newKey(l), GRAPH_IO.newValue(l)]).flat();
   const windowDims = ['batch', numKvHeads, 'window', headDim];
-
-  // The random stream, computed only when some row samples (If then-branch); the else-branch is a [1, 1] zero.
-  const noiseBranch = new OnnxGraph('loop_noise');
-  const noise = gumbelNoise(noiseBranch, 'lb_seed', 'lb_next_position', 'lp_vocab_index', 'ln');
-  noiseBranch.node('Identity', [noise], { outputs: ['ln_noise'], hint: 'ln_noise_out' });
-  noiseBranch.output('ln_noise', 'float32', ['batch', vocabSize]);
-  const zeroBranch = new OnnxGraph('loop_no_noise');
-  zeroBranch.node('Identity', [zeroBranch.constFloat('lz_zero', [0], [1, 1])], { outputs: ['lz_noise'], hint: 'lz_noise_out' });
-  zeroBranch.output('lz_noise', 'float32', [1, 1]);
 
   // Loop body, part 1: the decoder's inputs from the carried state and the iteration number.
   const pre = new OnnxGraph('loop_body_in');
@@ -178,11 +170,12 @@ export function decodeLoopModel(modelDir: string, graphFile: string, config: Mod
   // Assemble at the protobuf level: body = pre + decoder nodes + post; If and Loop get their subgraphs.
   const preProto = decode(pre);
   const postProto = decode(post);
-  const ifNode = postProto.node.find((n) => n.opType === 'If')!;
-  ifNode.attribute = [
-    { name: 'then_branch', type: GRAPH_ATTRIBUTE, g: decode(noiseBranch) },
-    { name: 'else_branch', type: GRAPH_ATTRIBUTE, g: decode(zeroBranch) },
-  ];
+  // The random stream, computed only when some row samples.
+  postProto.node.find((n) => n.opType === 'If')!.attribute = noiseIfBranches(
+    { seed: 'lb_seed', position: 'lb_next_position', vocabIndex: 'lp_vocab_index' },
+    { graph: 'loop_noise', prefix: 'ln', zeroGraph: 'loop_no_noise', zeroPrefix: 'lz', rowsDim: 'batch' },
+    vocabSize,
+  );
   const body: ProtoGraph = {
     ...postProto,
     node: [...preProto.node, ...decoder.node, ...postProto.node],

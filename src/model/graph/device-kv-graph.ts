@@ -1,12 +1,17 @@
 import { join } from 'node:path';
 import { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { pagedPast, pagedWrite, slotWrite } from '../../../kernels/paged-kv-device.ts';
-import { gumbelNoise, sampleTokens } from '../../../kernels/loop-sampling.ts';
+import { sampleTokens } from '../../../kernels/loop-sampling.ts';
 import { TesseraError } from '../../errors.ts';
-import { GRAPH_IO } from '../graph/llama-graph.ts';
-import { serializeModel } from '../graph/onnx-serialize.ts';
-import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from '../graph/onnx-proto.ts';
+import { noiseIfBranches } from './graph-sampling.ts';
+import { GRAPH_IO } from './graph-io.ts';
+import { serializeModel } from './onnx-serialize.ts';
+import { encodeModelProto, readModelProto, toModelProto, type ProtoGraph } from './onnx-proto.ts';
 import type { ModelConfig } from '../model-config.ts';
+
+/** A layer's keys or its values. */
+export type KvPart = 'key' | 'value';
+export const KV_PARTS: readonly KvPart[] = ['key', 'value'];
 
 /** Inputs and outputs the device-KV graphs add to (or use instead of) the converted graph's. */
 export const DEVICE_KV_IO = {
@@ -14,10 +19,13 @@ export const DEVICE_KV_IO = {
   blockIndex: 'kv_block_index',
   /** [B, kvHeads, S, 3] int64: (block, head, offset) where each new position is written. */
   writeIndex: 'kv_write_index',
-  cacheKey: (layer: number) => `cache_key.${layer}`,
-  cacheValue: (layer: number) => `cache_value.${layer}`,
-  presentKey: (layer: number) => `present_key.${layer}`,
-  presentValue: (layer: number) => `present_value.${layer}`,
+  /**
+   * Per layer, for the keys and for the values: `cache_*` [numBlocks + 1, kvHeads, blockSizeTokens, headDim] the device
+   * cache the step reads (last block: scratch), `present_*` the same cache with the step's keys / values written, kept
+   * on the device as the next step's cache.
+   */
+  cache: (part: KvPart, layer: number) => `cache_${part}.${layer}`,
+  present: (part: KvPart, layer: number) => `present_${part}.${layer}`,
   /** Slot-write graph: [1, 1] int64 slot index. */
   slot: 'slot',
   stackIn: (name: string) => `${name}`,
@@ -47,7 +55,6 @@ export const DEVICE_KV_IO = {
   sampledLogprobs: 'sampled_logprobs',
 } as const;
 
-const GRAPH_ATTRIBUTE = 5;
 const ALL_LOGITS = 'dks_logits_all';
 const ALL_LSE = 'dks_logits_lse_all';
 
@@ -78,10 +85,9 @@ export function deviceKvModel(
   const post = new OnnxGraph('device_kv_write');
   const writeIndex = post.input(DEVICE_KV_IO.writeIndex, 'int64', ['batch', numKvHeads, 'seq', 3]);
   for (let layer = 0; layer < numLayers; layer++) {
-    for (const [cacheName, pastName, newName, presentName] of [
-      [DEVICE_KV_IO.cacheKey(layer), GRAPH_IO.pastKey(layer), GRAPH_IO.newKey(layer), DEVICE_KV_IO.presentKey(layer)],
-      [DEVICE_KV_IO.cacheValue(layer), GRAPH_IO.pastValue(layer), GRAPH_IO.newValue(layer), DEVICE_KV_IO.presentValue(layer)],
-    ]) {
+    for (const part of KV_PARTS) {
+      const [cacheName, presentName] = [DEVICE_KV_IO.cache(part, layer), DEVICE_KV_IO.present(part, layer)];
+      const [pastName, newName] = part === 'key' ? [GRAPH_IO.pastKey(layer), GRAPH_IO.newKey(layer)] : [GRAPH_IO.pastValue(layer), GRAPH_IO.newValue(layer)];
       const cache = pre.input(cacheName, 'float32', cacheDims);
       const past = pagedPast(pre, cache, blockIndex, headDim, `devkv_${pastName}`);
       pre.node('Identity', [past], { outputs: [pastName], hint: `devkv_${pastName}_out` });
@@ -159,19 +165,13 @@ function samplingTail(vocabSize: number): ProtoGraph {
   g.node('Identity', [logprob], { outputs: [DEVICE_KV_IO.sampledLogprobs], hint: 'dks_logprobs_out' });
   g.output(DEVICE_KV_IO.sampledLogprobs, 'float32', ['rows']);
 
-  // The random stream only when some row samples; the branches read the tail's values from the outer scope.
-  const noiseBranch = new OnnxGraph('device_kv_noise');
-  const drawn = gumbelNoise(noiseBranch, 'dks_seed', 'dks_position', 'dks_vocab_index', 'dksn');
-  noiseBranch.node('Identity', [drawn], { outputs: ['dksn_noise'], hint: 'dksn_noise_out' });
-  noiseBranch.output('dksn_noise', 'float32', ['rows', vocabSize]);
-  const zeroBranch = new OnnxGraph('device_kv_no_noise');
-  zeroBranch.node('Identity', [zeroBranch.constFloat('dksz_zero', [0], [1, 1])], { outputs: ['dksz_noise'], hint: 'dksz_noise_out' });
-  zeroBranch.output('dksz_noise', 'float32', [1, 1]);
+  // The random stream only when some row samples.
   const proto = toModelProto(g).graph;
-  proto.node.find((n) => n.opType === 'If')!.attribute = [
-    { name: 'then_branch', type: GRAPH_ATTRIBUTE, g: toModelProto(noiseBranch).graph },
-    { name: 'else_branch', type: GRAPH_ATTRIBUTE, g: toModelProto(zeroBranch).graph },
-  ];
+  proto.node.find((n) => n.opType === 'If')!.attribute = noiseIfBranches(
+    { seed: 'dks_seed', position: 'dks_position', vocabIndex: 'dks_vocab_index' },
+    { graph: 'device_kv_noise', prefix: 'dksn', zeroGraph: 'device_kv_no_noise', zeroPrefix: 'dksz', rowsDim: 'rows' },
+    vocabSize,
+  );
   return proto;
 }
 
