@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createSequence, type Sequence } from '../sequence.ts';
 import type { GenerationEvent, ValidGenerateRequest } from '../request.ts';
-import { createManualClock, createRequests, FakeExecutor } from '../testing/index.ts';
+import { createManualClock, createRequests, DEFAULT_FAKE_LAYOUT, FakeExecutor } from '../testing/index.ts';
 import { createScheduler, type SchedulerOptions } from './scheduler.ts';
 
 function seqOf(req: ValidGenerateRequest, events: GenerationEvent[] = []): Sequence {
@@ -37,6 +37,40 @@ describe('scheduler', () => {
       for (const e of events) expect(e.at(-1)).toMatchObject({ type: 'finish', reason: 'length' });
       expect(scheduler.stats()).toMatchObject({ kvBlocksUsed: 0, running: 0, queued: 0 });
     }
+  });
+
+  it('applies each outcome by its kind (sampled tokens, a logits row, none) and fails alone a request whose outcome does not fit its row', () => {
+    // An executor that samples in its graph: the scheduler gives every loop-eligible (here: greedy) sampling row loopSampling.
+    const scheduler = createScheduler({ layout: { ...DEFAULT_FAKE_LAYOUT, samplesInGraph: true }, clock: createManualClock(), prefillChunkTokens: 4 });
+    const events = [0, 1, 2, 3].map(() => [] as GenerationEvent[]);
+    const reqs = createRequests(4, { promptTokens: (i) => (i === 2 ? 8 : 3), maxNewTokens: 4 });
+    reqs.forEach((r, i) => scheduler.enqueue(seqOf(r, events[i])));
+    const plan = scheduler.schedule();
+    const [a, b, c, d] = plan.sequences;
+    expect([a, b, d].every((w) => w.sampleNext && w.loopSampling !== undefined)).toBe(true);
+    expect(c.sampleNext).toBe(false); // a first chunk of 4 of an 8-token prompt: nothing to sample
+    const vocab = DEFAULT_FAKE_LAYOUT.vocabSize;
+    const logits = new Float32Array(vocab);
+    logits[5] = 3;
+    scheduler.update(plan, {
+      stepId: plan.stepId,
+      outcomes: [
+        { kind: 'sampled', seqId: a.seqId, logitsRow: -1, sampledRow: 0 },
+        { kind: 'logits', seqId: b.seqId, logitsRow: 0 },
+        { kind: 'none', seqId: c.seqId, logitsRow: -1 },
+        { kind: 'none', seqId: d.seqId, logitsRow: -1 },
+      ],
+      logits,
+      vocabSize: vocab,
+      sampledTokens: { steps: 1, tokenIds: Int32Array.of(7), logprobs: Float32Array.of(-0.25) },
+      runtimeMs: 0,
+    });
+    expect(events[0][0]).toMatchObject({ type: 'tokens', tokens: [{ tokenId: 7, logprob: -0.25 }] });
+    expect(events[1][0]).toMatchObject({ type: 'tokens', tokens: [{ tokenId: 5 }] });
+    expect(events[2]).toEqual([]);
+    // d sampled but got no token: it alone fails.
+    expect(events[3].at(-1)).toMatchObject({ type: 'finish', reason: 'error', error: { code: 'INTERNAL', message: expect.stringMatching(/no token for a row that samples/) } });
+    expect(scheduler.stats()).toMatchObject({ running: 3 });
   });
 
   it('puts decodes before prefill chunks and samples only on the last chunk', async () => {

@@ -3,10 +3,11 @@ import { PagedKvCache, type KvRow } from './paged-kv-cache.ts';
 
 const OPTIONS = { numLayers: 1, numKvHeads: 2, headDim: 3, numBlocks: 8, blockSizeTokens: 4 };
 
-/** Writes `count` positions of `value` (keys and values) for a row starting at position 0. */
-function fill(kv: PagedKvCache, row: KvRow, count: number, value: number): void {
-  const floats = OPTIONS.numKvHeads * count * OPTIONS.headDim;
-  kv.scatter(0, [{ ...row, startPosition: 0, numNewTokens: count }], count, new Float32Array(floats).fill(value), new Float32Array(floats).fill(value));
+/** A row at `startPosition` whose blocks hold `value` (keys and values) at positions [0, cached). */
+function cachedRow(kv: PagedKvCache, seqId: number, blockTable: number[], startPosition: number, value: number, cached = startPosition): KvRow {
+  const floats = OPTIONS.numKvHeads * cached * OPTIONS.headDim;
+  kv.scatter(0, [{ seqId, blockTable, startPosition: 0, numNewTokens: cached }], cached, new Float32Array(floats).fill(value), new Float32Array(floats).fill(value));
+  return { seqId, blockTable, startPosition, numNewTokens: 1 };
 }
 
 /** Row b's positions [from, P) of a past input, over every head. */
@@ -22,12 +23,9 @@ function tail(past: Float32Array, b: number, from: number, pastLength: number): 
 describe('PagedKvCache.past', () => {
   test('positions past a row\'s length are zero, whatever another sequence left in the reused buffer (Inf, NaN)', () => {
     const kv = new PagedKvCache(OPTIONS);
-    const hostile: KvRow = { seqId: 1, blockTable: [0, 1], startPosition: 7, numNewTokens: 1 };
-    const other: KvRow = { seqId: 2, blockTable: [2, 3], startPosition: 2, numNewTokens: 1 };
-    const third: KvRow = { seqId: 3, blockTable: [4, 5], startPosition: 7, numNewTokens: 1 };
-    fill(kv, hostile, 7, Number.POSITIVE_INFINITY);
-    fill(kv, other, 2, 0.5);
-    fill(kv, third, 7, 0.25);
+    const hostile = cachedRow(kv, 1, [0, 1], 7, Number.POSITIVE_INFINITY);
+    const other = cachedRow(kv, 2, [2, 3], 2, 0.5);
+    const third = cachedRow(kv, 3, [4, 5], 7, 0.25);
     // The hostile sequence decodes in row 0 of the decode lane's buffer (P = 7) ...
     kv.past(0, [hostile, third], 7, 'decode');
     // ... then leaves: another sequence with a shorter history takes row 0 of the same buffer.
@@ -41,12 +39,9 @@ describe('PagedKvCache.past', () => {
 
   test('a row that continues keeps its tail zero as it grows step by step (only new positions are copied)', () => {
     const kv = new PagedKvCache(OPTIONS);
-    const hostile: KvRow = { seqId: 1, blockTable: [0, 1], startPosition: 6, numNewTokens: 1 };
-    const long: KvRow = { seqId: 2, blockTable: [2, 3], startPosition: 6, numNewTokens: 1 };
-    const short: KvRow = { seqId: 3, blockTable: [4, 5], startPosition: 2, numNewTokens: 1 };
-    fill(kv, hostile, 6, Number.NaN);
-    fill(kv, long, 8, 2);
-    fill(kv, short, 4, 1);
+    const hostile = cachedRow(kv, 1, [0, 1], 6, Number.NaN);
+    const long = cachedRow(kv, 2, [2, 3], 6, 2, 8);
+    const short = cachedRow(kv, 3, [4, 5], 2, 1, 4);
     kv.past(0, [hostile, long], 6, 'decode');
     kv.past(0, [short, long], 6, 'decode');
     const next = kv.past(0, [{ ...short, startPosition: 3 }, long], 6, 'decode');
