@@ -98,7 +98,13 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
     for (const name of HEALTH_SERVICES) health.setStatus(name, status);
   };
   setHealth(gate.serving ? 'SERVING' : 'NOT_SERVING');
-  health.addToServer(server);
+  // The health service's own deserializer throws on garbage bytes (grpc-js: INTERNAL); answer INVALID_ARGUMENT instead.
+  health.addToServer({
+    addService: (service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => {
+      const checked = rejectUndecodableRequests(service, impl, { metrics });
+      server.addService(checked.service, checked.impl);
+    },
+  } as grpc.Server);
 
   // Reflection describes our services and the health service, so generic tools see everything served.
   const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
