@@ -34,7 +34,7 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
-  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  /** Stops at once (in-flight calls are cancelled), also during a drain, which it cuts short. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -82,7 +82,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       onHealth: (serving) => {
         workersHealthy = serving;
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
-        grpcServer?.setServing(serving && !draining);
+        grpcServer?.setServing(serving && !draining, draining ? 'stopping' : 'worker-down');
       },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
@@ -201,6 +201,12 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
 
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
+      if (stopping !== null && deadlineMs === null) {
+        // shutdown() during a drain: cut the drain short; what is still running is cancelled now.
+        log.warn('stopping now: cancelling the requests still draining');
+        void engine.drain(Date.now());
+        void grpc.shutdown(0);
+      }
       stopping ??= (async () => {
         draining = true;
         if (deadlineMs !== null) {
@@ -211,7 +217,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
           await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
         } else {
-          grpc.setServing(false);
+          grpc.setServing(false, 'stopping');
         }
         await cleanup();
         log.info('stopped');
