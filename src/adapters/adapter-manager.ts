@@ -30,11 +30,10 @@ import { TesseraError, isTesseraError } from '../errors.ts';
 import type { ModelConfig } from '../model/model-config.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
 import type { AdapterMetrics } from './adapter-metrics.ts';
-import { fetchWithLimit, readLocalFile, resolveAdapterSource, type ResolvedSource, type SourcePolicy } from './adapter-source.ts';
+import { fetchWithLimit, readLocalFile, readPeftSource, resolveAdapterSource, type ResolvedSource, type SourcePolicy } from './adapter-source.ts';
 import { checkCompeftCompatible } from './compeft/compeft-compat.ts';
 import { decodeToPeftLike } from './compeft/compeft-decode.ts';
 import { parseCompeft } from './compeft/compeft-reader.ts';
-import { readPeftAdapter } from './peft/peft-adapter.ts';
 
 import type { AdapterState, AdapterStatus, AdapterTier } from './adapter-status.ts';
 
@@ -152,6 +151,7 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
     allowedRoots: opts.allowedRoots,
     allowedUrlPrefixes: opts.allowedUrlPrefixes ?? [],
     maxFileBytes: opts.maxAdapterFileBytes ?? 1 << 30,
+    logger: log,
   };
   const fetchTimeoutMs = opts.fetchTimeoutMs ?? 30_000;
   if (!Number.isInteger(opts.numSlots) || opts.numSlots < 2) {
@@ -348,8 +348,7 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
   async function fetchItem(resolved: ResolvedSource, adapterId: string): Promise<HostItem> {
     try {
       if (resolved.kind === 'peft-dir') {
-        const compressedSizeBytes = fs.statSync(resolved.weightsPath).size;
-        const adapter = readPeftAdapter(resolved.path, config);
+        const { adapter, weightsFileBytes: compressedSizeBytes } = await readPeftSource(resolved, policy.maxFileBytes, config);
         checkRank(adapter.rank, adapterId);
         checkBaseModel(adapter.baseModel, adapterId);
         const weights: LoraWeights = { rank: adapter.rank, scale: adapter.scale, layers: adapter.layers };
@@ -357,7 +356,7 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
       }
       const bytes =
         resolved.kind === 'cpeft-file'
-          ? await readLocalFile(resolved.path, policy.maxFileBytes)
+          ? await readLocalFile(resolved, policy.maxFileBytes)
           : await fetchWithLimit(resolved.url, { maxBytes: policy.maxFileBytes, timeoutMs: fetchTimeoutMs });
       const file = parseCompeft(bytes, { source: adapterId });
       checkRank(file.header.rank, adapterId);
