@@ -57,7 +57,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
   const log = componentLogger(logger, 'serve');
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
 
   const cleanups: Array<() => Promise<void> | void> = [];

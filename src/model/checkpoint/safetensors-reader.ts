@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import { bf16ToF32, f16ToF32 } from './half-float.ts';
+import { readRegularTextFile } from './regular-file.ts';
 import { parseHeader, readHeaderLength, type HeaderEntry } from './safetensors-header.ts';
 import type { Float32Tensor, TensorInfo, TensorSource } from './tensor.ts';
 
@@ -221,7 +222,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function readIndex(indexFile: string): Map<string, string> {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    parsed = JSON.parse(readRegularTextFile(indexFile));
   } catch (err) {
     throw invalid(`safetensors index ${indexFile}: cannot read JSON (${(err as Error).message})`, err);
   }
