@@ -9,7 +9,7 @@ import { createAdapterManager, type AdapterManager } from '../adapters/adapter-m
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
-import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { TokenizerThread } from '../model/tokenizer/tokenizer-thread.ts';
 import { ShardController } from '../parallel/controller.ts';
 import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
@@ -147,11 +147,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
+    const tokenizerThread = tokenizer ? await TokenizerThread.start({ modelDir, vocabSize: manifest.config.vocabSize }) : null;
+    if (tokenizerThread) cleanups.push(() => tokenizerThread.close());
 
     const backend: ServingBackend = {
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
-      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -258,9 +260,11 @@ function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Exe
   };
 }
 
-function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+/** Prompts are tokenized in the tokenizer thread; the main thread's tokenizer only detokenizes. */
+function promptEncoder(tokenizer: Tokenizer, thread: TokenizerThread): ServingBackend['encoder'] {
   return {
-    encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
+    encode: (text, opts) => thread.encodeText(text, opts),
+    encodeChat: tokenizer.chatTemplate ? (messages, opts) => thread.encodeChat(messages, opts) : null,
+    maxBytesPerToken: tokenizer.maxBytesPerToken,
   };
 }

@@ -47,6 +47,7 @@ export interface GenerateRequestMsg {
   sampling?: SamplingParametersMsg | null;
   stopping?: StoppingCriteriaMsg | null;
   top_n_logprobs?: number;
+  parse_special_tokens?: boolean;
 }
 
 export type FinishReasonName =
@@ -88,6 +89,7 @@ export interface TokenizeRequestMsg {
   input?: 'text' | 'chat';
   text?: string;
   chat?: ChatMessagesMsg | null;
+  parse_special_tokens?: boolean;
 }
 
 export interface TokenizeResponseMsg {

@@ -7,10 +7,17 @@ import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { TesseraError } from '../../errors.ts';
 import { readJsonFile, readRegularTextFile } from '../checkpoint/regular-file.ts';
+import { createTextEncoder, type SpecialTokenAllowed, type TextEncoder } from './text-encoder.ts';
+import { maxBytesPerTokenOf } from './token-byte-bound.ts';
 
 export interface EncodeOptions {
   /** Add the tokenizer's special tokens (e.g. a BOS from its post-processor). Default true, as in transformers. */
   addSpecialTokens?: boolean;
+  /**
+   * Where text that spells a special token (`<|im_end|>`) becomes that control token: 'parse' everywhere (default,
+   * as in transformers), 'as-text' nowhere (it is tokenized as the characters it is), or where the function allows.
+   */
+  specialTokens?: 'parse' | 'as-text' | SpecialTokenAllowed;
 }
 
 export interface DecodeOptions {
@@ -28,6 +35,10 @@ export interface Tokenizer {
   eosTokenIds: number[];
   chatTemplate: string | null;
   tokenToId(t: string): number | null;
+  /** Ids of the special (control) tokens. */
+  specialTokenIds: ReadonlySet<number>;
+  /** Most input bytes one token can stand for (token-byte-bound.ts); null when no bound holds for this tokenizer. */
+  maxBytesPerToken: number | null;
 }
 
 type Json = Record<string, unknown>;
@@ -142,10 +153,22 @@ export function loadTokenizer(dir: string, opts: LoadTokenizerOptions = {}): Tok
   };
   const eos = idOfConfigToken('eos_token');
   const chatTemplate = chatTemplateOf(dir, config, configFile);
+  let textEncoder: TextEncoder;
+  try {
+    textEncoder = createTextEncoder(hf, config);
+  } catch (err) {
+    throw invalid(`${tokenizerFile}: unsupported or malformed tokenizer (${(err as Error).message})`, err);
+  }
+  const noSpecials: SpecialTokenAllowed = () => false;
 
   return {
     vocabSize: maxId + 1,
-    encode: (text, opts = {}) => hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids,
+    encode: (text, opts = {}) => {
+      const addSpecialTokens = opts.addSpecialTokens ?? true;
+      const policy = opts.specialTokens ?? 'parse';
+      if (policy === 'parse') return hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+      return textEncoder.encode(text, { addSpecialTokens, specialAllowed: policy === 'as-text' ? noSpecials : policy });
+    },
     decode: (ids, opts = {}) => {
       // Like Hugging Face's Rust tokenizers, ids without a token (e.g. the padding rows of a model's larger
       // embedding, which a model can still sample) decode to nothing instead of failing.
@@ -157,7 +180,10 @@ export function loadTokenizer(dir: string, opts: LoadTokenizerOptions = {}): Tok
     eosTokenIds: eos === null ? [] : [eos],
     chatTemplate,
     tokenToId,
+    specialTokenIds: textEncoder.specialIds,
+    maxBytesPerToken: maxBytesPerTokenOf(tokenizerJson, config),
   };
 }
 
-export { renderChat, type ChatMessage } from './chat-template.ts';
+export { encodeChat, renderChat, type ChatMessage } from './chat-template.ts';
+export type { SpecialTokenAllowed } from './text-encoder.ts';
