@@ -114,6 +114,10 @@ describe('LoopDecodeRunner on the CPU provider', () => {
     const topOne = await decodeSteps(alone(first[0], starts[0], { temperature: 2, topK: 1, seed: 5 }), 8);
     const greedy = await decodeSteps(alone(first[0], starts[0], GREEDY), 8);
     expect([...topOne.tokenIds]).toEqual([...greedy.tokenIds]);
+    // Top-k over more than the vocabulary is no top-k, as on the host (the graph's TopK could not take it).
+    const vocab = loop.layout.vocabSize;
+    const wide = await decodeSteps(alone(first[0], starts[0], { ...sampled, topK: vocab + 5 }), 8);
+    expect([...wide.tokenIds]).toEqual([...(await decodeSteps(alone(first[0], starts[0], sampled), 8)).tokenIds]);
     for (const lp of [...all.logprobs, ...greedy.logprobs]) expect(lp).toBeLessThanOrEqual(1e-6);
   });
 

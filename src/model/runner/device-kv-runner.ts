@@ -10,7 +10,7 @@ import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { executeStep, rowResult, type BatchOutput } from './step-batches.ts';
-import { stepInputs } from './step-inputs.ts';
+import { graphSampling, stepInputs } from './step-inputs.ts';
 import { DEFAULT_KV_CACHE_BYTES, type Device, type RunnerMemory, type RunnerOptions, type StepRunner } from './step-runner.ts';
 
 /**
@@ -188,7 +188,7 @@ export class DeviceKvRunner implements StepRunner {
     const sampledRows = [...hostRows, ...rows.filter((s) => rowResult(s) === 'sampled')];
     const numRows = sampledRows.length;
     // Host-sampled rows feed greedy parameters: the tail still runs for them (ArgMax), its output for them is dropped.
-    const sampling = sampledRows.map((s) => s.loopSampling ?? { temperature: 0, topK: 0, seed: 0 });
+    const sampling = sampledRows.map((s) => (s.loopSampling ? graphSampling(s.loopSampling, this.layout.vocabSize) : { temperature: 0, topK: 0, seed: 0 }));
     const feeds: Record<string, ort.Tensor> = {
       [GRAPH_IO.inputIds]: new ort.Tensor('int64', inputs.inputIds, [batch, stepLength]),
       [GRAPH_IO.positionIds]: new ort.Tensor('int64', inputs.positionIds, [batch, stepLength]),

@@ -9,7 +9,7 @@ import { ModelRunner } from './model-runner.ts';
 import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
 import type { KvRow } from './paged-kv-cache.ts';
 import { executeStep, type BatchOutput } from './step-batches.ts';
-import { alignedPastLength, PAST_ALIGN_TOKENS } from './step-inputs.ts';
+import { alignedPastLength, graphSampling, PAST_ALIGN_TOKENS } from './step-inputs.ts';
 import type { RunnerMemory, RunnerOptions, StepRunner } from './step-runner.ts';
 
 /**
@@ -92,7 +92,7 @@ export class LoopDecodeRunner implements StepRunner {
     const { numKvHeads, headDim, numLayers } = this.manifest.config;
     const kv = this.step.kvCache;
     const batch = rows.length;
-    const sampling = rows.map((r) => r.loopSampling!);
+    const sampling = rows.map((r) => graphSampling(r.loopSampling!, this.layout.vocabSize));
     const pastLength = alignedPastLength(rows, PAST_ALIGN_TOKENS);
     const kvRows: KvRow[] = rows.map((r) => ({ seqId: r.seqId, blockTable: r.blockTable, startPosition: r.startPosition, numNewTokens: steps }));
     const int64 = (values: number[]) => new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), [values.length]);

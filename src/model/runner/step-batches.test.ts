@@ -50,7 +50,8 @@ describe('checkRow', () => {
     const inGraph = { ...LAYOUT, samplesInGraph: true };
     expect(checkRow(row(0, 3, { loopSampling: GREEDY }), 1, inGraph)).toBeNull();
     expect(checkRow(row(0, 1, { loopSampling: { ...GREEDY, temperature: -1 } }), 1, inGraph)).toMatch(/`temperature` must be a finite number >= 0. Given: -1/);
-    expect(checkRow(row(0, 1, { loopSampling: { ...GREEDY, topK: 5 } }), 1, inGraph)).toMatch(/`topK` must be an integer in \[0, 4\]. Given: 5/);
+    expect(checkRow(row(0, 1, { loopSampling: { ...GREEDY, topK: -1 } }), 1, inGraph)).toMatch(/`topK` must be a safe integer >= 0. Given: -1/);
+    expect(checkRow(row(0, 1, { loopSampling: { ...GREEDY, topK: 5 } }), 1, inGraph)).toBeNull(); // > vocabulary: no top-k, as on the host
     expect(checkRow(row(0, 1, { loopSampling: { ...GREEDY, seed: 1.5 } }), 1, inGraph)).toMatch(/`seed` must be a safe integer >= 0. Given: 1.5/);
     // Without sampleNext the row gets nothing back, so its loopSampling is never used.
     expect(checkRow(row(0, 3, { sampleNext: false, loopSampling: GREEDY }), 1, LAYOUT)).toBeNull();

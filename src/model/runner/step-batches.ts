@@ -44,7 +44,7 @@ export function checkRow(work: SequenceWork, decodeSteps: number, layout: Execut
   if (decodeSteps === 1 && layout.samplesInGraph !== true) return 'this executor samples in its graph only in multi-step plans: a one-step row must not carry loopSampling';
   const { temperature, topK, seed } = work.loopSampling!;
   if (!Number.isFinite(temperature) || temperature < 0) return `\`temperature\` must be a finite number >= 0. Given: ${temperature}`;
-  if (!Number.isInteger(topK) || topK < 0 || topK > layout.vocabSize) return `\`topK\` must be an integer in [0, ${layout.vocabSize}]. Given: ${topK}`;
+  if (!Number.isSafeInteger(topK) || topK < 0) return `\`topK\` must be a safe integer >= 0. Given: ${topK}`;
   if (!Number.isSafeInteger(seed) || seed < 0) return `\`seed\` must be a safe integer >= 0. Given: ${seed}`;
   return null;
 }

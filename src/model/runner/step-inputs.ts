@@ -1,4 +1,4 @@
-import type { SequenceWork } from '../../engine/executor.ts';
+import type { LoopSampling, SequenceWork } from '../../engine/executor.ts';
 import { MASKED_SCORE } from '../graph/graph-io.ts';
 import type { KvRow } from './paged-kv-cache.ts';
 import { rowResult } from './step-batches.ts';
@@ -59,4 +59,12 @@ export function stepInputs(rows: SequenceWork[], pastLength = alignedPastLength(
     kvRows.push({ seqId: seq.seqId, blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
   });
   return { batch, stepLength, pastLength, inputIds, positionIds, attentionBias, logitsIndex: BigInt64Array.from([...logitsLast, ...sampledLast]), kvRows };
+}
+
+/**
+ * A row's in-graph sampling as the graphs take it: top-k over the whole vocabulary or more is no top-k (as for the host
+ * sampler), and the graph's TopK cannot take k > V.
+ */
+export function graphSampling(s: LoopSampling, vocabSize: number): LoopSampling {
+  return s.topK < vocabSize ? s : { ...s, topK: 0 };
 }
