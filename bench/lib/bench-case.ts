@@ -28,6 +28,11 @@ export interface CaseOutput {
   summary: SummaryRow[];
   /** Raw measurements, JSON-able. */
   data: Record<string, unknown>;
+  /**
+   * The page under docs/ whose `bench:<case>-tables` section gets this case's tables in full mode (the section is
+   * appended when the page has no markers yet); default `<case>.md`, only when that page exists.
+   */
+  docsPage?: string;
 }
 
 export interface BenchContext {
