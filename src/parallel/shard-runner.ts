@@ -20,6 +20,21 @@ import { tpSlices, type TpSlices } from './shard-layout.ts';
 import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
 
+/** Where one run's time went: building the feeds (step inputs, past KV gather), inside session.run, reading outputs back (KV scatter). */
+export interface RunPhasesMs {
+  inputsMs: number;
+  runMs: number;
+  outputsMs: number;
+}
+
+/** Opt-in instrumentation for benchmarks (bench/cases/profile.ts); serving passes none and runs unchanged. */
+export interface ShardRunnerHooks {
+  /** Merged over every session's options, e.g. `{ enableProfiling: true, profileFilePrefix }`. */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+  /** Called after each run with its phases. */
+  onRunPhases?: (phases: RunPhasesMs) => void;
+}
+
 /**
  * One shard of the model inside a worker (thread or remote process): ORT sessions for its stage or its
  * tensor-parallel segments, the KV cache of its layers and KV heads, and its shard of every adapter slot.
@@ -39,6 +54,7 @@ export class ShardRunner {
     readonly manifest: ModelManifest,
     private readonly weights: ConvertedWeights | null,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions,
+    private readonly hooks: ShardRunnerHooks,
   ) {
     const p = spec.position;
     this.slices = p.tpSize > 1 ? tpSlices(manifest.config, p.tpRank, p.tpSize) : null;
@@ -54,13 +70,13 @@ export class ShardRunner {
     this.packed = !weights && manifest.graphs.loraPacked ? new PackedLoraStacks(this.local, this.slots) : null;
   }
 
-  static async create(spec: ShardSpec): Promise<ShardRunner> {
+  static async create(spec: ShardSpec, hooks: ShardRunnerHooks = {}): Promise<ShardRunner> {
     const manifest = readManifest(spec.modelDir);
-    const sessionOptions = runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads);
+    const sessionOptions = { ...runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads), ...hooks.sessionOptions };
     const p = spec.position;
     const whole = p.tpSize === 1 && p.numStages === 1;
     const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
-    const runner = new ShardRunner(spec, manifest, weights, sessionOptions);
+    const runner = new ShardRunner(spec, manifest, weights, sessionOptions, hooks);
     await runner.warm();
     return runner;
   }
@@ -129,14 +145,18 @@ export class ShardRunner {
       const p = this.spec.position;
       addGatherLoraFeeds(feeds, this.slots, this.local, req.rows.map((r) => r.adapterSlot), { layers: { start: p.layerStart, end: p.layerEnd }, inputNames: new Set(session.inputNames) });
     }
+    const feedsReady = performance.now();
     const out = await session.run(feeds);
+    const ran = performance.now();
     for (const layer of kvLayers) {
       const local = layer - p.layerStart;
       this.kv.scatter(local, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
     }
     const outputName = session.outputNames.find((n) => n === GRAPH_IO.logits || n === GRAPH_IO.hiddenOut || n === SEGMENT_IO.partial || n === SEGMENT_IO.logitsSlice)!;
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
+    const reply = { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
+    this.hooks.onRunPhases?.({ inputsMs: feedsReady - started, runMs: ran - feedsReady, outputsMs: performance.now() - ran });
+    return reply;
   }
 
   async release(): Promise<void> {

@@ -1,0 +1,137 @@
+/**
+ * Reads the profile ONNX Runtime writes for a session created with `enableProfiling` (written when the session is
+ * released, as `<profileFilePrefix>_<date>.json`): a JSON array of trace events, among them one `model_run` event
+ * (cat "Session") per session.run and one `<node name>_kernel_time` event (cat "Node", args.op_name = the op type)
+ * per node executed. Times are microseconds.
+ *
+ * Each node event is assigned to the run whose [ts, ts + dur] holds it, so the caller can keep the runs it timed
+ * (dropping warm-up and set-up runs) and aggregate their nodes by op type or by node role (the node name with its
+ * layer index folded, e.g. `node_l{N}_attn_scores`).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface ProfiledNode {
+  name: string;
+  opType: string;
+  durationUs: number;
+}
+
+export interface ProfiledRun {
+  /** model_run: the run inside ORT, from entry to exit of InferenceSession::Run. */
+  durationUs: number;
+  nodes: ProfiledNode[];
+}
+
+interface TraceEvent {
+  cat?: string;
+  name?: string;
+  ts?: number;
+  dur?: number;
+  args?: { op_name?: string };
+}
+
+const KERNEL_SUFFIX = '_kernel_time';
+
+/** The runs of one profile file, in the order they ran. */
+export function parseOrtProfile(events: unknown): ProfiledRun[] {
+  if (!Array.isArray(events)) throw new Error('an ORT profile is a JSON array of trace events');
+  const list = events as TraceEvent[];
+  const runs = list
+    .filter((e) => e.cat === 'Session' && e.name === 'model_run' && typeof e.ts === 'number' && typeof e.dur === 'number')
+    .sort((a, b) => a.ts! - b.ts!)
+    .map((e) => ({ start: e.ts!, end: e.ts! + e.dur!, run: { durationUs: e.dur!, nodes: [] as ProfiledNode[] } }));
+  const starts = runs.map((r) => r.start);
+  for (const e of list) {
+    if (e.cat !== 'Node' || typeof e.name !== 'string' || !e.name.endsWith(KERNEL_SUFFIX) || typeof e.ts !== 'number') continue;
+    // The last run starting at or before the node.
+    let lo = 0;
+    let hi = starts.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid] <= e.ts) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (found < 0 || e.ts > runs[found].end) continue; // outside every run (none expected)
+    runs[found].run.nodes.push({ name: e.name.slice(0, -KERNEL_SUFFIX.length), opType: e.args?.op_name ?? 'unknown', durationUs: e.dur ?? 0 });
+  }
+  return runs.map((r) => r.run);
+}
+
+/** Reads and parses the one profile file ORT wrote for `prefix` (the session's profileFilePrefix). */
+export function readOrtProfile(prefix: string): ProfiledRun[] {
+  const dir = path.dirname(prefix);
+  const base = path.basename(prefix);
+  const files = fs.readdirSync(dir).filter((f) => f.startsWith(`${base}_`) && f.endsWith('.json'));
+  if (files.length !== 1) throw new Error(`expected one ORT profile ${prefix}_*.json, found ${files.length}`);
+  return parseOrtProfile(JSON.parse(fs.readFileSync(path.join(dir, files[0]), 'utf8')));
+}
+
+export interface OpCost {
+  /** Op type, or node role. */
+  key: string;
+  /** Median over runs of the key's kernel time in a run, milliseconds. */
+  msPerRun: number;
+  /** Nodes per run. */
+  nodesPerRun: number;
+}
+
+export interface RunsBreakdown {
+  runs: number;
+  /** Median model_run, ms. */
+  runMs: number;
+  /** Median over runs of the sum of kernel times (less the floor), ms. */
+  nodesMs: number;
+  nodesPerRun: number;
+  /** Most expensive first. */
+  costs: OpCost[];
+}
+
+/** The node name with layer indices folded: node_l12_attn_scores -> node_l{N}_attn_scores, model.layers.3.mlp -> model.layers.{N}.mlp. */
+export function nodeRole(name: string): string {
+  return name.replace(/(^|[_./])l\d+(?=[_./]|$)/g, '$1l{N}').replace(/(^|[_./])layers([._])\d+(?=[_./]|$)/g, '$1layers$2{N}');
+}
+
+function medianOf(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * Cost per run of the nodes of `runs`, grouped by `keyOf` (op type by default): medians over runs, so a run stalled
+ * by another process on a shared machine does not move the result. `floorUs` is taken off every node's time (not
+ * below 0): the profiler's own cost per node, which its kernel times include.
+ */
+export function breakdown(runs: readonly ProfiledRun[], keyOf: (n: ProfiledNode) => string = (n) => n.opType, floorUs = 0): RunsBreakdown {
+  if (runs.length === 0) throw new Error('no profiled runs to break down');
+  const perRun = runs.map((r) => {
+    const sums = new Map<string, { us: number; count: number }>();
+    for (const n of r.nodes) {
+      const k = keyOf(n);
+      const s = sums.get(k) ?? { us: 0, count: 0 };
+      s.us += Math.max(0, n.durationUs - floorUs);
+      s.count++;
+      sums.set(k, s);
+    }
+    return sums;
+  });
+  const keys = new Set(perRun.flatMap((m) => [...m.keys()]));
+  const costs = [...keys]
+    .map((key) => ({
+      key,
+      msPerRun: medianOf(perRun.map((m) => m.get(key)?.us ?? 0)) / 1000,
+      nodesPerRun: perRun.reduce((a, m) => a + (m.get(key)?.count ?? 0), 0) / runs.length,
+    }))
+    .sort((a, b) => b.msPerRun - a.msPerRun);
+  return {
+    runs: runs.length,
+    runMs: medianOf(runs.map((r) => r.durationUs)) / 1000,
+    nodesMs: medianOf(runs.map((r) => r.nodes.reduce((a, n) => a + Math.max(0, n.durationUs - floorUs), 0))) / 1000,
+    nodesPerRun: runs.reduce((a, r) => a + r.nodes.length, 0) / runs.length,
+    costs,
+  };
+}
