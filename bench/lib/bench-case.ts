@@ -46,6 +46,11 @@ export interface BenchContext {
 export interface BenchCase {
   name: string;
   description: string;
+  /**
+   * Runs only when `--only` names it, never in a plain `npm run bench`: for a case that installs something large the
+   * first time (the llama.cpp peer).
+   */
+  onlyWhenNamed?: boolean;
   run(ctx: BenchContext): Promise<CaseOutput>;
 }
 
