@@ -15,6 +15,8 @@ import { compareLogits } from '../../src/model/quantization/quality.ts';
 import { writeLlamaGguf } from '../lib/gguf/llama-gguf.ts';
 import { loadLlama, peerInstalled, type Llama } from '../lib/llama-peer/node-llama-cpp.ts';
 import { nextTokenLogProbs } from '../lib/llama-peer/llama-quality.ts';
+import { openLlamaStreams } from '../lib/llama-peer/llama-streams.ts';
+import { runClosedLoop } from '../lib/closed-loop.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-gguf-peer-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -54,6 +56,27 @@ describe.skipIf(!peerInstalled())('llama.cpp on the GGUF writer output (tiny mod
     expect(c.meanKl).toBeGreaterThan(0);
     expect(c.meanKl).toBeLessThan(0.02);
     expect(c.top1Agreement).toBeGreaterThanOrEqual(0.9);
+  });
+
+  test('the bench workload on llama.cpp: concurrent streams, exactly the asked tokens each, end of sequence ignored', async () => {
+    const file = path.join(dir, 'tiny-Q8_0.gguf');
+    if (!fs.existsSync(file)) writeLlamaGguf({ hfDir, outFile: file, type: 'Q8_0' });
+    llama ??= await loadLlama({ maxThreads: 2 });
+    const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+    try {
+      const streams = await openLlamaStreams(model, { numStreams: 2, tokensPerStream: 8 + 40, threads: 2, outputTokens: 40 });
+      try {
+        // Prompts of end-of-sequence tokens make it likely early; generation must go on regardless.
+        const prompts = [Array(8).fill(config.eosTokenIds[0]), prompt.slice(0, 8), prompt.slice(8, 16)];
+        const result = await runClosedLoop(prompts, 2, streams.generate);
+        expect(result.requests.map((r) => r.outputTokens)).toEqual([40, 40, 40]);
+        for (const r of result.requests) expect(r.startMs <= r.firstTokenMs && r.firstTokenMs <= r.endMs).toBe(true);
+      } finally {
+        await streams.close();
+      }
+    } finally {
+      await model.dispose();
+    }
   });
 });
 
