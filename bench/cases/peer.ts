@@ -289,7 +289,7 @@ function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<
         rows: qualityRows,
         notes: [
           'KL(fp32 || system) of the next-token distributions after the same tokens; fp32 = Tessera fp32 (equal to kernels/reference within 1e-4). llama.cpp with its default inference settings (F16 KV cache, flash attention on the CPU: F16 attention), which F16 weights show on their own.',
-          'Tessera int4: MatMulNBits blocks of 32, int8 activations (accuracy level 4); int8: per-channel weights, DynamicQuantizeMatMul; embedding fp32, lm_head quantized. llama.cpp Q4_0 / Q8_0: every matrix in that format, the tied embedding too (its output projection).',
+          `Tessera ${s.tessera.map((v) => `${v.id}: ${v.quant} codes in blocks of ${v.blockSize ?? '-'} (MatMulNBits, int8 activations)`).join('; ')}; embedding fp32, lm_head quantized. llama.cpp Q4_0 / Q8_0: 4 / 8-bit codes in blocks of 32 with an f16 scale, every matrix in that format, the tied embedding too (its output projection).`,
         ],
       },
     ],
