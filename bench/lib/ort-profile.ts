@@ -73,7 +73,7 @@ export function readOrtProfile(prefix: string): ProfiledRun[] {
 export interface OpCost {
   /** Op type, or node role. */
   key: string;
-  /** Median over runs of the key's kernel time in a run, milliseconds. */
+  /** The key's kernel time in a run (the statistic over runs), milliseconds. */
   msPerRun: number;
   /** Nodes per run. */
   nodesPerRun: number;
@@ -81,9 +81,9 @@ export interface OpCost {
 
 export interface RunsBreakdown {
   runs: number;
-  /** Median model_run, ms. */
+  /** model_run (the statistic over runs), ms. */
   runMs: number;
-  /** Median over runs of the sum of kernel times (less the floor), ms. */
+  /** Sum of kernel times in a run, less the floor (the statistic over runs), ms. */
   nodesMs: number;
   nodesPerRun: number;
   /** Most expensive first. */
@@ -102,11 +102,17 @@ function medianOf(values: number[]): number {
 }
 
 /**
- * Cost per run of the nodes of `runs`, grouped by `keyOf` (op type by default): medians over runs, so a run stalled
- * by another process on a shared machine does not move the result. `floorUs` is taken off every node's time (not
- * below 0): the profiler's own cost per node, which its kernel times include.
+ * Cost per run of the nodes of `runs`, grouped by `keyOf` (op type by default), each reduced over the runs by
+ * `statistic` (default the median, so a run stalled by another process on a shared machine does not move the result;
+ * the minimum is the other robust choice on a loaded machine). `floorUs` is taken off every node's time (not below 0):
+ * the profiler's own cost per node, which its kernel times include.
  */
-export function breakdown(runs: readonly ProfiledRun[], keyOf: (n: ProfiledNode) => string = (n) => n.opType, floorUs = 0): RunsBreakdown {
+export function breakdown(
+  runs: readonly ProfiledRun[],
+  keyOf: (n: ProfiledNode) => string = (n) => n.opType,
+  floorUs = 0,
+  statistic: (values: number[]) => number = medianOf,
+): RunsBreakdown {
   if (runs.length === 0) throw new Error('no profiled runs to break down');
   const perRun = runs.map((r) => {
     const sums = new Map<string, { us: number; count: number }>();
@@ -123,14 +129,14 @@ export function breakdown(runs: readonly ProfiledRun[], keyOf: (n: ProfiledNode)
   const costs = [...keys]
     .map((key) => ({
       key,
-      msPerRun: medianOf(perRun.map((m) => m.get(key)?.us ?? 0)) / 1000,
+      msPerRun: statistic(perRun.map((m) => m.get(key)?.us ?? 0)) / 1000,
       nodesPerRun: perRun.reduce((a, m) => a + (m.get(key)?.count ?? 0), 0) / runs.length,
     }))
     .sort((a, b) => b.msPerRun - a.msPerRun);
   return {
     runs: runs.length,
-    runMs: medianOf(runs.map((r) => r.durationUs)) / 1000,
-    nodesMs: medianOf(runs.map((r) => r.nodes.reduce((a, n) => a + Math.max(0, n.durationUs - floorUs), 0))) / 1000,
+    runMs: statistic(runs.map((r) => r.durationUs)) / 1000,
+    nodesMs: statistic(runs.map((r) => r.nodes.reduce((a, n) => a + Math.max(0, n.durationUs - floorUs), 0))) / 1000,
     nodesPerRun: runs.reduce((a, r) => a + r.nodes.length, 0) / runs.length,
     costs,
   };
