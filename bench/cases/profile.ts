@@ -349,7 +349,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     }
   }
   const columns = measured.flatMap(({ variant, scenarios: list }) => list.map((m) => ({ name: `${variant.id} ${m.scenario.label}`, m })));
-  const profilerNote = `kernel times from ORT's profiler (enableProfiling), each op type / node at its fastest over the timed runs (${s.timedSteps.decode} decode / ${s.timedSteps.prefill} prefill steps after ${s.warmupSteps} warm-up steps), each node less the profiler's floor (the median profiled time of a Shape/Reshape/Squeeze/Unsqueeze/Identity node, which moves no data: the profiler's own cost inside every kernel time); % = share of the fastest session.run measured without the profiler in the same rounds; outside kernels = session.run - all kernels. The profiler's bookkeeping also makes its own model_run longer (row "with the profiler"), which is why that is not the time reported.`;
+  const profilerNote = `kernel times from ORT's profiler (enableProfiling), each node at its fastest over the timed runs (${s.timedSteps.decode} decode / ${s.timedSteps.prefill} prefill steps after ${s.warmupSteps} warm-up steps), each node less the profiler's floor (the median profiled time of a Shape/Reshape/Squeeze/Unsqueeze/Identity node, which moves no data: the profiler's own cost inside every kernel time); % = share of the fastest session.run measured without the profiler in the same rounds; outside kernels = session.run - all kernels. The profiler's bookkeeping also makes its own model_run longer (row "with the profiler"), which is why that is not the time reported.`;
   const wide = columns.filter((c) => c.m.scenario.batch === s.wideBatch);
 
   const summary = measured.flatMap(({ variant, scenarios: list }) => {
@@ -373,7 +373,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
         notes: [
           'step via worker = executor.execute through a ThreadExecutor (the serving path: controller -> worker thread -> ShardRunner); thread trip = that minus the worker\'s own time (messaging, structured clone of rows and logits).',
           'inputs / session.run / outputs = in-process ShardRunner.run around session.run (opt-in hook): building the feeds (step inputs, gathering past KV into the reused [B, kvHeads, P, D] buffers, tensors) / the run / scattering new K/V into the paged cache; sampling = the engine\'s sampler, greedy, over the step\'s logits rows.',
-          'ORT kernels = sum of the kernel times of one run (profiler, less its floor per node; fastest run); run outside kernels = session.run - ORT kernels: ORT\'s executor between nodes, allocations, and the binding (feeds handed to native code, every output copied into a JS buffer).',
+          'ORT kernels = sum of the kernel times of a run (profiler: each node at its fastest, less the profiler floor); run outside kernels = session.run - ORT kernels: ORT\'s executor between nodes, allocations, and the binding (feeds handed to native code, every output copied into a JS buffer).',
         ],
       },
       costTable(`Inside ORT's run by op type, ${s.preset} (ms per step and % of model_run)`, 'byOpType', columns, s.topRows + 4, [profilerNote]),

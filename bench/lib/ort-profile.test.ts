@@ -12,7 +12,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-ort-profile-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 describe('ORT profiles', () => {
-  test('node events go to the run that holds them; breakdowns are medians per run, less a floor per node', () => {
+  test('node events go to the run that holds them; breakdowns reduce each node over runs, less a floor per node, then sum', () => {
     const node = (name: string, op: string, ts: number, dur: number) => ({ cat: 'Node', name: `${name}_kernel_time`, ts, dur, args: { op_name: op } });
     const events = [
       { cat: 'Session', name: 'model_run', ts: 1000, dur: 100 },
@@ -33,8 +33,13 @@ describe('ORT profiles', () => {
     const b = breakdown(runs, (n) => n.opType, 2);
     expect(b.runs).toBe(3);
     expect(b.runMs).toBe(0.1);
-    expect(b.costs.map((c) => [c.key, c.msPerRun, c.nodesPerRun])).toEqual([['MatMul', 0.058, 1], ['Add', 0.009, 1]]);
-    expect(b.nodesMs).toBeCloseTo(0.068, 9); // median of (48, 68, 307)
+    expect(b.costs.map((c) => [c.key, c.msPerRun, c.nodesPerRun])).toEqual([['MatMul', 0.058, 1], ['Add', 0.009, 1]]); // medians of (38, 58, 298), (8, 10, 9)
+    expect(b.nodesMs).toBeCloseTo(0.067, 9);
+    const fastest = breakdown(runs, (n) => n.opType, 0, (xs) => Math.min(...xs));
+    expect(fastest.costs.map((c) => [c.key, c.msPerRun])).toEqual([['MatMul', 0.04], ['Add', 0.01]]);
+    expect(fastest.runMs).toBe(0.1);
+    const byName = breakdown(runs, (n) => n.name);
+    expect(byName.costs.map((c) => c.key)).toEqual(['a', 'b']);
     expect(() => breakdown([])).toThrow(/no profiled runs/);
     expect(() => parseOrtProfile({ events: [] })).toThrow(/JSON array/);
   });

@@ -73,7 +73,7 @@ export function readOrtProfile(prefix: string): ProfiledRun[] {
 export interface OpCost {
   /** Op type, or node role. */
   key: string;
-  /** The key's kernel time in a run (the statistic over runs), milliseconds. */
+  /** The key's kernel time in a run: the sum of its nodes' times, each the statistic over runs; milliseconds. */
   msPerRun: number;
   /** Nodes per run. */
   nodesPerRun: number;
@@ -83,7 +83,7 @@ export interface RunsBreakdown {
   runs: number;
   /** model_run (the statistic over runs), ms. */
   runMs: number;
-  /** Sum of kernel times in a run, less the floor (the statistic over runs), ms. */
+  /** Sum of all nodes' kernel times (each less the floor, the statistic over runs), ms. */
   nodesMs: number;
   nodesPerRun: number;
   /** Most expensive first. */
@@ -102,10 +102,11 @@ function medianOf(values: number[]): number {
 }
 
 /**
- * Cost per run of the nodes of `runs`, grouped by `keyOf` (op type by default), each reduced over the runs by
- * `statistic` (default the median, so a run stalled by another process on a shared machine does not move the result;
- * the minimum is the other robust choice on a loaded machine). `floorUs` is taken off every node's time (not below 0):
- * the profiler's own cost per node, which its kernel times include.
+ * Cost per run of the nodes of `runs`, grouped by `keyOf` (op type by default). Each node (by name: the same node in
+ * every run) is reduced over the runs by `statistic` first, then nodes are summed per key, so a run in which another
+ * process took the CPU for a moment moves only the nodes it hit, and only if it hit them in most runs (median, the
+ * default) or in every run (minimum, the robust choice on a loaded machine). `floorUs` is taken off every node's time
+ * (not below 0): the profiler's own cost per node, which its kernel times include.
  */
 export function breakdown(
   runs: readonly ProfiledRun[],
@@ -114,29 +115,34 @@ export function breakdown(
   statistic: (values: number[]) => number = medianOf,
 ): RunsBreakdown {
   if (runs.length === 0) throw new Error('no profiled runs to break down');
-  const perRun = runs.map((r) => {
-    const sums = new Map<string, { us: number; count: number }>();
+  // node name -> its time in each run (0 in a run that did not execute it)
+  const byNode = new Map<string, { node: ProfiledNode; us: number[]; count: number }>();
+  runs.forEach((r, i) => {
     for (const n of r.nodes) {
-      const k = keyOf(n);
-      const s = sums.get(k) ?? { us: 0, count: 0 };
-      s.us += Math.max(0, n.durationUs - floorUs);
-      s.count++;
-      sums.set(k, s);
+      let entry = byNode.get(n.name);
+      if (!entry) byNode.set(n.name, (entry = { node: n, us: new Array<number>(runs.length).fill(0), count: 0 }));
+      entry.us[i] += Math.max(0, n.durationUs - floorUs);
+      entry.count++;
     }
-    return sums;
   });
-  const keys = new Set(perRun.flatMap((m) => [...m.keys()]));
-  const costs = [...keys]
-    .map((key) => ({
-      key,
-      msPerRun: statistic(perRun.map((m) => m.get(key)?.us ?? 0)) / 1000,
-      nodesPerRun: perRun.reduce((a, m) => a + (m.get(key)?.count ?? 0), 0) / runs.length,
-    }))
+  const sums = new Map<string, { us: number; count: number }>();
+  let nodesUs = 0;
+  for (const { node, us, count } of byNode.values()) {
+    const k = keyOf(node);
+    const s = sums.get(k) ?? { us: 0, count: 0 };
+    const cost = statistic(us);
+    s.us += cost;
+    s.count += count;
+    sums.set(k, s);
+    nodesUs += cost;
+  }
+  const costs = [...sums.entries()]
+    .map(([key, s]) => ({ key, msPerRun: s.us / 1000, nodesPerRun: s.count / runs.length }))
     .sort((a, b) => b.msPerRun - a.msPerRun);
   return {
     runs: runs.length,
     runMs: statistic(runs.map((r) => r.durationUs)) / 1000,
-    nodesMs: statistic(runs.map((r) => r.nodes.reduce((a, n) => a + Math.max(0, n.durationUs - floorUs), 0))) / 1000,
+    nodesMs: nodesUs / 1000,
     nodesPerRun: runs.reduce((a, r) => a + r.nodes.length, 0) / runs.length,
     costs,
   };
