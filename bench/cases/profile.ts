@@ -374,6 +374,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
           'step via worker = executor.execute through a ThreadExecutor (the serving path: controller -> worker thread -> ShardRunner); thread trip = that minus the worker\'s own time (messaging, structured clone of rows and logits).',
           'inputs / session.run / outputs = in-process ShardRunner.run around session.run (opt-in hook): building the feeds (step inputs, gathering past KV into the reused [B, kvHeads, P, D] buffers, tensors) / the run / scattering new K/V into the paged cache; sampling = the engine\'s sampler, greedy, over the step\'s logits rows.',
           'ORT kernels = sum of the kernel times of a run (profiler: each node at its fastest, less the profiler floor); run outside kernels = session.run - ORT kernels: ORT\'s executor between nodes, allocations, and the binding (feeds handed to native code, every output copied into a JS buffer).',
+          'All times are the fastest of the timed steps. Kernel times, taken node by node, are robust to other processes; a whole step is not: when the load average in the machine line exceeds the cores, even the fastest step includes time other processes took, and "run outside kernels" is an upper bound.',
         ],
       },
       costTable(`Inside ORT's run by op type, ${s.preset} (ms per step and % of model_run)`, 'byOpType', columns, s.topRows + 4, [profilerNote]),
