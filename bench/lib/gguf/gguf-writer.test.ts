@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { encodeGgml } from './ggml-blocks.ts';
+import { decodeGgml, encodeGgml } from './ggml-blocks.ts';
 import { GGUF_DEFAULT_ALIGNMENT, type GgufValue } from './gguf-format.ts';
 import { plainValue, readGguf, readGgufTensorBytes } from './gguf-reader.ts';
 import { gguf, writeGguf, type GgufTensorToWrite } from './gguf-writer.ts';
@@ -63,6 +63,19 @@ describe('GGUF writer', () => {
       expect(readGgufTensorBytes(file, t)).toEqual(tensors[i].data());
       if (i > 0) expect(t.fileOffset).toBeGreaterThanOrEqual(read.tensors[i - 1].fileOffset + read.tensors[i - 1].byteLength);
     }
+  });
+
+  test('metadata far larger than the writer\'s first buffer (a 49k-token vocabulary) reads back whole', () => {
+    const file = path.join(dir, 'big.gguf');
+    const tokens = Array.from({ length: 49152 }, (_, i) => `tok-${i}-${'x'.repeat(i % 13)}`);
+    const types = Array.from({ length: tokens.length }, (_, i) => (i % 5) + 1);
+    const metadata: Array<[string, GgufValue]> = [['a.tokens', gguf.strings(tokens)], ['a.types', gguf.i32s(types)], ['a.after', gguf.u32(7)]];
+    writeGguf(file, { metadata, tensors: [{ name: 'w', dims: [32], type: 'F32', data: () => encodeGgml('F32', values(32, 5), 32) }] });
+    const read = readGguf(file);
+    expect(plainValue(read.metadata.get('a.tokens')!)).toEqual(tokens);
+    expect(plainValue(read.metadata.get('a.types')!)).toEqual(types);
+    expect(plainValue(read.metadata.get('a.after')!)).toBe(7);
+    expect(decodeGgml('F32', readGgufTensorBytes(file, read.tensors[0]), 32)).toEqual(values(32, 5));
   });
 
   test('general.alignment sets the alignment of the data section and of every tensor', () => {

@@ -40,17 +40,21 @@ class ByteSink {
     return at;
   }
 
-  u8(v: number): void {
-    this.view.setUint8(this.reserve(1), v);
+  /** Reserves n bytes and writes them through the view (read after the reservation: growing replaces it). */
+  private put(n: number, write: (view: DataView, offset: number) => void): void {
+    const offset = this.reserve(n);
+    write(this.view, offset);
   }
+
   u32(v: number): void {
-    this.view.setUint32(this.reserve(4), v, true);
+    this.put(4, (d, o) => d.setUint32(o, v, true));
   }
   u64(v: number | bigint): void {
-    this.view.setBigUint64(this.reserve(8), BigInt(v), true);
+    this.put(8, (d, o) => d.setBigUint64(o, BigInt(v), true));
   }
   raw(b: Uint8Array): void {
-    this.bytes.set(b, this.reserve(b.length));
+    const offset = this.reserve(b.length);
+    this.bytes.set(b, offset);
   }
   string(s: string): void {
     const b = Buffer.from(s, 'utf8');
@@ -59,30 +63,29 @@ class ByteSink {
   }
 
   scalar(v: Exclude<GgufValue, { kind: 'array' }>): void {
-    const at = (n: number) => this.reserve(n);
     switch (v.kind) {
       case 'uint8':
-        return this.view.setUint8(at(1), v.value);
+        return this.put(1, (d, o) => d.setUint8(o, v.value));
       case 'int8':
-        return this.view.setInt8(at(1), v.value);
+        return this.put(1, (d, o) => d.setInt8(o, v.value));
       case 'uint16':
-        return this.view.setUint16(at(2), v.value, true);
+        return this.put(2, (d, o) => d.setUint16(o, v.value, true));
       case 'int16':
-        return this.view.setInt16(at(2), v.value, true);
+        return this.put(2, (d, o) => d.setInt16(o, v.value, true));
       case 'uint32':
-        return this.view.setUint32(at(4), v.value, true);
+        return this.put(4, (d, o) => d.setUint32(o, v.value, true));
       case 'int32':
-        return this.view.setInt32(at(4), v.value, true);
+        return this.put(4, (d, o) => d.setInt32(o, v.value, true));
       case 'float32':
-        return this.view.setFloat32(at(4), v.value, true);
+        return this.put(4, (d, o) => d.setFloat32(o, v.value, true));
       case 'float64':
-        return this.view.setFloat64(at(8), v.value, true);
+        return this.put(8, (d, o) => d.setFloat64(o, v.value, true));
       case 'uint64':
-        return this.view.setBigUint64(at(8), v.value, true);
+        return this.put(8, (d, o) => d.setBigUint64(o, v.value, true));
       case 'int64':
-        return this.view.setBigInt64(at(8), v.value, true);
+        return this.put(8, (d, o) => d.setBigInt64(o, v.value, true));
       case 'bool':
-        return this.view.setUint8(at(1), v.value ? 1 : 0);
+        return this.put(1, (d, o) => d.setUint8(o, v.value ? 1 : 0));
       case 'string':
         return this.string(v.value);
     }
