@@ -44,7 +44,7 @@ interface Settings {
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
   quick: { preset: 'tiny', tessera: [INT4, INT8], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4], requests: (n) => Math.max(2, n), rounds: 1, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 2, promptTokens: 48, fromTokens: 32 } },
-  full: { preset: 'small', tessera: [INT4, INT8], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, 2 * n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
+  full: { preset: 'small', tessera: [INT4, INT8], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
 };
 
 interface System {

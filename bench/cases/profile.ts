@@ -99,6 +99,8 @@ interface ScenarioMeasurement {
   threadWorkerMs: number[];
   /** Subtracted from every profiled node's time (profilerFloorUs). */
   profilerFloorUs: number;
+  /** Profiler pass, per timed step: session.run seen from JS minus ORT's model_run (the binding: feeds in, outputs out). */
+  bindingMs: number[];
   byOpType: RunsBreakdown;
   byNode: RunsBreakdown;
 }
@@ -173,11 +175,15 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-profile-'));
   const prefix = path.join(dir, 'run');
   const profiledLabels: Array<{ what: string; scenario: number }> = [];
+  const profiledRunMs: number[] = [];
 
   ctx.log(`${variant.id}: opening the in-process runners (one with ORT's profiler) and a worker thread`);
   let lastPhases: RunPhasesMs | null = null;
   const plain = await p.openRunner({ onRunPhases: (ph) => (lastPhases = ph) });
-  const profiled = await p.openRunner({ sessionOptions: { enableProfiling: true, profileFilePrefix: prefix }, onRunPhases: () => profiledLabels.push(current) });
+  const profiled = await p.openRunner({ sessionOptions: { enableProfiling: true, profileFilePrefix: prefix }, onRunPhases: (ph) => {
+      profiledLabels.push(current);
+      profiledRunMs.push(ph.runMs);
+    } });
   const bytesPerBlock = PagedKvCache.bytesPerBlock({ numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens: BLOCK_TOKENS });
   const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: p.numBlocks * bytesPerBlock, blockSizeTokens: BLOCK_TOKENS, numAdapterSlots: 1, maxAdapterRank: 1 });
   try {
@@ -223,7 +229,8 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
     const runs = readOrtProfile(prefix);
     if (runs.length !== profiledLabels.length) throw new Error(`the ORT profile has ${runs.length} runs, ${profiledLabels.length} were made`);
     return all.map((scenario, i) => {
-      const timed = runs.filter((_, k) => profiledLabels[k].what === 'timed' && profiledLabels[k].scenario === i);
+      const timedIndices = runs.map((_, k) => k).filter((k) => profiledLabels[k].what === 'timed' && profiledLabels[k].scenario === i);
+      const timed = timedIndices.map((k) => runs[k]);
       const floorUs = profilerFloorUs(timed);
       return {
         scenario,
@@ -231,6 +238,7 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
         threadStepMs: threadStepMs[i],
         threadWorkerMs: threadWorkerMs[i],
         profilerFloorUs: floorUs,
+        bindingMs: timedIndices.map((k) => profiledRunMs[k] - runs[k].durationUs / 1000),
         byOpType: breakdown(timed, (n) => n.opType, floorUs, fastest),
         byNode: breakdown(timed, (n) => nodeRole(n.name), floorUs, fastest),
       };
@@ -259,41 +267,55 @@ function profilerFloorUs(runs: ProfiledRun[]): number {
 }
 
 interface PhaseRow {
+  /** Measured: the whole step through the worker thread, and session.run in process (fastest step; load-sensitive). */
   workerStepMs: number;
+  sessionRunMs: number;
+  /** Rebuilt from parts that are each robust to other processes: the run, and the step around it. */
+  runRebuiltMs: number;
+  stepRebuiltMs: number;
   transportMs: number;
   inputsMs: number;
-  sessionRunMs: number;
   outputsMs: number;
   samplingMs: number;
-  /** Sum of kernel times inside the run (profiler pass). */
+  /** Sum of kernel times inside the run (profiler, each node at its fastest, less the floor). */
   kernelsMs: number;
-  /** session.run (no profiler) - kernels: ORT's executor and allocations, the binding (feeds in, outputs copied out). */
-  outsideKernelsMs: number;
+  /** Inside model_run, outside the kernels (each gap at its fastest): executor, allocations, profiler bookkeeping. */
+  betweenKernelsMs: number;
+  /** session.run seen from JS - ORT's model_run: feeds handed over, outputs copied into JS buffers. */
+  bindingMs: number;
   nodesPerRun: number;
 }
 
 function phaseRow(m: ScenarioMeasurement): PhaseRow {
-  const med = (f: (x: PhaseSample) => number) => fastest(m.phases.map(f));
-  const sessionRunMs = med((x) => x.runMs);
+  const phase = (f: (x: PhaseSample) => number) => fastest(m.phases.map(f));
+  const transportMs = fastest(m.threadStepMs.map((t, i) => t - m.threadWorkerMs[i]));
+  const inputsMs = phase((x) => x.inputsMs);
+  const outputsMs = phase((x) => x.outputsMs);
+  const samplingMs = phase((x) => x.samplingMs);
+  const bindingMs = fastest(m.bindingMs);
+  const runRebuiltMs = m.byOpType.nodesMs + m.byOpType.betweenMs + bindingMs;
   return {
     workerStepMs: fastest(m.threadStepMs),
-    transportMs: fastest(m.threadStepMs.map((t, i) => t - m.threadWorkerMs[i])),
-    inputsMs: med((x) => x.inputsMs),
-    sessionRunMs,
-    outputsMs: med((x) => x.outputsMs),
-    samplingMs: med((x) => x.samplingMs),
+    sessionRunMs: phase((x) => x.runMs),
+    runRebuiltMs,
+    stepRebuiltMs: transportMs + inputsMs + runRebuiltMs + outputsMs + samplingMs,
+    transportMs,
+    inputsMs,
+    outputsMs,
+    samplingMs,
     kernelsMs: m.byOpType.nodesMs,
-    outsideKernelsMs: sessionRunMs - m.byOpType.nodesMs,
+    betweenKernelsMs: m.byOpType.betweenMs,
+    bindingMs,
     nodesPerRun: m.byOpType.nodesPerRun,
   };
 }
 
 /**
- * One column per (variant, scenario): each key's kernel ms per step and its share of session.run (measured without the
- * profiler), keys that matter most anywhere first; then the rest of the kernels and what the run spends outside them.
+ * One column per (variant, scenario): each key's kernel ms per step and its share of the rebuilt run (kernels + between
+ * kernels + binding, all robust to other processes), keys that matter most anywhere first; then the rest.
  */
 function costTable(title: string, what: 'byOpType' | 'byNode', columns: Array<{ name: string; m: ScenarioMeasurement }>, topRows: number, notes: string[]): ResultTable {
-  const runMs = (m: ScenarioMeasurement) => fastest(m.phases.map((x) => x.runMs));
+  const runMs = (m: ScenarioMeasurement) => phaseRow(m).runRebuiltMs;
   const share = new Map<string, number>();
   for (const c of columns) for (const cost of c.m[what].costs) share.set(cost.key, Math.max(share.get(cost.key) ?? 0, cost.msPerRun / runMs(c.m)));
   const keys = [...share.entries()].sort((a, b) => b[1] - a[1]).slice(0, topRows).map(([k]) => k);
@@ -306,9 +328,10 @@ function costTable(title: string, what: 'byOpType' | 'byNode', columns: Array<{ 
     }),
   ]);
   rows.push(['other kernels', ...columns.map((c) => cell(c.m[what].costs.filter((x) => !keys.includes(x.key)).reduce((a, x) => a + x.msPerRun, 0), c.m))]);
-  rows.push(['outside kernels', ...columns.map((c) => cell(runMs(c.m) - c.m[what].nodesMs, c.m))]);
-  rows.push(['session.run ms', ...columns.map((c) => significant(runMs(c.m), 3))]);
-  rows.push(['model_run ms with the profiler', ...columns.map((c) => significant(c.m[what].runMs, 3))]);
+  rows.push(['between kernels', ...columns.map((c) => cell(c.m[what].betweenMs, c.m))]);
+  rows.push(['binding (feeds in, outputs out)', ...columns.map((c) => cell(phaseRow(c.m).bindingMs, c.m))]);
+  rows.push(['run, rebuilt ms', ...columns.map((c) => significant(runMs(c.m), 3))]);
+  rows.push(['session.run measured ms', ...columns.map((c) => significant(phaseRow(c.m).sessionRunMs, 3))]);
   rows.push(['profiler floor per node us', ...columns.map((c) => significant(c.m.profilerFloorUs, 2))]);
   rows.push(['nodes per run', ...columns.map((c) => significant(c.m[what].nodesPerRun, 4))]);
   return { title, columns: [what === 'byOpType' ? 'op type' : 'node (layer folded)', ...columns.map((c) => c.name)], rows, notes };
@@ -324,24 +347,15 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
   for (const { variant, scenarios: list } of measured) {
     for (const m of list) {
       const r = phaseRow(m);
-      phaseRows.push([
-        variant.id,
-        m.scenario.label,
-        significant(r.workerStepMs),
-        significant(r.transportMs, 2),
-        significant(r.inputsMs, 2),
-        significant(r.sessionRunMs),
-        significant(r.kernelsMs),
-        significant(r.outsideKernelsMs, 2),
-        significant(r.outputsMs, 2),
-        significant(r.samplingMs, 2),
-      ]);
+      const ms = (x: number) => significant(x, 2);
+      phaseRows.push([variant.id, m.scenario.label, significant(r.stepRebuiltMs), significant(r.workerStepMs), ms(r.transportMs), ms(r.inputsMs), significant(r.runRebuiltMs), significant(r.sessionRunMs), significant(r.kernelsMs), ms(r.betweenKernelsMs), ms(r.bindingMs), ms(r.outputsMs), ms(r.samplingMs)]);
       data[`${variant.id}/${m.scenario.id}`] = {
         scenario: m.scenario,
         fastest: r,
         phases: m.phases,
         threadStepMs: m.threadStepMs,
         threadWorkerMs: m.threadWorkerMs,
+        bindingMs: m.bindingMs,
         profilerFloorUs: m.profilerFloorUs,
         byOpType: m.byOpType,
         byNode: { ...m.byNode, costs: m.byNode.costs.slice(0, 40) },
@@ -349,36 +363,39 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     }
   }
   const columns = measured.flatMap(({ variant, scenarios: list }) => list.map((m) => ({ name: `${variant.id} ${m.scenario.label}`, m })));
-  const profilerNote = `kernel times from ORT's profiler (enableProfiling), each node at its fastest over the timed runs (${s.timedSteps.decode} decode / ${s.timedSteps.prefill} prefill steps after ${s.warmupSteps} warm-up steps), each node less the profiler's floor (the median profiled time of a Shape/Reshape/Squeeze/Unsqueeze/Identity node, which moves no data: the profiler's own cost inside every kernel time); % = share of the fastest session.run measured without the profiler in the same rounds; outside kernels = session.run - all kernels. The profiler's bookkeeping also makes its own model_run longer (row "with the profiler"), which is why that is not the time reported.`;
+  const steps = `${s.timedSteps.decode} decode / ${s.timedSteps.prefill} prefill steps after ${s.warmupSteps} warm-up steps`;
+  const profilerNote = `From ORT's profiler (enableProfiling), ${steps}: each node's kernel time at its fastest over the runs, less the profiler's floor (the median profiled time of a node that moves no data: Shape, Reshape, Squeeze, Unsqueeze, Identity); between kernels = the gaps inside model_run, each at its fastest (includes the profiler's bookkeeping: an upper bound); % = share of the rebuilt run = kernels + between kernels + binding.`;
   const wide = columns.filter((c) => c.m.scenario.batch === s.wideBatch);
 
-  const summary = measured.flatMap(({ variant, scenarios: list }) => {
-    const wideStep = list.find((m) => m.scenario.batch === s.wideBatch)!;
-    const r = phaseRow(wideStep);
-    const top = wideStep.byOpType.costs[0];
-    return [
-      {
-        metric: `${s.preset} ${variant.id} decode B=${s.wideBatch} step: where it goes`,
-        value: `${significant(r.workerStepMs)} ms through the worker: ORT kernels ${significant((100 * r.kernelsMs) / r.workerStepMs, 2)}% (top: ${top.key} ${significant((100 * top.msPerRun) / r.workerStepMs, 2)}%), run outside kernels ${significant((100 * r.outsideKernelsMs) / r.workerStepMs, 2)}%, feeds + outputs + sampling ${significant((100 * (r.inputsMs + r.outputsMs + r.samplingMs)) / r.workerStepMs, 2)}%, thread trip ${significant((100 * r.transportMs) / r.workerStepMs, 2)}%`,
-      },
-    ];
-  });
+  const summary = measured.flatMap(({ variant, scenarios: list }) =>
+    list
+      .filter((m) => m.scenario.stepTokens === 1)
+      .map((m) => {
+        const r = phaseRow(m);
+        const top = m.byOpType.costs[0];
+        const pct = (x: number) => `${significant((100 * x) / r.stepRebuiltMs, 2)}%`;
+        return {
+          metric: `profile: ${s.preset} ${variant.id} ${m.scenario.label} step, where the time goes`,
+          value: `${significant(r.stepRebuiltMs)} ms: kernels ${pct(r.kernelsMs)} (${top.key} ${pct(top.msPerRun)}), between kernels ${pct(r.betweenKernelsMs)}, binding ${pct(r.bindingMs)}, feeds + outputs + sampling ${pct(r.inputsMs + r.outputsMs + r.samplingMs)}, thread trip ${pct(r.transportMs)}`,
+        };
+      }),
+  );
 
   return {
     tables: [
       {
-        title: `Step phases, ${s.preset}, past ${s.pastTokens} tokens (ms, fastest of ${s.timedSteps.decode} decode / ${s.timedSteps.prefill} prefill steps)`,
-        columns: ['weights', 'step', 'step via worker', 'thread trip', 'inputs', 'session.run', 'ORT kernels', 'run outside kernels', 'outputs', 'sampling'],
+        title: `Step phases, ${s.preset}, past ${s.pastTokens} tokens (ms, each the fastest of ${steps})`,
+        columns: ['weights', 'step', 'step, rebuilt', 'step via worker, measured', 'thread trip', 'inputs', 'run, rebuilt', 'session.run, measured', 'ORT kernels', 'between kernels', 'binding', 'outputs', 'sampling'],
         rows: phaseRows,
         notes: [
-          'step via worker = executor.execute through a ThreadExecutor (the serving path: controller -> worker thread -> ShardRunner); thread trip = that minus the worker\'s own time (messaging, structured clone of rows and logits).',
-          'inputs / session.run / outputs = in-process ShardRunner.run around session.run (opt-in hook): building the feeds (step inputs, gathering past KV into the reused [B, kvHeads, P, D] buffers, tensors) / the run / scattering new K/V into the paged cache; sampling = the engine\'s sampler, greedy, over the step\'s logits rows.',
-          'ORT kernels = sum of the kernel times of a run (profiler: each node at its fastest, less the profiler floor); run outside kernels = session.run - ORT kernels: ORT\'s executor between nodes, allocations, and the binding (feeds handed to native code, every output copied into a JS buffer).',
-          'All times are the fastest of the timed steps. Kernel times, taken node by node, are robust to other processes; a whole step is not: when the load average in the machine line exceeds the cores, even the fastest step includes time other processes took, and "run outside kernels" is an upper bound.',
+          'step, rebuilt = thread trip + inputs + run, rebuilt + outputs + sampling; run, rebuilt = ORT kernels + between kernels + binding. Every part is robust to other processes (each the fastest of short intervals); the measured whole step and session.run are not: when the load average in the machine line exceeds the cores, even their fastest steps include time other processes took.',
+          'thread trip = executor.execute through a ThreadExecutor (the serving path: controller -> worker thread -> ShardRunner) minus the worker\'s own time: messaging, structured clone of rows and logits.',
+          'inputs / outputs = in-process ShardRunner.run before and after session.run (opt-in hook): building the feeds (step inputs, gathering past K/V into the reused [B, kvHeads, P, D] buffers, tensors) / scattering the new K/V into the paged cache; sampling = the engine\'s sampler, greedy, over the step\'s logits rows.',
+          'ORT kernels / between kernels: see the next table; binding = session.run seen from JS minus ORT\'s model_run in the same profiled step: feeds handed to native code, every output copied into a JS buffer.',
         ],
       },
-      costTable(`Inside ORT's run by op type, ${s.preset} (ms per step and % of model_run)`, 'byOpType', columns, s.topRows + 4, [profilerNote]),
-      costTable(`Inside ORT's run by node, layer index folded, decode B=${s.wideBatch} (ms per step and % of model_run)`, 'byNode', wide, s.topRows + 6, [profilerNote, 'A node name with l{N} sums that node over all layers.']),
+      costTable(`Inside ORT's run by op type, ${s.preset} (ms per step, % of the rebuilt run)`, 'byOpType', columns, s.topRows + 4, [profilerNote]),
+      costTable(`Inside ORT's run by node, layer index folded, decode B=${s.wideBatch} (ms per step, % of the rebuilt run)`, 'byNode', wide, s.topRows + 6, [profilerNote, 'A node name with l{N} sums that node over all layers.']),
     ],
     summary,
     data,

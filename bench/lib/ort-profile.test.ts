@@ -29,15 +29,18 @@ describe('ORT profiles', () => {
     ];
     const runs = parseOrtProfile(events);
     expect(runs.map((r) => r.durationUs)).toEqual([100, 100, 400]);
-    expect(runs[0].nodes).toEqual([{ name: 'a', opType: 'MatMul', durationUs: 40 }, { name: 'b', opType: 'Add', durationUs: 10 }]);
+    expect(runs[0].nodes).toEqual([{ name: 'a', opType: 'MatMul', startUs: 110, durationUs: 40 }, { name: 'b', opType: 'Add', startUs: 160, durationUs: 10 }]);
     const b = breakdown(runs, (n) => n.opType, 2);
     expect(b.runs).toBe(3);
     expect(b.runMs).toBe(0.1);
     expect(b.costs.map((c) => [c.key, c.msPerRun, c.nodesPerRun])).toEqual([['MatMul', 0.058, 1], ['Add', 0.009, 1]]); // medians of (38, 58, 298), (8, 10, 9)
     expect(b.nodesMs).toBeCloseTo(0.067, 9);
+    // gaps (before a, before b, after b): run 1 (10, 10, 30), run 2 (10, 10, 8), run 3 (10, 40, 39); medians 10 + 10 + 30
+    expect(b.betweenMs).toBeCloseTo(0.05, 9);
     const fastest = breakdown(runs, (n) => n.opType, 0, (xs) => Math.min(...xs));
     expect(fastest.costs.map((c) => [c.key, c.msPerRun])).toEqual([['MatMul', 0.04], ['Add', 0.01]]);
     expect(fastest.runMs).toBe(0.1);
+    expect(fastest.betweenMs).toBeCloseTo(0.028, 9);
     const byName = breakdown(runs, (n) => n.name);
     expect(byName.costs.map((c) => c.key)).toEqual(['a', 'b']);
     expect(() => breakdown([])).toThrow(/no profiled runs/);

@@ -14,12 +14,16 @@ import path from 'node:path';
 export interface ProfiledNode {
   name: string;
   opType: string;
+  /** Start, on the profile's clock (us). */
+  startUs: number;
   durationUs: number;
 }
 
 export interface ProfiledRun {
   /** model_run: the run inside ORT, from entry to exit of InferenceSession::Run. */
+  startUs: number;
   durationUs: number;
+  /** In the order they ran. */
   nodes: ProfiledNode[];
 }
 
@@ -40,7 +44,7 @@ export function parseOrtProfile(events: unknown): ProfiledRun[] {
   const runs = list
     .filter((e) => e.cat === 'Session' && e.name === 'model_run' && typeof e.ts === 'number' && typeof e.dur === 'number')
     .sort((a, b) => a.ts! - b.ts!)
-    .map((e) => ({ start: e.ts!, end: e.ts! + e.dur!, run: { durationUs: e.dur!, nodes: [] as ProfiledNode[] } }));
+    .map((e) => ({ start: e.ts!, end: e.ts! + e.dur!, run: { startUs: e.ts!, durationUs: e.dur!, nodes: [] as ProfiledNode[] } }));
   const starts = runs.map((r) => r.start);
   for (const e of list) {
     if (e.cat !== 'Node' || typeof e.name !== 'string' || !e.name.endsWith(KERNEL_SUFFIX) || typeof e.ts !== 'number') continue;
@@ -56,8 +60,9 @@ export function parseOrtProfile(events: unknown): ProfiledRun[] {
       } else hi = mid - 1;
     }
     if (found < 0 || e.ts > runs[found].end) continue; // outside every run (none expected)
-    runs[found].run.nodes.push({ name: e.name.slice(0, -KERNEL_SUFFIX.length), opType: e.args?.op_name ?? 'unknown', durationUs: e.dur ?? 0 });
+    runs[found].run.nodes.push({ name: e.name.slice(0, -KERNEL_SUFFIX.length), opType: e.args?.op_name ?? 'unknown', startUs: e.ts, durationUs: e.dur ?? 0 });
   }
+  for (const r of runs) r.run.nodes.sort((a, b) => a.startUs - b.startUs);
   return runs.map((r) => r.run);
 }
 
@@ -85,6 +90,12 @@ export interface RunsBreakdown {
   runMs: number;
   /** Sum of all nodes' kernel times (each less the floor, the statistic over runs), ms. */
   nodesMs: number;
+  /**
+   * Time inside model_run but outside every kernel: before the first node, between nodes, after the last (each gap,
+   * named by the node after it, the statistic over runs), ms. ORT's executor and allocations, plus the profiler's own
+   * bookkeeping between nodes: an upper bound on what the executor costs without the profiler.
+   */
+  betweenMs: number;
   nodesPerRun: number;
   /** Most expensive first. */
   costs: OpCost[];
@@ -139,10 +150,28 @@ export function breakdown(
   const costs = [...sums.entries()]
     .map(([key, s]) => ({ key, msPerRun: s.us / 1000, nodesPerRun: s.count / runs.length }))
     .sort((a, b) => b.msPerRun - a.msPerRun);
+  // gap before each node (and after the last), keyed by the node it precedes: the same gap in every run
+  const gaps = new Map<string, number[]>();
+  runs.forEach((r, i) => {
+    let end = r.startUs;
+    const add = (key: string, us: number) => {
+      let list = gaps.get(key);
+      if (!list) gaps.set(key, (list = new Array<number>(runs.length).fill(0)));
+      list[i] += Math.max(0, us);
+    };
+    for (const n of r.nodes) {
+      add(n.name, n.startUs - end);
+      end = Math.max(end, n.startUs + n.durationUs);
+    }
+    add('<end of run>', r.startUs + r.durationUs - end);
+  });
+  let betweenUs = 0;
+  for (const list of gaps.values()) betweenUs += statistic(list);
   return {
     runs: runs.length,
     runMs: statistic(runs.map((r) => r.durationUs)) / 1000,
     nodesMs: nodesUs / 1000,
+    betweenMs: betweenUs / 1000,
     nodesPerRun: runs.reduce((a, r) => a + r.nodes.length, 0) / runs.length,
     costs,
   };

@@ -16,6 +16,8 @@ export interface TesseraServer {
 
 export async function startTesseraServer(modelDir: string, opts: { threads: number }): Promise<TesseraServer> {
   const server: ServeProcess = await spawnServe(['--model', modelDir, '--host', '127.0.0.1', '--port', '0', '--threads', String(opts.threads), '--log-level', 'warn'], { timeoutMs: 300_000 });
+  const killOnExit = () => server.kill(); // an interrupted bench (SIGINT -> process.exit) leaves no server behind
+  process.once('exit', killOnExit);
   const client: GenerationClient = createGenerationClient({ target: `${server.host}:${server.port}` });
   let requestId = 0;
   return {
@@ -34,6 +36,7 @@ export async function startTesseraServer(modelDir: string, opts: { threads: numb
       const timer = setTimeout(() => server.kill(), 30_000);
       await server.exited;
       clearTimeout(timer);
+      process.off('exit', killOnExit);
     },
   };
 }
