@@ -376,7 +376,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
         const pct = (x: number) => `${significant((100 * x) / r.stepRebuiltMs, 2)}%`;
         return {
           metric: `profile: ${s.preset} ${variant.id} ${m.scenario.label} step, where the time goes`,
-          value: `${significant(r.stepRebuiltMs)} ms: kernels ${pct(r.kernelsMs)} (${top.key} ${pct(top.msPerRun)}), between kernels ${pct(r.betweenKernelsMs)}, binding ${pct(r.bindingMs)}, feeds + outputs + sampling ${pct(r.inputsMs + r.outputsMs + r.samplingMs)}, thread trip ${pct(r.transportMs)}`,
+          value: `${significant(r.stepRebuiltMs)} ms: kernels ${pct(r.kernelsMs)} (${top.key} ${pct(top.msPerRun)}), between kernels <= ${pct(r.betweenKernelsMs)}, binding ${pct(r.bindingMs)}, feeds + outputs + sampling ${pct(r.inputsMs + r.outputsMs + r.samplingMs)}, thread trip ${pct(r.transportMs)}`,
         };
       }),
   );
