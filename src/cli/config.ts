@@ -35,6 +35,8 @@ export const SERVE_SETTINGS = {
   intraOpThreads: s({ kind: 'int', flag: 'threads', env: 'TESSERA_THREADS', default: null, min: 1, max: 1024, doc: 'ORT intra-op threads per worker (unset = all cores)' }),
   host: s({ kind: 'string', flag: 'host', env: 'TESSERA_HOST', default: '127.0.0.1', doc: 'address the gRPC server binds' }),
   port: s({ kind: 'int', flag: 'port', env: 'TESSERA_PORT', default: 50051, min: 0, max: 65535, doc: 'gRPC port (0 = any free port; the bound one is printed)' }),
+  httpPort: s({ kind: 'int', flag: 'http-port', env: 'TESSERA_HTTP_PORT', default: null, min: 0, max: 65535, doc: 'OpenAI-compatible HTTP port on --host (/v1/completions, /v1/chat/completions, /v1/models; unset = off, 0 = any free port)' }),
+  httpRequestTimeoutMs: s({ kind: 'int', flag: 'http-request-timeout-ms', env: 'TESSERA_HTTP_REQUEST_TIMEOUT_MS', default: 30_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'time an HTTP client has to send a whole request, headers and body (beyond: 408)' }),
   metricsHost: s({ kind: 'string', flag: 'metrics-host', env: 'TESSERA_METRICS_HOST', default: '127.0.0.1', doc: 'address of the Prometheus endpoint' }),
   metricsPort: s({ kind: 'int', flag: 'metrics-port', env: 'TESSERA_METRICS_PORT', default: null, min: 0, max: 65535, doc: 'Prometheus /metrics port (unset = no endpoint, 0 = any free port)' }),
   otlpEndpoint: s({ kind: 'string', flag: 'otlp-endpoint', env: 'TESSERA_OTLP_ENDPOINT', default: null, doc: 'OTLP/gRPC collector URL for traces (unset = traces not exported)' }),

@@ -15,6 +15,7 @@ import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
 import type { ServingBackend } from '../server/backend.ts';
 import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
+import { startHttpServer, type RunningHttpServer } from '../server/http/http-server.ts';
 import { resolveRequestLimits } from '../server/request-limits.ts';
 import { componentLogger, createLogger, type Logger } from '../telemetry/logger.ts';
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
@@ -26,6 +27,8 @@ export interface RunningServer {
   readonly host: string;
   readonly port: number;
   readonly metricsPort: number | null;
+  /** Port of the OpenAI-compatible HTTP face, or null when it is off. */
+  readonly httpPort: number | null;
   readonly modelDir: string;
   readonly engine: Engine;
   readonly executor: ShardController;
@@ -152,6 +155,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
       encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      ...(tokenizer ? { tokenText: (id: number) => tokenizer.decode([id]) } : {}),
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -187,6 +191,27 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     cleanups.push(() => grpc.shutdown(0));
     grpcServer = grpc;
 
+    // The OpenAI-compatible face: same backend, auth, limits, and the gRPC server's admission gate.
+    let http: RunningHttpServer | null = null;
+    if (config.httpPort !== null) {
+      const running = await startHttpServer({
+        backend,
+        host: config.host,
+        port: config.httpPort,
+        limits,
+        auth,
+        gate: grpc.gate,
+        logger: componentLogger(logger, 'http'),
+        metrics: metrics?.instruments ?? null,
+        tracer: tracing.tracer,
+        maxBodyBytes: config.maxMessageBytes,
+        requestTimeoutMs: config.httpRequestTimeoutMs,
+        metricsHandler: metrics ? (req, res) => metrics!.handler(req, res) : null,
+      });
+      http = running;
+      cleanups.push(() => running.shutdown(0));
+    }
+
     if (metrics) {
       const instruments = metrics.instruments;
       const timer = setInterval(() => {
@@ -209,7 +234,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
           // The gRPC grace outlasts the engine deadline a little, so requests the engine cancels at the deadline still
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
-          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
+          const graceMs = Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS;
+          await Promise.all([grpc.shutdown(graceMs), http?.shutdown(graceMs), engine.drain(deadlineMs)]);
         } else {
           grpc.setServing(false);
         }
@@ -218,12 +244,15 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       })();
       return stopping;
     };
-    log.info({ host: config.host, port: grpc.port, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
+    log.info({ host: config.host, port: grpc.port, httpPort: http?.port ?? null, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
     options.announce?.(`listening on ${config.host}:${grpc.port}`);
+    if (http) options.announce?.(`http listening on ${config.host}:${http.port}`);
+    if (metrics?.port != null) options.announce?.(`metrics listening on ${config.metricsHost}:${metrics.port}`);
     return {
       host: config.host,
       port: grpc.port,
       metricsPort: metrics?.port ?? null,
+      httpPort: http?.port ?? null,
       modelDir,
       engine,
       executor,

@@ -6,7 +6,7 @@
  * underscores and counters end in `_total`; the unit goes in the `# UNIT` line, not the name
  * (`gen_ai_server_request_duration`, `tessera_tokens_total`).
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Attributes, Counter, Gauge, Histogram, Meter } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
@@ -75,6 +75,8 @@ export interface TesseraMetrics {
   readonly meterProvider: MeterProvider;
   /** Bound port of the endpoint, or null when none is served. */
   readonly port: number | null;
+  /** Answers a request with the Prometheus text (for other servers that also serve /metrics). */
+  handler(req: IncomingMessage, res: ServerResponse): void;
   /** Idempotent. */
   shutdown(): Promise<void>;
 }
@@ -139,6 +141,7 @@ export async function startMetrics(opts: MetricsOptions = {}): Promise<TesseraMe
     meter,
     meterProvider,
     port,
+    handler: (req, res) => exporter.getMetricsRequestHandler(req, res),
     shutdown() {
       shutdownPromise ??= (async () => {
         if (server) {
