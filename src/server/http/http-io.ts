@@ -8,9 +8,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TesseraError } from '../../errors.ts';
 import { protocolError, type HttpErrorReply } from './http-errors.ts';
 
-/** A request that failed before it reached the shared error table (HTTP-level: 413, 415, ...). */
+/**
+ * A request that failed before it reached the shared error table (HTTP-level: 413, 415, ...). `bodyUnread`: the body
+ * was not consumed, so the connection must close after the reply (its bytes would read as the next request).
+ */
 export class HttpProtocolError extends Error {
-  constructor(readonly reply: HttpErrorReply) {
+  constructor(
+    readonly reply: HttpErrorReply,
+    readonly bodyUnread = false,
+  ) {
     super(reply.body.error.message);
     this.name = 'HttpProtocolError';
   }
@@ -20,9 +26,9 @@ export class HttpProtocolError extends Error {
 export async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<Record<string, unknown>> {
   const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
   if (type !== 'application/json') {
-    throw new HttpProtocolError(protocolError(415, `Content-Type must be application/json. Given: ${JSON.stringify(req.headers['content-type'] ?? '')}`));
+    throw new HttpProtocolError(protocolError(415, `Content-Type must be application/json. Given: ${JSON.stringify(req.headers['content-type'] ?? '')}`), true);
   }
-  const tooLarge = (): HttpProtocolError => new HttpProtocolError(protocolError(413, `request body must be at most ${maxBytes} bytes (--max-message-bytes)`));
+  const tooLarge = (): HttpProtocolError => new HttpProtocolError(protocolError(413, `request body must be at most ${maxBytes} bytes (--max-message-bytes)`), true);
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];

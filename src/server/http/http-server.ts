@@ -112,8 +112,10 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<RunningH
     },
   );
   server.on('clientError', (err, socket) => {
-    // Malformed HTTP: a plain 400 (Node answers request timeouts with 408 itself).
-    if (socket.writable && (err as NodeJS.ErrnoException).code !== 'ERR_HTTP_REQUEST_TIMEOUT') socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    // Malformed HTTP gets a plain 400; a request not received within requestTimeoutMs a 408. Then the connection closes.
+    const code = (err as NodeJS.ErrnoException).code;
+    const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable && code !== 'ECONNRESET') socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
 

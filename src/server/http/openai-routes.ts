@@ -133,7 +133,7 @@ export async function handleGeneration(deps: OpenAiRoutesDeps, endpoint: 'comple
  */
 export function replyWithError(deps: Pick<GenerationDeps, 'logger' | 'metrics'>, res: ServerResponse, err: unknown, logprobsField?: string): void {
   if (err instanceof HttpProtocolError) {
-    sendError(res, err.reply);
+    sendError(res, err.reply, err.bodyUnread ? { connection: 'close' } : {});
     return;
   }
   let reply: StatusReply;
