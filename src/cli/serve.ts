@@ -212,14 +212,20 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       cleanups.push(() => running.shutdown(0));
     }
 
+    if (metrics && adapters) {
+      // The inference gateway's LoRA affinity reads which adapters each replica runs and queues.
+      metrics.setLoraInfo(() => ({ maxLora: config.adapterSlots, ...engine.adapterActivity() }));
+    }
     if (metrics) {
       const instruments = metrics.instruments;
-      const timer = setInterval(() => {
+      const sample = (): void => {
         const stats = engine.stats();
         instruments.queueLength.record(stats.queued);
         instruments.runningSequences.record(stats.running);
         instruments.kvUsageRatio.record(stats.kvBlocksTotal > 0 ? stats.kvBlocksUsed / stats.kvBlocksTotal : 0);
-      }, STATS_INTERVAL_MS);
+      };
+      sample(); // the gauges exist from the first scrape on
+      const timer = setInterval(sample, STATS_INTERVAL_MS);
       timer.unref();
       cleanups.push(() => clearInterval(timer));
     }
