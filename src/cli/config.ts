@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { TesseraError } from '../errors.ts';
+import { didYouMean } from './did-you-mean.ts';
 
 /**
  * The one schema of `tessera serve` settings: each has a key (config file), a flag, an environment variable, a default,
@@ -85,12 +86,16 @@ export function loadServeConfig(flags: Map<string, string[]>, env: NodeJS.Proces
       throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: must be a JSON object of settings`);
     }
     for (const key of Object.keys(fileValues)) {
-      if (!(key in SERVE_SETTINGS)) throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}" (known: ${Object.keys(SERVE_SETTINGS).join(', ')})`);
+      if (!(key in SERVE_SETTINGS)) {
+        const hint = didYouMean(key, Object.keys(SERVE_SETTINGS), (k) => `"${k}"`);
+        throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}"${hint || ` (known: ${Object.keys(SERVE_SETTINGS).join(', ')})`}`);
+      }
     }
   }
   for (const flag of flags.keys()) {
     if (flag !== CONFIG_FILE_FLAG && !Object.values(SERVE_SETTINGS).some((setting) => setting.flag === flag)) {
-      throw new TesseraError('CONFIG_INVALID', `unknown flag --${flag}`);
+      const known = [CONFIG_FILE_FLAG, ...Object.values(SERVE_SETTINGS).map((setting) => setting.flag as string)];
+      throw new TesseraError('CONFIG_INVALID', `unknown flag --${flag}${didYouMean(flag, known, (f) => `--${f}`)}; tessera serve --help lists them`);
     }
   }
   const out: Record<string, unknown> = {};
@@ -154,12 +159,24 @@ function check(setting: Setting, value: string | number, where: string, given: u
 
 /** `tessera serve --help` text, generated from the schema. */
 export function serveHelp(): string {
-  const lines = ['usage: tessera serve [--model DIR] [--host H] [--port P] [--config FILE] [options]', '', 'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection). Flag > environment > config file > default.', '', 'options:', `  --${CONFIG_FILE_FLAG} FILE`.padEnd(34) + 'JSON config file with the keys below (env TESSERA_CONFIG)'];
-  for (const setting of Object.values(SERVE_SETTINGS) as Setting[]) {
-    const flag = `  --${setting.flag}${setting.kind === 'bool' ? '' : ' VALUE'}`;
-    lines.push(`${flag.padEnd(34)}${setting.doc}${setting.default !== null && !(Array.isArray(setting.default) && setting.default.length === 0) ? ` (default: ${setting.default})` : ''}`);
-  }
-  return lines.join('\n');
+  const settings = Object.values(SERVE_SETTINGS) as Setting[];
+  const rows: Array<[string, string]> = [
+    [`--${CONFIG_FILE_FLAG} FILE`, 'JSON config file with the keys below (env TESSERA_CONFIG)'],
+    ...settings.map((setting): [string, string] => [
+      `--${setting.flag}${setting.kind === 'bool' ? '' : ' VALUE'}`,
+      `${setting.doc}${setting.default !== null && !(Array.isArray(setting.default) && setting.default.length === 0) ? ` (default: ${setting.default})` : ''}`,
+    ]),
+  ];
+  // The flag column is as wide as the longest flag plus two spaces, so a long flag never runs into its text.
+  const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
+  return [
+    'usage: tessera serve [--model DIR] [--host H] [--port P] [--http-port P] [--config FILE] [options]',
+    '',
+    'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection) and, with --http-port, the OpenAI-compatible HTTP API. Flag > environment > config file > default.',
+    '',
+    'options:',
+    ...rows.map(([flag, doc]) => `  ${flag.padEnd(width)}${doc}`),
+  ].join('\n');
 }
 
 /** docs/config.md body, generated from the schema (a test keeps the committed file fresh). */

@@ -22,6 +22,7 @@ import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
 import { resolveModelDir } from './model-resolver.ts';
+import { preflightServeConfig } from './preflight.ts';
 
 export interface RunningServer {
   readonly host: string;
@@ -58,6 +59,7 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  preflightServeConfig(config);
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir);
