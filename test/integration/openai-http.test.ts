@@ -92,6 +92,8 @@ describe('OpenAI-compatible HTTP face with the openai client', () => {
     const prompt = [5, 9, 33, 7];
     const body = { prompt, max_tokens: 8, temperature: 0, logprobs: 0 };
     const base = await client.completions.create({ model, ...body });
+    const byName = await client.completions.create({ model: model.split('@')[0], ...body });
+    expect(byName.choices[0].text).toBe(base.choices[0].text);
     const alpha = await client.completions.create({ model: 'alpha', ...body });
     expect(alpha.choices[0].logprobs!.tokens).not.toEqual(base.choices[0].logprobs!.tokens);
     const viaGrpc = await unary<{ text: string }>(gen, 'Generate', { adapter_id: 'alpha', token_ids: { ids: prompt }, sampling: { temperature: 0 }, stopping: { max_new_tokens: 8 } }, bearer(KEY));

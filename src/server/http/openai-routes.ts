@@ -30,9 +30,12 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** `model` -> adapter id: the base model's id is the base ('' ), any other id names an adapter. */
+/**
+ * `model` -> adapter id: the base model's id ('' = the base), or that id without its `@version` suffix (easier to type;
+ * adapter ids cannot hold '@', and the base wins over an adapter of the same name); any other id names an adapter.
+ */
 function adapterIdForModel(model: string, baseModelId: string): string {
-  if (model === baseModelId) return '';
+  if (model === baseModelId || model === baseModelId.split('@')[0]) return '';
   if (!ADAPTER_ID_PATTERN.test(model)) throw new TesseraError('MODEL_NOT_FOUND', `model ${JSON.stringify(model.slice(0, 128))} is not served here; GET /v1/models lists the models`);
   return model;
 }
@@ -143,7 +146,7 @@ export function replyWithError(deps: Pick<GenerationDeps, 'logger' | 'metrics'>,
     deps.metrics?.errors.add(1, { code: grpcStatusName(reply.code), error_code: reply.errorCode });
   }
   const requestId = reply.metadata.get(REQUEST_ID_TRAILER)[0];
-  sendError(res, httpErrorOf(reply, logprobsField), typeof requestId === 'string' ? { 'tessera-request-id': requestId } : {});
+  sendError(res, httpErrorOf(reply, logprobsField), typeof requestId === 'string' ? { 'tessera-request-id': requestId, 'x-request-id': requestId } : {});
 }
 
 function modelCard(id: string, created: number, extra: Record<string, unknown>): Record<string, unknown> {
