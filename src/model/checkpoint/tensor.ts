@@ -29,3 +29,9 @@ export interface TensorSource {
   readFloat32(name: string): Float32Tensor;
   close(): void;
 }
+
+/** Index of the first NaN or +-Inf in `values`, or -1 when every value is finite. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+  return -1;
+}
