@@ -5,6 +5,7 @@
  * metrics port and on the HTTP face's port.
  */
 import { cpSync, mkdirSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,6 +56,21 @@ describe('metrics that tell the truth', () => {
     expect((await post('/v1/chat/completions', JSON.stringify({ model: 'made-up-too', messages: [{ role: 'user', content: 'x' }], max_tokens: 2 }))).status).toBe(404);
     const after = total(await scrapeMetrics(server.metricsPort!), 'tessera_errors_total');
     expect(after - before).toBe(6);
+  });
+
+  it('counts a client that hangs up mid-body as CANCELLED, not as a server fault', async () => {
+    const before = await scrapeMetrics(server.metricsPort!);
+    await new Promise<void>((resolve) => {
+      const socket = netConnect(server.httpPort!, '127.0.0.1', () => {
+        socket.write('POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{"model":');
+        setTimeout(() => socket.destroy(), 50);
+      });
+      socket.on('close', () => resolve());
+    });
+    const cancelled = (body: string) => total(body, 'tessera_errors_total\\{code="CANCELLED"[^}]*\\}');
+    await waitFor(async () => cancelled(await scrapeMetrics(server.metricsPort!)) === cancelled(before) + 1, 5000, 'one CANCELLED');
+    const after = await scrapeMetrics(server.metricsPort!);
+    expect(total(after, 'tessera_errors_total\\{code="INTERNAL"[^}]*\\}')).toBe(total(before, 'tessera_errors_total\\{code="INTERNAL"[^}]*\\}'));
   });
 
   it('labels adapter requests only with registered adapters', async () => {
