@@ -1,3 +1,4 @@
+import { cpuKernelFeatures } from '../model/cpu-features.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import pino from 'pino';
@@ -9,7 +10,7 @@ import { createAdapterManager, type AdapterManager } from '../adapters/adapter-m
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
-import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { TokenizerThread } from '../model/tokenizer/tokenizer-thread.ts';
 import { ShardController } from '../parallel/controller.ts';
 import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
@@ -38,7 +39,7 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
-  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  /** Stops at once (in-flight calls are cancelled), also during a drain, which it cuts short. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -62,7 +63,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
   preflightServeConfig(config);
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
 
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -87,7 +88,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       onHealth: (serving) => {
         workersHealthy = serving;
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
-        grpcServer?.setServing(serving && !draining);
+        grpcServer?.setServing(serving && !draining, draining ? 'stopping' : 'worker-down');
       },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
@@ -98,7 +99,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       loopDecode: config.device === 'cuda' || config.decodeStepsPerRun > 1,
     });
     cleanups.push(() => executor.shutdown());
-    log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout }, 'model worker ready');
+    // The CPU features name the kernel path every number of this server comes from (src/model/cpu-features.ts).
+    log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout, cpu: cpuKernelFeatures() }, 'model worker ready');
 
     let metrics: TesseraMetrics | null = null;
     if (config.metricsPort !== null) {
@@ -125,6 +127,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         maxRank: config.maxAdapterRank,
         hostCacheBytes: config.adapterHostCacheBytes,
         allowedRoots: roots,
+        ...(config.maxPinnedAdaptersPerTenant !== null ? { maxPinnedPerTenant: config.maxPinnedAdaptersPerTenant } : {}),
         ...(metrics ? { metrics: metrics.instruments } : {}),
         logger: componentLogger(logger, 'adapters'),
       });
@@ -152,11 +155,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
+    const tokenizerThread = tokenizer ? await TokenizerThread.start({ modelDir, vocabSize: manifest.config.vocabSize }) : null;
+    if (tokenizerThread) cleanups.push(() => tokenizerThread.close());
 
     const backend: ServingBackend = {
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
-      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
       ...(tokenizer ? { tokenText: (id: number) => tokenizer.decode([id]) } : {}),
       modelInfo: {
         modelId: manifest.modelId,
@@ -234,6 +239,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
 
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
+      if (stopping !== null && deadlineMs === null) {
+        // shutdown() during a drain: cut the drain short; what is still running is cancelled now.
+        log.warn('stopping now: cancelling the requests still draining');
+        void engine.drain(Date.now());
+        void grpc.shutdown(0);
+        void http?.shutdown(0);
+      }
       stopping ??= (async () => {
         draining = true;
         if (deadlineMs !== null) {
@@ -245,7 +257,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           const graceMs = Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS;
           await Promise.all([grpc.shutdown(graceMs), http?.shutdown(graceMs), engine.drain(deadlineMs)]);
         } else {
-          grpc.setServing(false);
+          grpc.setServing(false, 'stopping');
         }
         await cleanup();
         log.info('stopped');
@@ -289,9 +301,11 @@ function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Exe
   };
 }
 
-function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+/** Prompts are tokenized in the tokenizer thread; the main thread's tokenizer only detokenizes. */
+function promptEncoder(tokenizer: Tokenizer, thread: TokenizerThread): ServingBackend['encoder'] {
   return {
-    encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
+    encode: (text, opts) => thread.encodeText(text, opts),
+    encodeChat: tokenizer.chatTemplate ? (messages, opts) => thread.encodeChat(messages, opts) : null,
+    maxBytesPerToken: tokenizer.maxBytesPerToken,
   };
 }

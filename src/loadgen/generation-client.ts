@@ -58,6 +58,8 @@ export interface CallRecord {
   firstTokenMs: number | null;
   /** Streaming only: gaps between consecutive token-carrying messages, ms. */
   interTokenGapsMs: number[];
+  /** The generated token ids (to compare a run against another with the same seed). */
+  outputTokenIds: number[];
 }
 
 /** The record of a call starting now. */
@@ -73,6 +75,7 @@ export function newCallRecord(req: LoadRequest): CallRecord {
     outputTokens: 0,
     firstTokenMs: null,
     interTokenGapsMs: [],
+    outputTokenIds: [],
   };
 }
 
@@ -159,7 +162,10 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         };
         if (!stream) {
           call = client.Generate(body, metadata(req.adapterId), callOptions, (err: grpc.ServiceError | null, res: any) => {
-            if (!err) record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+            if (!err) {
+              record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+              record.outputTokenIds = res.token_ids;
+            }
             finish(err);
           });
           return;
@@ -175,6 +181,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
           else record.interTokenGapsMs.push(now - lastTokenMs);
           lastTokenMs = now;
           record.outputTokens += n;
+          record.outputTokenIds.push(...(m.token_ids as number[]));
         });
         s.on('error', (err: grpc.ServiceError) => finish(err));
         s.on('status', (st: grpc.StatusObject) => {

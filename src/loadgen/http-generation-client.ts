@@ -8,11 +8,14 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
-import { TesseraError, type ErrorCode } from '../errors.ts';
-import { grpcStatusName, STATUS_BY_ERROR_CODE } from '../server/status.ts';
+import { TesseraError } from '../errors.ts';
 import { ADAPTER_HEADER, newCallRecord, type CallRecord, type GenerationClient, type ServedModelInfo, type TargetOptions } from './generation-client.ts';
 
-/** gRPC status names of HTTP statuses (for the report's error table) when the body names no Tessera code. */
+/**
+ * gRPC status names of the HTTP statuses (the report's error table counts by gRPC status, so both protocols' reports
+ * compare row for row): the inverse of the server's mapping (src/server/http/http-errors.ts), 400 read as
+ * INVALID_ARGUMENT (FAILED_PRECONDITION shares it).
+ */
 const STATUS_BY_HTTP: Readonly<Record<number, string>> = {
   400: 'INVALID_ARGUMENT',
   401: 'UNAUTHENTICATED',
@@ -21,21 +24,31 @@ const STATUS_BY_HTTP: Readonly<Record<number, string>> = {
   408: 'DEADLINE_EXCEEDED',
   413: 'RESOURCE_EXHAUSTED',
   429: 'RESOURCE_EXHAUSTED',
+  499: 'CANCELLED',
+  500: 'INTERNAL',
   501: 'UNIMPLEMENTED',
   503: 'UNAVAILABLE',
   504: 'DEADLINE_EXCEEDED',
 };
 
 function statusOf(httpStatus: number, body: string): { status: string; details: string } {
+  const status = STATUS_BY_HTTP[httpStatus] ?? 'INTERNAL';
   try {
     const err = (JSON.parse(body) as { error?: { code?: string; message?: string } }).error;
-    const code = err?.code as ErrorCode | undefined;
-    const status = code !== undefined && code in STATUS_BY_ERROR_CODE ? grpcStatusName(STATUS_BY_ERROR_CODE[code]) : (STATUS_BY_HTTP[httpStatus] ?? 'INTERNAL');
     return { status, details: err?.message ?? body.slice(0, 200) };
   } catch {
     return { status: STATUS_BY_HTTP[httpStatus] ?? 'INTERNAL', details: `HTTP ${httpStatus}: ${body.slice(0, 200)}` };
   }
 }
+
+/** Error codes that can end a started stream, by their gRPC status (the rest read as INTERNAL). */
+const GRPC_STATUS_OF_CODE: Readonly<Record<string, string>> = {
+  CANCELLED: 'CANCELLED',
+  DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
+  DRAINING: 'UNAVAILABLE',
+  WORKER_UNAVAILABLE: 'UNAVAILABLE',
+  KV_CACHE_EXHAUSTED: 'RESOURCE_EXHAUSTED',
+};
 
 interface BaseModelCard {
   id: string;
@@ -152,7 +165,8 @@ export function createHttpGenerationClient(opts: TargetOptions): GenerationClien
               buffered = buffered.slice(end + 2);
               if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
               const chunk = JSON.parse(event.slice(6)) as { choices?: Array<{ text: string }>; usage?: { completion_tokens: number } | null; error?: { code?: string; message?: string } };
-              if (chunk.error) failure = statusOf(500, JSON.stringify(chunk));
+              // An error after the stream began: its Tessera code says what it was (CANCELLED, DRAINING, ...).
+              if (chunk.error) failure = { status: chunk.error.code ? (GRPC_STATUS_OF_CODE[chunk.error.code] ?? 'INTERNAL') : 'INTERNAL', details: chunk.error.message ?? '' };
               if (chunk.usage) record.outputTokens = chunk.usage.completion_tokens;
               if (!chunk.choices?.[0]?.text) continue;
               const now = performance.now();

@@ -14,7 +14,7 @@ import type { Authenticator } from './auth.ts';
 import type { ServingBackend } from './backend.ts';
 import { engineDeadlineMs } from './call-context.ts';
 import { RepliedError } from './handler.ts';
-import type { GenerateRequestMsg } from './proto-types.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
 import type { RequestGate } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
 import { createRequestTelemetry, type GenAiOperation } from './request-telemetry.ts';
@@ -103,7 +103,7 @@ export async function runGeneration(
   let ticket: { release(): void } | null = null;
   try {
     const tenantId = deps.auth === null ? null : deps.auth.authenticate(origin.authorization);
-    const req = validateGenerateRequest(msg, {
+    const req = await validateGenerateRequest(msg, {
       limits: deps.limits,
       encoder: backend.encoder,
       tenantId,

@@ -3,16 +3,14 @@ import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { TesseraError } from '../errors.ts';
 import type { GeneratedToken, ValidGenerateRequest } from '../engine/request.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
+import type { GenerateResponse as GenerateResponseMsg } from '../gen/tessera/v1/GenerateResponse.ts';
+import type { GetModelInfoResponse as GetModelInfoResponseMsg } from '../gen/tessera/v1/GetModelInfoResponse.ts';
+import type { TokenizeRequest__Output as TokenizeRequestMsg } from '../gen/tessera/v1/TokenizeRequest.ts';
+import type { TokenizeResponse as TokenizeResponseMsg } from '../gen/tessera/v1/TokenizeResponse.ts';
 import { adapterHeaderOf, tenantOf } from './call-context.ts';
 import { runGeneration, type CallOrigin, type FinishEvent, type GenerationDeps, type TokensEvent } from './generation-run.ts';
 import { serverStreamHandler, unaryHandler } from './handler.ts';
-import type {
-  GenerateRequestMsg,
-  GenerateResponseMsg,
-  GetModelInfoResponseMsg,
-  TokenizeRequestMsg,
-  TokenizeResponseMsg,
-} from './proto-types.ts';
 import { finishReasonToProto, logprobsToProto } from './to-proto.ts';
 import { encodeChatMessages, encodeText } from './validate.ts';
 
@@ -109,8 +107,9 @@ export function createGenerationHandlers(deps: GenerationServiceDeps): grpc.Unty
     tenantOf(call.metadata, deps.auth);
     if (backend.encoder === null) throw new TesseraError('UNIMPLEMENTED', '`Tokenize` needs a tokenizer and this server has none');
     const msg = call.request;
-    if (msg.input === 'text') return { token_ids: encodeText(msg.text ?? '', backend.encoder, 'text') };
-    if (msg.input === 'chat') return { token_ids: encodeChatMessages(msg.chat ?? null, 'chat', limits, backend.encoder) };
+    const parseSpecialTokens = msg.parse_special_tokens ?? false;
+    if (msg.input === 'text') return { token_ids: await encodeText(msg.text ?? '', backend.encoder, 'text', limits, parseSpecialTokens) };
+    if (msg.input === 'chat') return { token_ids: await encodeChatMessages(msg.chat ?? null, 'chat', limits, backend.encoder, parseSpecialTokens) };
     throw new TesseraError('INVALID_ARGUMENT', '`input` is required: set `text` or `chat`');
   });
 

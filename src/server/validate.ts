@@ -3,14 +3,16 @@
  * prompt tokenized. Errors name the field as spelled in the .proto, the bound and the value given.
  */
 import { randomUUID } from 'node:crypto';
+import { parseAdapterId } from '../adapters/adapter-id.ts';
 import { outOfRange, TesseraError } from '../errors.ts';
 import type { SamplingParams, StoppingParams, ValidGenerateRequest } from '../engine/request.ts';
 import type { ChatTurn, PromptEncoder } from './backend.ts';
-import type { ChatMessagesMsg, GenerateRequestMsg, SamplingParametersMsg, StoppingCriteriaMsg } from './proto-types.ts';
+import type { ChatMessages__Output as ChatMessagesMsg } from '../gen/tessera/v1/ChatMessages.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
+import type { SamplingParameters__Output as SamplingParametersMsg } from '../gen/tessera/v1/SamplingParameters.ts';
+import type { StoppingCriteria__Output as StoppingCriteriaMsg } from '../gen/tessera/v1/StoppingCriteria.ts';
 import type { RequestLimits } from './request-limits.ts';
 
-/** Adapter ids: letters, digits, '.', '_' and '-'. */
-export const ADAPTER_ID_PATTERN = /^[A-Za-z0-9._-]+$/;
 /** Request ids: printable ASCII without spaces. */
 const REQUEST_ID_PATTERN = /^[\x21-\x7e]+$/;
 
@@ -39,15 +41,16 @@ export interface ValidateOptions {
   adapterHeader?: string;
 }
 
-export function validateGenerateRequest(msg: GenerateRequestMsg, opts: ValidateOptions): ValidGenerateRequest {
+/** Checks every field; the prompt is tokenized last (off the event loop), after the checks that cost nothing. */
+export async function validateGenerateRequest(msg: GenerateRequestMsg, opts: ValidateOptions): Promise<ValidGenerateRequest> {
   const { limits } = opts;
   const requestId = validateRequestId(msg.request_id ?? '', limits, opts.newRequestId ?? randomUUID);
   const adapterId = validateAdapterId(adapterIdOf(msg.adapter_id ?? '', opts.adapterHeader ?? ''), 'adapter_id', limits, true);
-  const promptTokenIds = validatePrompt(msg, limits, opts.encoder);
   const sampling = validateSampling(msg.sampling ?? null, limits);
-  const stopping = validateStopping(msg.stopping ?? null, limits, promptTokenIds.length);
   const topNLogprobs = msg.top_n_logprobs ?? 0;
   checkInteger('top_n_logprobs', topNLogprobs, 0, limits.maxTopNLogprobs);
+  const promptTokenIds = await validatePrompt(msg, limits, opts.encoder);
+  const stopping = validateStopping(msg.stopping ?? null, limits, promptTokenIds.length);
   return { requestId, promptTokenIds, adapterId, tenantId: opts.tenantId, sampling, stopping, topNLogprobs, deadlineMs: opts.deadlineMs };
 }
 
@@ -68,26 +71,20 @@ function adapterIdOf(body: string, header: string): string {
   return body !== '' ? body : header;
 }
 
-/** Empty -> null when `emptyMeansNone`, else an error. */
+/** Empty -> null when `emptyMeansNone`, else an error; the rule itself is the registry's (src/adapters/adapter-id.ts). */
 export function validateAdapterId(given: string, field: string, limits: RequestLimits, emptyMeansNone: boolean): string | null {
-  if (given === '') {
-    if (emptyMeansNone) return null;
-    throw outOfRange(field, 'a non-empty adapter id', given);
-  }
-  if (given.length > limits.maxAdapterIdLength) {
-    throw outOfRange(field, `at most ${limits.maxAdapterIdLength} characters`, `${given.slice(0, 16)}... (${given.length} characters)`);
-  }
-  if (!ADAPTER_ID_PATTERN.test(given)) throw outOfRange(field, 'made of letters, digits, ".", "_" and "-"', given);
-  return given;
+  if (given === '' && emptyMeansNone) return null;
+  return parseAdapterId(given, { field, maxLength: limits.maxAdapterIdLength });
 }
 
-function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder: PromptEncoder | null): number[] {
+async function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder: PromptEncoder | null): Promise<number[]> {
   let ids: number[];
+  const parseSpecialTokens = msg.parse_special_tokens ?? false;
   switch (msg.prompt) {
     case 'text': {
       const text = msg.text ?? '';
       if (text === '') throw outOfRange('text', 'a non-empty string', text);
-      ids = encodeText(text, encoder, 'text');
+      ids = await encodeText(text, encoder, 'text', limits, parseSpecialTokens);
       break;
     }
     case 'token_ids': {
@@ -96,7 +93,7 @@ function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder:
       break;
     }
     case 'chat':
-      ids = encodeChatMessages(msg.chat ?? null, 'chat', limits, encoder);
+      ids = await encodeChatMessages(msg.chat ?? null, 'chat', limits, encoder, parseSpecialTokens);
       break;
     default:
       throw new TesseraError('INVALID_ARGUMENT', '`prompt` is required: set one of `text`, `token_ids` or `chat`');
@@ -115,14 +112,40 @@ function promptField(kind: GenerateRequestMsg['prompt']): string {
   return kind === 'token_ids' ? 'token_ids.ids' : kind === 'chat' ? 'chat.messages' : 'text';
 }
 
-/** Tokenizes text with the model's encoder; INVALID_ARGUMENT when the server has none. */
-export function encodeText(text: string, encoder: PromptEncoder | null, field: string): number[] {
-  if (!encoder) throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a tokenizer and this server has none; send \`token_ids\``);
-  return encoder.encode(text);
+/**
+ * Refuses text that must be longer than `maxPromptTokens` from its byte length alone, before it is tokenized: each
+ * token stands for at most `maxBytesPerToken` bytes (PromptEncoder), so more bytes than maxPromptTokens times that
+ * cannot fit. A 4 MB prompt is refused here in microseconds instead of costing seconds of tokenizing.
+ */
+function checkPromptBytes(field: string, texts: readonly string[], limits: RequestLimits, encoder: PromptEncoder): void {
+  const perToken = encoder.maxBytesPerToken;
+  if (perToken === null) return;
+  const maxBytes = limits.maxPromptTokens * perToken;
+  let bytes = 0;
+  for (const t of texts) bytes += Buffer.byteLength(t, 'utf8');
+  if (bytes > maxBytes) {
+    throw new TesseraError(
+      'PROMPT_TOO_LONG',
+      `\`${field}\` must be at most ${limits.maxPromptTokens} tokens. Given: ${bytes} bytes of text, more than ${limits.maxPromptTokens} tokens of at most ${perToken} bytes each can hold`,
+    );
+  }
 }
 
-/** Checks chat messages and renders + tokenizes them with the model's chat template. */
-export function encodeChatMessages(chat: ChatMessagesMsg | null, field: string, limits: RequestLimits, encoder: PromptEncoder | null): number[] {
+/** Tokenizes text with the model's encoder (after the byte bound); INVALID_ARGUMENT when the server has none. */
+export async function encodeText(text: string, encoder: PromptEncoder | null, field: string, limits: RequestLimits, parseSpecialTokens: boolean): Promise<number[]> {
+  if (!encoder) throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a tokenizer and this server has none; send \`token_ids\``);
+  checkPromptBytes(field, [text], limits, encoder);
+  return encoder.encode(text, { parseSpecialTokens });
+}
+
+/** Checks chat messages and renders + tokenizes them with the model's chat template (after the byte bound). */
+export async function encodeChatMessages(
+  chat: ChatMessagesMsg | null,
+  field: string,
+  limits: RequestLimits,
+  encoder: PromptEncoder | null,
+  parseSpecialTokens: boolean,
+): Promise<number[]> {
   const messages = chat?.messages ?? [];
   if (messages.length === 0) throw outOfRange(`${field}.messages`, 'at least 1 message', 0);
   if (messages.length > limits.maxChatMessages) throw outOfRange(`${field}.messages`, `at most ${limits.maxChatMessages} messages`, messages.length);
@@ -133,7 +156,8 @@ export function encodeChatMessages(chat: ChatMessagesMsg | null, field: string, 
   if (!encoder?.encodeChat) {
     throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a model with a chat template and this model has none; send \`text\` or \`token_ids\``);
   }
-  return encoder.encodeChat(turns);
+  checkPromptBytes(`${field}.messages`, turns.flatMap((t) => [t.role, t.content]), limits, encoder);
+  return encoder.encodeChat(turns, { parseSpecialTokens });
 }
 
 function checkTokenIds(field: string, ids: number[], vocabSize: number): void {
@@ -164,7 +188,7 @@ function validateSeed(given: string | number | undefined): number | null {
 }
 
 function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimits): SamplingParams {
-  const s = msg ?? {};
+  const s: Partial<SamplingParametersMsg> = msg ?? {};
   const d = DEFAULT_SAMPLING;
   return {
     temperature: checkNumber('sampling.temperature', s.temperature ?? d.temperature, 0, 100),
@@ -179,7 +203,7 @@ function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimi
 }
 
 function validateStopping(msg: StoppingCriteriaMsg | null, limits: RequestLimits, promptTokens: number): StoppingParams {
-  const s = msg ?? {};
+  const s: Partial<StoppingCriteriaMsg> = msg ?? {};
   const room = limits.maxContextTokens - promptTokens;
   if (room < 1) {
     throw new TesseraError(

@@ -4,7 +4,7 @@
  * sources, unload.
  */
 import { cpSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { beforeAll, describe, expect, it, afterAll } from 'vitest';
 import type { RunningServer } from '../../src/cli/serve.ts';
@@ -91,10 +91,27 @@ describe('adapters through the gRPC API', () => {
     expect(globexList.adapters.map((a) => a.adapter_id)).not.toContain('gamma');
   });
 
+  it('accepts Hugging Face-style org/name ids (LoadAdapter, the request body and the routing header) and refuses malformed ones naming the field', async () => {
+    const id = 'acme/support-v2';
+    await unary(admin, 'LoadAdapter', { adapter_id: id, source: join(privateRoot, 'gamma') }, bearer(ACME));
+    const gamma = await tokens({ ...prompt, adapter_id: 'gamma' }, bearer(ACME));
+    expect(await tokens({ ...prompt, adapter_id: id }, bearer(ACME))).toEqual(gamma);
+    expect(await tokens(prompt, withAdapterHeader(ACME, id))).toEqual(gamma);
+    for (const [rpc, client, request] of [
+      ['Generate', gen, { ...prompt, adapter_id: 'acme/support/v2' }],
+      ['LoadAdapter', admin, { adapter_id: '/support-v2', source: join(privateRoot, 'gamma') }],
+    ] as const) {
+      expect(await statusOf(unary(client, rpc, request, bearer(ACME)))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/^`adapter_id` must be .* Given: "/) });
+    }
+    await unary(admin, 'UnloadAdapter', { adapter_id: id }, bearer(ACME));
+  });
+
   it('rejects sources outside the allowed roots (traversal, symlink escapes, missing files) and keeps serving', async () => {
     for (const source of ['../../etc/passwd', '/etc/passwd', join(privateRoot, 'escape', 'passwd'), join(privateRoot, 'missing')]) {
       const st = await statusOf(unary(admin, 'LoadAdapter', { adapter_id: 'evil', source }, bearer(ACME)));
       expect([grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]).toContain(st.code);
+      // The client reads no server path it did not send itself, and not the list of adapter roots.
+      expect({ source, details: st.details.replace(JSON.stringify(source), '"<given>"') }).not.toEqual({ source, details: expect.stringContaining(dirname(privateRoot)) });
     }
     expect(await tokens(prompt, bearer(ACME))).toHaveLength(8);
   });

@@ -1,3 +1,4 @@
+import { cpuKernelFeatures } from '../../model/cpu-features.ts';
 import { startShardServer } from '../../parallel/shard-server.ts';
 import { stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 
@@ -14,6 +15,8 @@ export const workerSpec: CommandSpec = {
 export async function runWorker(args: ParsedArgs, io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
   const server = await startShardServer({ listen: stringOpt(args, 'listen')! });
   io.out(`listening ${server.address}\n`);
+  const cpu = cpuKernelFeatures();
+  io.out(`cpu ${cpu.model}: int8 kernels ${cpu.int8Class} (${cpu.flags.join(' ')})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

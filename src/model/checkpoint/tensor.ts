@@ -9,11 +9,8 @@ export interface TensorInfo {
   file: string;
 }
 
-/** A dense float32 tensor in row-major order. */
-export interface Float32Tensor {
-  shape: number[];
-  data: Float32Array;
-}
+export type { Float32Tensor } from '../../../kernels/model-types.ts';
+import type { Float32Tensor } from '../../../kernels/model-types.ts';
 
 /**
  * Read access to a checkpoint's tensors without loading whole files: each read fetches one tensor's bytes.

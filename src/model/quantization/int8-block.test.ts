@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { INT8_ZERO_POINT, dequantizeInt8, quantizeInt8 } from './int8-block.ts';
-import { seededNormals } from './test-random.ts';
+import { seededNormals } from '../../util/seeded-random.ts';
 
 describe('quantizeInt8', () => {
   it('writes [N, kBlocks, blockSize] codes offset by 128 with one symmetric scale per block, padding = code 0', () => {

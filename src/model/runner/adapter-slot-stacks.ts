@@ -1,13 +1,7 @@
 import { firstNonFinite } from '../checkpoint/tensor.ts';
-import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
+import { LORA_TARGETS, loraTargetShape, type LoraTarget, type LoraWeights, type ModelConfig } from '../model-config.ts';
 
-/** One adapter's LoRA weights in PEFT layout, as read from a PEFT directory or decoded from a compressed file. */
-export interface LoraWeights {
-  rank: number;
-  /** lora_alpha / r (or the rsLoRA variant), applied to B(Ax). */
-  scale: number;
-  layers: Array<Partial<Record<LoraTarget, { a: Float32Array /* [r, in] */; b: Float32Array /* [out, r] */ }>>>;
-}
+export type { LoraWeights };
 
 /**
  * Device-side adapter slots: per layer and target module, A stacked as [numSlots, in, maxRank] and B as

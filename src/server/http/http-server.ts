@@ -45,7 +45,10 @@ export interface HttpServerOptions {
 
 export interface RunningHttpServer {
   readonly port: number;
-  /** Stops accepting, lets requests in flight finish within `graceMs` (the gate drains both faces), then closes. Idempotent. */
+  /**
+   * Stops accepting, lets requests in flight finish within `graceMs` (the gate drains both faces), then closes.
+   * Idempotent; a later call with a shorter grace cancels what is still in flight now.
+   */
   shutdown(graceMs: number): Promise<void>;
 }
 
@@ -130,9 +133,13 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<RunningH
   const port = (server.address() as AddressInfo).port;
 
   let shutdownPromise: Promise<void> | null = null;
+  let shutdownGraceMs = Infinity;
   return {
     port,
     shutdown(graceMs) {
+      // A later call with a shorter grace (a second signal) cuts the wait short, as the gRPC server's does.
+      if (shutdownPromise !== null && graceMs < shutdownGraceMs) void opts.gate.drain(graceMs);
+      shutdownGraceMs = Math.min(shutdownGraceMs, graceMs);
       shutdownPromise ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();

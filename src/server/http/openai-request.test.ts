@@ -16,10 +16,13 @@ describe('OpenAI request bodies -> GenerateRequestMsg', () => {
   it('maps completion parameters onto the engine names, prompts as text or token ids (a batch of one)', () => {
     const r = parseCompletionRequest({ model: 'm', prompt: ['hi'], max_tokens: 5, temperature: 0.5, top_p: 0.9, stop: 'x', seed: 3, presence_penalty: 0.1, frequency_penalty: 0.2, top_k: 4, ignore_eos: true, logprobs: 2, user: 'u' });
     expect(r.msg).toEqual({
+      request_id: '',
+      adapter_id: '',
+      parse_special_tokens: false,
       prompt: 'text',
       text: 'hi',
-      sampling: { temperature: 0.5, top_p: 0.9, seed: 3, presence_penalty: 0.1, frequency_penalty: 0.2, top_k: 4 },
-      stopping: { max_new_tokens: 5, stop_sequences: ['x'], ignore_eos: true },
+      sampling: { temperature: 0.5, top_p: 0.9, seed: '3', presence_penalty: 0.1, frequency_penalty: 0.2, top_k: 4 },
+      stopping: { max_new_tokens: 5, stop_sequences: ['x'], stop_token_ids: [], ignore_eos: true },
       top_n_logprobs: 2,
     });
     expect(r.logprobs).toBe(true);

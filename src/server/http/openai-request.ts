@@ -5,7 +5,10 @@
  * Bounds (temperature, max_tokens, prompt length, ...) are checked once, by the shared validation.
  */
 import { outOfRange, TesseraError } from '../../errors.ts';
-import type { ChatMessageMsg, GenerateRequestMsg, SamplingParametersMsg, StoppingCriteriaMsg } from '../proto-types.ts';
+import type { ChatMessage__Output as ChatMessageMsg } from '../../gen/tessera/v1/ChatMessage.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../../gen/tessera/v1/GenerateRequest.ts';
+import type { SamplingParameters__Output as SamplingParametersMsg } from '../../gen/tessera/v1/SamplingParameters.ts';
+import type { StoppingCriteria__Output as StoppingCriteriaMsg } from '../../gen/tessera/v1/StoppingCriteria.ts';
 
 export type OpenAiEndpoint = 'completions' | 'chat';
 
@@ -117,21 +120,23 @@ function sampling(body: Body): SamplingParametersMsg {
   const seed = optionalInteger(body, 'seed');
   if (seed !== undefined) {
     if (seed < 0) throw outOfRange('seed', `an integer >= 0 and <= ${Number.MAX_SAFE_INTEGER}`, seed);
-    out.seed = seed;
+    out.seed = String(seed); // uint64 arrives as a decimal string on gRPC; the shared validation reads that
   }
   return out;
 }
 
 function stopping(body: Body, maxTokens: number | undefined): StoppingCriteriaMsg {
-  const out: StoppingCriteriaMsg = {};
+  const out: StoppingCriteriaMsg = {
+    stop_sequences: stopSequences(body) ?? [],
+    stop_token_ids: body.stop_token_ids !== undefined && body.stop_token_ids !== null ? tokenIdList(body.stop_token_ids, 'stop_token_ids') : [],
+    ignore_eos: (optional(body, 'ignore_eos', 'boolean') as boolean | undefined) ?? false,
+  };
   if (maxTokens !== undefined) out.max_new_tokens = maxTokens;
-  const stop = stopSequences(body);
-  if (stop !== undefined) out.stop_sequences = stop;
-  if (body.stop_token_ids !== undefined && body.stop_token_ids !== null) out.stop_token_ids = tokenIdList(body.stop_token_ids, 'stop_token_ids');
-  const ignoreEos = optional(body, 'ignore_eos', 'boolean') as boolean | undefined;
-  if (ignoreEos !== undefined) out.ignore_eos = ignoreEos;
   return out;
 }
+
+/** The fields every request message carries (as decoded from gRPC: empty = unset). */
+const MESSAGE_DEFAULTS = { request_id: '', adapter_id: '', parse_special_tokens: false } as const;
 
 /** The parts both endpoints share: model, n, stream options, logit_bias, user. */
 function common(body: Body): { model: string; stream: boolean; includeUsage: boolean } {
@@ -166,6 +171,7 @@ export function parseCompletionRequest(body: Body): OpenAiRequest {
   if (bestOf !== undefined && bestOf !== 1) throw outOfRange('best_of', '1', bestOf);
   const logprobs = optionalInteger(body, 'logprobs');
   const msg: GenerateRequestMsg = {
+    ...MESSAGE_DEFAULTS,
     sampling: sampling(body),
     stopping: stopping(body, optionalInteger(body, 'max_tokens')),
     top_n_logprobs: logprobs ?? 0,
@@ -201,6 +207,7 @@ export function parseChatRequest(body: Body): OpenAiRequest {
   const topLogprobs = optionalInteger(body, 'top_logprobs');
   if (topLogprobs !== undefined && !logprobs) throw invalid('top_logprobs', 'needs `logprobs: true`');
   const msg: GenerateRequestMsg = {
+    ...MESSAGE_DEFAULTS,
     prompt: 'chat',
     chat: { messages: chatMessages(body.messages) },
     sampling: sampling(body),

@@ -5,12 +5,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TesseraError } from '../../errors.ts';
+import { parseAdapterId } from '../../adapters/adapter-id.ts';
 import type { GeneratedToken } from '../../engine/request.ts';
 import type { AdapterStatus } from '../backend.ts';
 import { runGeneration, type GenerationDeps } from '../generation-run.ts';
 import { RepliedError } from '../handler.ts';
 import { grpcStatusName, REQUEST_ID_TRAILER, toStatusReply, type StatusReply } from '../status.ts';
-import { ADAPTER_ID_PATTERN } from '../validate.ts';
 import { httpErrorOf } from './http-errors.ts';
 import { HttpProtocolError, readJsonBody, sendError, sendJson, SSE_HEADERS, writeEvent } from './http-io.ts';
 import { parseChatRequest, parseCompletionRequest, type OpenAiRequest } from './openai-request.ts';
@@ -32,12 +32,15 @@ function header(req: IncomingMessage, name: string): string | undefined {
 
 /**
  * `model` -> adapter id: the base model's id ('' = the base), or that id without its `@version` suffix (easier to type;
- * adapter ids cannot hold '@', and the base wins over an adapter of the same name); any other id names an adapter.
+ * adapter ids cannot hold '@', and the base wins over an adapter of the same name); any other valid id names an adapter.
  */
 function adapterIdForModel(model: string, baseModelId: string): string {
   if (model === baseModelId || model === baseModelId.split('@')[0]) return '';
-  if (!ADAPTER_ID_PATTERN.test(model)) throw new TesseraError('MODEL_NOT_FOUND', `model ${JSON.stringify(model.slice(0, 128))} is not served here; GET /v1/models lists the models`);
-  return model;
+  try {
+    return parseAdapterId(model, { field: 'model' });
+  } catch {
+    throw new TesseraError('MODEL_NOT_FOUND', `model ${JSON.stringify(model.slice(0, 128))} is not served here; GET /v1/models lists the models`);
+  }
 }
 
 function clientGoneSignal(res: ServerResponse): AbortSignal {
