@@ -20,6 +20,7 @@ import { componentLogger, createLogger, type Logger } from '../telemetry/logger.
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
+import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
 
 export interface RunningServer {
@@ -72,11 +73,16 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
       throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
     }
+    const workerSecurity = shardClientSecurity(config);
+    if (config.workers.length > 0) {
+      log.info({ controllerId: workerSecurity.controllerId, tls: workerSecurity.tls !== null, mutualTls: workerSecurity.tls?.cert != null, secret: workerSecurity.secret !== null }, 'leasing remote shard workers');
+      if (!workerSecurity.tls && !workerSecurity.secret) log.warn('remote shard workers without TLS or a shared secret (--worker-tls-ca, --worker-secret-file): the shard link is plaintext and unauthenticated');
+    }
     const executor = await ShardController.start({
       modelDir,
       tp: config.tp,
       pp: config.pp,
-      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers, { security: workerSecurity }) } : {}),
       ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
       // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
       onHealth: (serving) => {

@@ -26,8 +26,7 @@ import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitorin
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { SERVE_SETTINGS, loadServeConfig, type ServeConfig } from '../../src/cli/config.ts';
 import { splitFlags } from '../../src/cli/commands/serve.ts';
-import { workerSpec } from '../../src/cli/commands/worker.ts';
-import { parseCommandArgs } from '../../src/cli/args.ts';
+import { parseWorkerArgs } from '../../src/cli/commands/worker.ts';
 import { ADAPTER_HEADER } from '../../src/loadgen/generation-client.ts';
 import { hashApiKey, loadApiKeyFile } from '../../src/server/auth.ts';
 import { TIME_TO_FIRST_TOKEN_BUCKETS_S, startMetrics } from '../../src/telemetry/metrics.ts';
@@ -539,9 +538,7 @@ describe('LeaderWorkerSet shard groups', () => {
     const template = lws().spec.leaderWorkerTemplate.workerTemplate;
     const worker = container(template, 'worker');
     expect(worker.args[0]).toBe('worker');
-    const parsed = parseCommandArgs(workerSpec, worker.args.slice(1));
-    if (parsed === 'help') throw new Error('worker args asked for help');
-    const listen = String(parsed.values.listen);
+    const listen = parseWorkerArgs(worker.args.slice(1)).listen;
     expect(listen.startsWith('0.0.0.0:')).toBe(true);
     const port = Number(listen.split(':')[1]);
     expect(worker.ports.find((p: K8sObject) => p.name === 'shard').containerPort).toBe(port);

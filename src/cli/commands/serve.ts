@@ -3,8 +3,11 @@ import { loadServeConfig, serveHelp } from '../config.ts';
 import { startServer } from '../serve.ts';
 import type { CommandIo } from '../main.ts';
 
-/** Splits `--name value` / `--name=value` pairs (repeatable) into name -> values. */
-export function splitFlags(argv: string[]): Map<string, string[]> {
+/**
+ * Splits `--name value` / `--name=value` pairs (repeatable) into name -> values; a flag in `booleans` may stand alone
+ * (`--insecure` = true).
+ */
+export function splitFlags(argv: string[], booleans: ReadonlySet<string> = new Set()): Map<string, string[]> {
   const flags = new Map<string, string[]>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -13,6 +16,7 @@ export function splitFlags(argv: string[]): Map<string, string[]> {
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     let value: string;
     if (eq >= 0) value = arg.slice(eq + 1);
+    else if (booleans.has(name) && (i + 1 >= argv.length || argv[i + 1].startsWith('--'))) value = 'true';
     else {
       if (i + 1 >= argv.length) throw new TesseraError('CONFIG_INVALID', `--${name} needs a value`);
       value = argv[++i];
