@@ -20,7 +20,8 @@ interface Setting<K extends Kind = Kind> {
   doc: string;
 }
 
-const s = <K extends Kind>(x: Setting<K>): Setting<K> => x;
+/** Keeps each setting's own default type, so a setting that defaults to null is nullable in the parsed config. */
+const s = <K extends Kind, D extends Setting<K>['default']>(x: Setting<K> & { default: D }): Setting<K> & { default: D } => x;
 
 export const SERVE_SETTINGS = {
   model: s({ kind: 'string', flag: 'model', env: 'TESSERA_MODEL', default: null, doc: 'HF checkpoint or converted model directory; unset = the embedded default model (generated once into the cache)' }),

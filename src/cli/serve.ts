@@ -44,6 +44,8 @@ export interface StartServerOptions {
   logDestination?: pino.DestinationStream;
   /** Lines for a person (default: nothing). */
   announce?: (line: string) => void;
+  /** Facts settled before the server started (e.g. which ONNX Runtime build and CUDA libraries), logged once. */
+  startupLog?: Record<string, unknown>;
 }
 
 const STATS_INTERVAL_MS = 500;
@@ -56,6 +58,10 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  if (options.startupLog) {
+    log.info(options.startupLog, 'execution provider');
+    for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
+  }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir);

@@ -1,6 +1,6 @@
 import { TesseraError } from '../../errors.ts';
 import { loadServeConfig, serveHelp } from '../config.ts';
-import { startServer } from '../serve.ts';
+import { selectCudaBinding } from '../cuda-provider.ts';
 import type { CommandIo } from '../main.ts';
 
 /**
@@ -33,7 +33,14 @@ export async function runServe(argv: string[], io: CommandIo): Promise<number> {
     return 0;
   }
   const config = loadServeConfig(splitFlags(argv), process.env);
-  const server = await startServer(config, { announce: (line) => io.out(`${line}\n`) });
+  // --device cuda: the CUDA build of ONNX Runtime and its libraries are checked, and this process switched to it,
+  // before anything loads ONNX Runtime (the server and its worker threads are imported after this).
+  const cuda = config.device === 'cuda' ? selectCudaBinding({ libPath: config.cudaLibPath, env: process.env }) : null;
+  const { startServer } = await import('../serve.ts');
+  const server = await startServer(config, {
+    announce: (line) => io.out(`${line}\n`),
+    ...(cuda ? { startupLog: { onnxRuntime: cuda.ortVersion, binding: cuda.packageDir, cudaLibraries: cuda.loaded, warnings: cuda.warnings } } : {}),
+  });
   return await new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
