@@ -56,8 +56,9 @@ const LWS_API = 'leaderworkerset.x-k8s.io/v1';
 /** YAML files that are not Kubernetes objects, each checked by its own test below. */
 const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml']);
 
+/** Files under `dir` (installed packages, e.g. `npm run install:cuda`'s deploy/cuda-provider/node_modules, skipped). */
 function filesUnder(dir: string, ext: RegExp): string[] {
-  return readdirSync(dir).flatMap((name) => {
+  return readdirSync(dir).filter((name) => name !== 'node_modules').flatMap((name) => {
     const p = join(dir, name);
     return statSync(p).isDirectory() ? filesUnder(p, ext) : ext.test(name) ? [p] : [];
   });
@@ -605,7 +606,14 @@ describe('container images', () => {
       const deps = df.stages.find((s) => s.name === 'deps')!;
       const install = deps.instructions.find((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args))!;
       expect(install.args).toContain('--omit=dev');
-      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe(file === 'Dockerfile.gpu' ? 'cuda12' : 'skip');
+      // Only the npm registry: onnxruntime-node's download from NuGet stays off in both images; the GPU image adds the
+      // CUDA build with `npm run install:cuda`'s script and carries it into the runtime stage.
+      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe('skip');
+      if (file === 'Dockerfile.gpu') {
+        expect(install.args).toMatch(/\bnpm ci\b[^&]*&& node scripts\/install-cuda\.mjs\b/);
+        expect(contextCopies(deps).flatMap((c) => c.sources)).toEqual(expect.arrayContaining(['scripts/install-cuda.mjs', 'deploy/cuda-provider/package.json', 'deploy/cuda-provider/package-lock.json']));
+        expect(runtime.instructions.some((i) => i.keyword === 'COPY' && i.args === '--from=deps /app/deploy/cuda-provider ./deploy/cuda-provider')).toBe(true);
+      }
 
       const user = runtime.instructions.filter((i) => i.keyword === 'USER').at(-1)!.args;
       expect(Number(user.split(':')[0])).toBeGreaterThan(0);
