@@ -75,6 +75,19 @@ describe('shard link: authentication, TLS and one controller per worker', async 
     expect((await driveGreedy(third, PROMPTS, SLOTS, 3, BLOCK)).tokens).toEqual(reference.tokens);
   });
 
+  test('a controller refused by one worker lets go of the others it had claimed (no lease left behind)', async () => {
+    const taken = await worker({ leaseMs: 60_000 });
+    const free = await worker({ leaseMs: 60_000 });
+    const holder = await GrpcLink.connect(taken.server.address, { security: security('holder') });
+    onTestFinished(() => holder.close());
+    const refused = await refusal(start([free.server.address, taken.server.address], security('latecomer'), 1500));
+    expect(refused.message).toMatch(new RegExp(`^shard worker ${taken.server.address} refused this controller: held by controller "holder"`));
+    // The worker that had accepted was told goodbye: free as soon as its stream ends, not held for the 60 s lease.
+    for (let i = 0; i < 100 && free.server.holder() !== null; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(free.server.holder()).toBeNull();
+    expect(taken.server.holder()).toEqual({ controllerId: 'holder', connected: true });
+  });
+
   test('a missing or wrong shared secret is refused before the worker does anything', async () => {
     const { server, log } = await worker({ secret: SECRET });
     const missing = await refusal(start([server.address], security('nosecret')));
