@@ -36,16 +36,18 @@ export interface Int4Weight {
 }
 
 /**
- * int8 per output channel, symmetric, the layout of com.microsoft.DynamicQuantizeMatMul (activations quantized per call):
- *   W[n, k] ~= weight[k, n] * scales[n]
+ * int8 block-wise symmetric, the layout of com.microsoft.MatMulNBits (bits = 8), run with accuracy_level 4 (activations
+ * quantized to int8 per row and per block of blockSize inside the kernel: a row's result depends on that row alone):
+ *   for output n, block b = k / blockSize:   W[n, k] ~= (packed[n, b, k % blockSize] - 128) * scale[n * kBlocks + b]
  */
 export interface Int8Weight {
   kind: 'int8';
   inFeatures: number;
   outFeatures: number;
-  /** [in, out] int8 */
-  weight: Int8Array;
-  /** [out] */
+  blockSize: number;
+  /** [out, kBlocks, blockSize] codes + 128 */
+  packed: Uint8Array;
+  /** [out * kBlocks] */
   scales: Float32Array;
 }
 
@@ -65,6 +67,9 @@ export type LinearWeight = (Fp32Weight | Int4Weight | Int8Weight) & { outliers?:
 /** int4 MatMulNBits accuracy level 4 = int8 activations inside the kernel: ~3x faster than level 0 on CPU. */
 export const INT4_ACCURACY_LEVEL = 4;
 
+/** int8 MatMulNBits always runs at accuracy level 4: level 0 dequantizes to fp32 and is ~50x slower on CPU. */
+export const INT8_ACCURACY_LEVEL = 4;
+
 /** Adds the weight's initializers under `name` and returns y = x W^T (+ bias). x is [..., inFeatures]. */
 export function linear(g: OnnxGraph, x: string, name: string, w: LinearWeight): string {
   let y: string;
@@ -74,31 +79,13 @@ export function linear(g: OnnxGraph, x: string, name: string, w: LinearWeight): 
       y = g.op('MatMul', [x, weight], { hint: name });
       break;
     }
-    case 'int4': {
-      const kBlocks = Math.ceil(w.inFeatures / w.blockSize);
-      const packed = g.initializer(`${name}.qweight`, 'uint8', [w.outFeatures, kBlocks, w.blockSize / 2], w.packed);
-      const scales = g.initializer(`${name}.scales`, 'float32', [w.outFeatures * kBlocks], w.scales);
-      const zeros = g.initializer(`${name}.zero_points`, 'uint8', [w.outFeatures * Math.ceil(kBlocks / 2)], w.zeroPoints);
-      y = g.op('MatMulNBits', [x, packed, scales, zeros], {
-        domain: MS_DOMAIN,
-        attrs: {
-          K: { i: w.inFeatures },
-          N: { i: w.outFeatures },
-          bits: { i: 4 },
-          block_size: { i: w.blockSize },
-          accuracy_level: { i: w.accuracyLevel ?? INT4_ACCURACY_LEVEL },
-        },
-        hint: name,
-      });
+    case 'int4':
+      y = matMulNBits(g, x, name, w, 4, w.zeroPoints, w.accuracyLevel ?? INT4_ACCURACY_LEVEL);
       break;
-    }
-    case 'int8': {
-      const weight = g.initializer(`${name}.qweight`, 'int8', [w.inFeatures, w.outFeatures], w.weight);
-      const scales = g.initializer(`${name}.scales`, 'float32', [w.outFeatures], w.scales);
-      const zeros = g.initializer(`${name}.zero_points`, 'int8', [w.outFeatures], new Int8Array(w.outFeatures));
-      y = g.op('DynamicQuantizeMatMul', [x, weight, scales, zeros], { domain: MS_DOMAIN, hint: name });
+    case 'int8':
+      // No zero points: MatMulNBits' default for 8 bits is 128, the symmetric code 0.
+      y = matMulNBits(g, x, name, w, 8, null, INT8_ACCURACY_LEVEL);
       break;
-    }
   }
   if (w.outliers && w.outliers.columns.length > 0) {
     const cols = g.initializer(`${name}.outlier_columns`, 'int64', [w.outliers.columns.length], BigInt64Array.from(w.outliers.columns, (c) => BigInt(c)));
@@ -111,4 +98,28 @@ export function linear(g: OnnxGraph, x: string, name: string, w: LinearWeight): 
     y = g.op('Add', [y, bias], { hint: `${name}_bias` });
   }
   return y;
+}
+
+/** com.microsoft.MatMulNBits over a block-quantized weight ([out, kBlocks, blockSize * bits / 8] codes). */
+function matMulNBits(
+  g: OnnxGraph,
+  x: string,
+  name: string,
+  w: { inFeatures: number; outFeatures: number; blockSize: number; packed: Uint8Array; scales: Float32Array },
+  bits: 4 | 8,
+  zeroPoints: Uint8Array | null,
+  accuracyLevel: number,
+): string {
+  const kBlocks = Math.ceil(w.inFeatures / w.blockSize);
+  const inputs = [
+    x,
+    g.initializer(`${name}.qweight`, 'uint8', [w.outFeatures, kBlocks, (w.blockSize * bits) / 8], w.packed),
+    g.initializer(`${name}.scales`, 'float32', [w.outFeatures * kBlocks], w.scales),
+  ];
+  if (zeroPoints) inputs.push(g.initializer(`${name}.zero_points`, 'uint8', [zeroPoints.length], zeroPoints));
+  return g.op('MatMulNBits', inputs, {
+    domain: MS_DOMAIN,
+    attrs: { K: { i: w.inFeatures }, N: { i: w.outFeatures }, bits: { i: bits }, block_size: { i: w.blockSize }, accuracy_level: { i: accuracyLevel } },
+    hint: name,
+  });
 }

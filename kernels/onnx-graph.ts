@@ -101,6 +101,11 @@ export class OnnxGraph {
     return def.name;
   }
 
+  /** Drops an initializer no node uses any more (a graph rewrite replaced it). */
+  removeInitializer(name: string): void {
+    this.initializerMap.delete(name);
+  }
+
   constInt64(hint: string, values: number[], dims: number[] = [values.length]): string {
     return this.initializer(this.fresh(hint), 'int64', dims, BigInt64Array.from(values, (v) => BigInt(v)));
   }

@@ -13,7 +13,12 @@ import type { OnnxGraph } from './onnx-graph.ts';
  * Read (pagedPast), blockIndex [B, nb] int64 = the row's blocks for positions [0, nb * bs), padded with the scratch block:
  *   past[b, h, j * bs + t, :] = cache[blockIndex[b, j], h, t, :]          -> past [B, kvHeads, nb * bs, headDim]
  * Write (pagedWrite), writeIndex [B, kvHeads, S, 3] int64 = (block, head, offset in block) of each new position:
- *   present = cache;  present[writeIndex[b, h, s]] = newKv[b, h, s, :]  -> present, same shape as cache
+ *   clean = clip(newKv, -KV_BOUND, KV_BOUND) with NaN -> 0
+ *   present = cache;  present[writeIndex[b, h, s]] = clean[b, h, s, :]  -> present, same shape as cache
+ *   Blocks are reused by other sequences and the scratch block is written by every row's padding, so a row's read
+ *   gathers values other rows left there; the attention bias masks them by addition, which only works for finite,
+ *   bounded values (Inf + -1e9 is Inf, and 0 * NaN is NaN). Cleaning what is written keeps every cached value finite
+ *   and bounded, so no row's values, however extreme, reach another row's output.
  * Slot write (slotWrite), for adapter stacks [numSlots, ...]:
  *   present = stack;  present[slot] = value[0]
  *
@@ -27,8 +32,13 @@ export function pagedPast(g: OnnxGraph, cache: string, blockIndex: string, headD
   return g.op('Reshape', [headsFirst, g.constInt64(`${hint}_shape`, [0, 0, -1, headDim])], { hint }); // [B, Hkv, nb*bs, D]
 }
 
+/** The largest |value| the device cache holds (fp16's largest finite value; real keys and values are far below it). */
+export const KV_BOUND = 65504;
+
 export function pagedWrite(g: OnnxGraph, cache: string, writeIndex: string, newKv: string, hint: string): string {
-  return g.op('ScatterND', [cache, writeIndex, newKv], { hint });
+  const finite = g.op('Where', [g.op('Equal', [newKv, newKv], { hint: `${hint}_not_nan` }), newKv, g.constFloat(`${hint}_zero`, [0], [])], { hint: `${hint}_nan_to_zero` });
+  const bounded = g.op('Clip', [finite, g.constFloat(`${hint}_min`, [-KV_BOUND], []), g.constFloat(`${hint}_max`, [KV_BOUND], [])], { hint: `${hint}_clipped` });
+  return g.op('ScatterND', [cache, writeIndex, bounded], { hint });
 }
 
 /** `slot` is int64 [1, 1]; `value` is [1, ...stack.shape[1:]]. */

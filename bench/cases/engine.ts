@@ -54,7 +54,7 @@ class TimedExecutor implements Executor {
   }
 }
 
-interface RunStats {
+export interface RunStats {
   requests: number;
   generatedTokens: number;
   wallMs: number;
@@ -79,7 +79,7 @@ function makeRequest(id: number, promptTokens: number, outputTokens: number, voc
 }
 
 /** Runs `total` requests keeping `concurrency` in flight. concurrency 1 = one after another. */
-async function drive(executor: Executor, s: Settings, total: number, concurrency: number): Promise<RunStats> {
+export async function drive(executor: Executor, s: Pick<Settings, 'promptTokens' | 'outputTokens'>, total: number, concurrency: number): Promise<RunStats> {
   const timed = new TimedExecutor(executor);
   const engine = createEngine({ executor: timed, detokenizer: null, eosTokenIds: [], maxRunningSequences: Math.max(concurrency, 1), maxBatchTokens: 2048, prefillChunkTokens: 512 });
   const ttftMs: number[] = [];

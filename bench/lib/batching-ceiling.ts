@@ -106,8 +106,9 @@ function randomLinear(variant: QuantVariant, inFeatures: number, outFeatures: nu
     };
   }
   if (variant.quant === 'int8') {
-    const b = bytes(inFeatures * outFeatures);
-    return { kind: 'int8', inFeatures, outFeatures, weight: new Int8Array(b.buffer), scales: new Float32Array(outFeatures).fill(0.01) };
+    const blockSize = variant.blockSize ?? 32;
+    const kBlocks = Math.ceil(inFeatures / blockSize);
+    return { kind: 'int8', inFeatures, outFeatures, blockSize, packed: bytes(outFeatures * kBlocks * blockSize), scales: new Float32Array(outFeatures * kBlocks).fill(0.01) };
   }
   return { kind: 'fp32', inFeatures, outFeatures, weightInOut: Float32Array.from({ length: inFeatures * outFeatures }, () => prng.nextFloat() - 0.5) };
 }

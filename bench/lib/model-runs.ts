@@ -13,6 +13,7 @@ import type { SequenceWork } from '../../src/engine/executor.ts';
 import { outOfRange } from '../../src/errors.ts';
 import { readManifest } from '../../src/model/converted-model.ts';
 import { timeMs } from './stats.ts';
+import { SeededRandom } from '../../src/util/seeded-random.ts';
 
 export const BLOCK_SIZE_TOKENS = 16;
 
@@ -45,19 +46,12 @@ export function blockTableFor(index: number, maxSequenceTokens: number): number[
   return Array.from({ length: perSequence }, (_, i) => index * perSequence + i);
 }
 
-/** Deterministic prompts of token ids in [0, vocabSize) (a 32-bit xorshift stream per prompt). */
+/** Deterministic prompts of token ids in [0, vocabSize) (a seeded stream per prompt). */
 export function benchPrompts(options: { numPrompts: number; lengthTokens: number; vocabSize: number; seed?: number }): number[][] {
   const seed = options.seed ?? 1;
   return Array.from({ length: options.numPrompts }, (_, p) => {
-    let state = (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(p + 1, 0x85ebca6b)) >>> 0 || 1;
-    return Array.from({ length: options.lengthTokens }, () => {
-      state ^= state << 13;
-      state >>>= 0;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      state >>>= 0;
-      return state % options.vocabSize;
-    });
+    const rng = new SeededRandom(seed, `bench-prompt-${p}`);
+    return Array.from({ length: options.lengthTokens }, () => rng.nextInt(options.vocabSize));
   });
 }
 

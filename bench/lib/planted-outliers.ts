@@ -15,6 +15,7 @@ import { parseHfConfig } from '../../src/model/checkpoint/hf-config.ts';
 import { openCheckpointTensors } from '../../src/model/checkpoint/safetensors-reader.ts';
 import { writeSafetensors, type TensorToWrite, type WritableDType } from '../../src/model/checkpoint/safetensors-writer.ts';
 import { outOfRange } from '../../src/errors.ts';
+import { SeededRandom } from '../../src/util/seeded-random.ts';
 
 export interface PlantOutliersOptions {
   srcDir: string;
@@ -34,19 +35,11 @@ export interface PlantedChannels {
   downInput: number[];
 }
 
-/** `count` distinct indices in [0, n), sorted, from a seeded xorshift stream. */
+/** `count` distinct indices in [0, n), sorted, from a seeded stream. */
 export function pickChannels(n: number, count: number, seed: number): number[] {
-  let state = (Math.imul(seed + 0x51ed27, 0x9e3779b1) >>> 0) || 1;
-  const next = () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
+  const rng = new SeededRandom(seed, 'planted-channels');
   const picked = new Set<number>();
-  while (picked.size < Math.min(count, n)) picked.add(next() % n);
+  while (picked.size < Math.min(count, n)) picked.add(rng.nextInt(n));
   return [...picked].sort((a, b) => a - b);
 }
 

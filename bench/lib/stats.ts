@@ -1,19 +1,16 @@
 /** Small statistics over repeated timings. Medians, not means: a shared machine's stalls only ever add time. */
 import { outOfRange } from '../../src/errors.ts';
+import { percentile } from '../../src/loadgen/latency-stats.ts';
 
 export function median(values: readonly number[]): number {
   return quantile(values, 0.5);
 }
 
-/** Linear-interpolated quantile q in [0, 1] of a non-empty list. */
+/** Linear-interpolated quantile q in [0, 1] of a non-empty list (the load generator's percentile, type 7). */
 export function quantile(values: readonly number[], q: number): number {
   if (values.length === 0) throw outOfRange('values.length', '>= 1', 0);
   if (!(q >= 0 && q <= 1)) throw outOfRange('q', '>= 0 and <= 1', q);
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = q * (sorted.length - 1);
-  const lo = Math.floor(at);
-  const hi = Math.ceil(at);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo);
+  return percentile(Float64Array.from(values).sort(), q * 100);
 }
 
 /** Runs `fn` and returns its wall time in milliseconds. */

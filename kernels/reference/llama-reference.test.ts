@@ -1,14 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { TesseraError } from '../../src/errors.ts';
-import type { Float32Tensor } from '../../src/model/checkpoint/tensor.ts';
-import { LORA_TARGETS, loraTargetShape } from '../../src/model/model-config.ts';
-import type { LoraTarget, ModelConfig } from '../../src/model/model-config.ts';
+import { LORA_TARGETS, loraTargetShape } from '../model-types.ts';
+import type { Float32Tensor, LoraTarget, ModelConfig } from '../model-types.ts';
 import { ReferenceModel } from './llama-reference.ts';
 import type { ReferenceLora } from './llama-reference.ts';
 import { applyRotary, rmsNorm, rotaryInverseFrequencies } from './reference-ops.ts';
 import { seededRandom } from '../../test/helpers/seeded-random.ts';
-
-/** mulberry32: small seeded PRNG so every run sees the same weights. */
 
 function tinyConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
   return {

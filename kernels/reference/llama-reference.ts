@@ -16,9 +16,8 @@
  * logits_t = rmsNorm(h_t, norm) W_lm^T   (W_lm = embed_tokens when tieWordEmbeddings)
  */
 import { TesseraError, outOfRange } from '../../src/errors.ts';
-import type { Float32Tensor } from '../../src/model/checkpoint/tensor.ts';
-import { LORA_TARGETS, loraTargetShape } from '../../src/model/model-config.ts';
-import type { LoraTarget, ModelConfig } from '../../src/model/model-config.ts';
+import { LORA_TARGETS, loraTargetShape } from '../model-types.ts';
+import type { Float32Tensor, LoraTarget, ModelConfig } from '../model-types.ts';
 import {
   applyRotary,
   matVec,

@@ -4,14 +4,20 @@
  *   B [out, r] goes to stackB[slot] laid out [maxRank, out]: (o, i) -> slot * maxRank * out + i * out + o
  * Ranks past the adapter's stay zero (the slot is cleared first), so padded columns contribute nothing.
  */
-import { loraTargetShape, type ModelConfig } from '../model/model-config.ts';
-import type { AdapterSlotStacks } from '../model/runner/adapter-slot-stacks.ts';
+import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model/model-config.ts';
 import { checkCompeftCompatible } from './compeft/compeft-compat.ts';
 import { decodeTensorInto } from './compeft/compeft-decode.ts';
 import { parseCompeft } from './compeft/compeft-reader.ts';
 
+/** The rank-padded slot stacks as the decoder writes them (the runner's AdapterSlotStacks has this shape). */
+export interface SlotStacks {
+  readonly maxRank: number;
+  stackA(layer: number, target: LoraTarget): Float32Array;
+  stackB(layer: number, target: LoraTarget): Float32Array;
+}
+
 /** Runs `fill` on the slot stacks after zeroing the slot, then sets its rank/scale (ModelRunner.fillAdapterSlot). */
-export type SlotFiller = (rank: number, scale: number, fill: (stacks: AdapterSlotStacks) => void) => void;
+export type SlotFiller = (rank: number, scale: number, fill: (stacks: SlotStacks) => void) => void;
 
 /**
  * Parses `bytes` (checksums verified; payload structure is checked while decoding), checks it fits `config` and the

@@ -66,6 +66,7 @@ export const SERVE_SETTINGS = {
   adapterHostCacheBytes: s({ kind: 'int', flag: 'adapter-host-cache-bytes', env: 'TESSERA_ADAPTER_HOST_CACHE_BYTES', default: 512 * 1024 * 1024, min: 0, max: 2 ** 50, unit: 'bytes', doc: 'host LRU budget for adapter bytes (compressed for .cpeft)' }),
   adaptersDir: s({ kind: 'list', flag: 'adapters-dir', env: 'TESSERA_ADAPTERS_DIR', default: [], doc: 'directories whose adapters (PEFT subdirectories, .cpeft files) are registered at start' }),
   adapterRoots: s({ kind: 'list', flag: 'adapter-root', env: 'TESSERA_ADAPTER_ROOTS', default: [], doc: 'directories LoadAdapter may read from (adapters dirs are always allowed)' }),
+  maxPinnedAdaptersPerTenant: s({ kind: 'int', flag: 'max-pinned-adapters-per-tenant', env: 'TESSERA_MAX_PINNED_ADAPTERS_PER_TENANT', default: null, min: 0, max: 1024, doc: 'adapters one tenant may pin to device slots (unset = half of the slots that may be pinned, at least 1; shared adapters count only against the slot count)' }),
   drainTimeoutMs: s({ kind: 'int', flag: 'drain-timeout-ms', env: 'TESSERA_DRAIN_TIMEOUT_MS', default: 30_000, min: 0, max: 3_600_000, unit: 'ms', doc: 'on SIGTERM/SIGINT, how long in-flight requests may finish' }),
   logLevel: s({ kind: 'string', flag: 'log-level', env: 'TESSERA_LOG_LEVEL', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'silent'], doc: 'pino log level (logs go to stderr)' }),
   traceComponents: s({ kind: 'list', flag: 'trace', env: 'TESSERA_TRACE', default: [], doc: 'components logged at trace level, e.g. scheduler,kv-cache' }),

@@ -1,3 +1,4 @@
+import { cpuKernelFeatures } from '../model/cpu-features.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import pino from 'pino';
@@ -105,7 +106,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       loopDecode: config.device === 'cuda' || config.decodeStepsPerRun > 1,
     });
     cleanups.push(() => executor.shutdown());
-    log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout }, 'model worker ready');
+    // The CPU features name the kernel path every number of this server comes from (src/model/cpu-features.ts).
+    log.info({ modelId: executor.modelId, ...executor.memory, layout: executor.layout, cpu: cpuKernelFeatures() }, 'model worker ready');
 
     let metrics: TesseraMetrics | null = null;
     if (config.metricsPort !== null) {
@@ -132,6 +134,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         maxRank: config.maxAdapterRank,
         hostCacheBytes: config.adapterHostCacheBytes,
         allowedRoots: roots,
+        ...(config.maxPinnedAdaptersPerTenant !== null ? { maxPinnedPerTenant: config.maxPinnedAdaptersPerTenant } : {}),
         ...(metrics ? { metrics: metrics.instruments } : {}),
         logger: componentLogger(logger, 'adapters'),
       });

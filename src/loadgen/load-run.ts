@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { TesseraError } from '../errors.ts';
 import type { CallRecord, GenerationClient, LoadRequest, RunningCall, ServedModelInfo } from './generation-client.ts';
-import { createAdapterPicker, createRng, exponentialGapMs, lengthDistMax, randomInt, sampleLength, type AdapterDist, type LengthDist, type Rng } from './random.ts';
+import { createAdapterPicker, createRng, exponentialGapMs, lengthDistMax, sampleLength, type AdapterDist, type LengthDist, type Rng } from './random.ts';
 
 export interface WorkloadOptions {
   promptTokens: LengthDist;
@@ -96,14 +96,14 @@ export function createRequestFactory(model: ServedModelInfo, opts: WorkloadOptio
       if (lengthDistMax(opts.promptTokens) > maxPrompt && promptLen === maxPrompt) clamped++;
       else if (lengthDistMax(opts.outputTokens) > outMax && outputLen === outMax) clamped++;
       const promptTokenIds = new Array<number>(promptLen);
-      for (let i = 0; i < promptLen; i++) promptTokenIds[i] = randomInt(rng, model.vocabSize);
+      for (let i = 0; i < promptLen; i++) promptTokenIds[i] = rng.nextInt(model.vocabSize);
       return {
         requestId: `${prefix}-${index++}`,
         adapterId: pickAdapter ? pickAdapter(rng) : '',
         promptTokenIds,
         maxNewTokens: outputLen,
         temperature: opts.temperature ?? 0,
-        seed: randomInt(rng, 2 ** 31),
+        seed: rng.nextInt(2 ** 31),
       };
     },
     numClamped: () => clamped,
@@ -121,7 +121,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const maxWallMs = opts.maxWallMs ?? 600_000;
   const stream = opts.stream ?? true;
   const factory = createRequestFactory(opts.model, opts);
-  const arrivalRng = createRng((opts.seed ?? 1) ^ 0x5bd1e995);
+  const arrivalRng = createRng(opts.seed ?? 1, 'arrivals');
 
   const startMs = performance.now();
   const elapsed = () => performance.now() - startMs;

@@ -1,43 +1,18 @@
 /**
  * Seeded random numbers and the distributions the load generator draws from: request lengths (fixed, uniform,
  * normal), adapter popularity (uniform or Zipf over a ranked list) and Poisson arrivals (exponential gaps).
- * Own PRNG (not Math.random) so a `--seed` reproduces the same prompts, lengths, adapters and arrival times.
+ * Seeded (src/util/seeded-random.ts, not Math.random) so a `--seed` reproduces the same prompts, lengths, adapters and
+ * arrival times.
  */
 import { TesseraError } from '../errors.ts';
+import { SeededRandom } from '../util/seeded-random.ts';
 
-export interface Rng {
-  /** Uniform in [0, 1). */
-  next(): number;
-}
+/** The load generator's random stream (the project's one seeded generator). */
+export type Rng = SeededRandom;
 
-/**
- * A Weyl sequence (step 0x9e3779b9, the 32-bit golden ratio) passed through a 32-bit avalanche mix
- * (xor-shift / multiply rounds). Period 2^32, fast, good enough for workload shaping; not cryptographic.
- */
-export function createRng(seed: number): Rng {
-  let state = seed | 0;
-  return {
-    next() {
-      state = (state + 0x9e3779b9) | 0;
-      let z = state;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      z ^= z >>> 16;
-      return (z >>> 0) / 4294967296;
-    },
-  };
-}
-
-/** Integer uniform in [0, n). */
-export function randomInt(rng: Rng, n: number): number {
-  return Math.floor(rng.next() * n);
-}
-
-/** Standard normal N(0, 1) by the Box–Muller transform. */
-export function standardNormal(rng: Rng): number {
-  const u1 = 1 - rng.next(); // (0, 1]: log is finite
-  const u2 = rng.next();
-  return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+/** A stream per (seed, label): prompts and lengths, arrivals, ... draw from independent streams. */
+export function createRng(seed: number, label = 'loadgen'): Rng {
+  return new SeededRandom(seed, label);
 }
 
 /**
@@ -45,8 +20,7 @@ export function standardNormal(rng: Rng): number {
  * 1/rate, by inversion (-ln(U) / rate).
  */
 export function exponentialGapMs(rng: Rng, ratePerS: number): number {
-  const u = 1 - rng.next(); // (0, 1]
-  return (-Math.log(u) / ratePerS) * 1000;
+  return (-Math.log(rng.nextUniform()) / ratePerS) * 1000;
 }
 
 /** A token-length distribution, from `--prompt-tokens N` or `--prompt-tokens-dist uniform:a:b|normal:mu:sigma`. */
@@ -94,8 +68,8 @@ export function lengthDistMax(dist: LengthDist): number {
 export function sampleLength(dist: LengthDist, rng: Rng, maxTokens: number): number {
   let n: number;
   if (dist.kind === 'fixed') n = dist.tokens;
-  else if (dist.kind === 'uniform') n = dist.minTokens + randomInt(rng, dist.maxTokens - dist.minTokens + 1);
-  else n = Math.round(dist.meanTokens + dist.stddevTokens * standardNormal(rng));
+  else if (dist.kind === 'uniform') n = dist.minTokens + rng.nextInt(dist.maxTokens - dist.minTokens + 1);
+  else n = Math.round(dist.meanTokens + dist.stddevTokens * rng.nextNormal());
   return Math.min(maxTokens, Math.max(1, n));
 }
 
@@ -129,7 +103,7 @@ export function createZipfSampler(n: number, exponent: number): (rng: Rng) => nu
     cdf[k] = total;
   }
   return (rng) => {
-    const u = rng.next() * total;
+    const u = rng.nextUniform() * total;
     let lo = 0;
     let hi = n - 1;
     while (lo < hi) {

@@ -1,12 +1,10 @@
-import protobuf from 'protobufjs';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { onnxModelType } from '../model/graph/onnx-serialize.ts';
 import { TesseraError } from '../errors.ts';
 import type { ModelManifest } from '../model/converted-model.ts';
 import type { LinearWeight } from '../../kernels/linear.ts';
 
-const schemaPath = fileURLToPath(new URL('../model/graph/onnx-subset.proto', import.meta.url));
 
 interface TensorRecord {
   name: string;
@@ -31,7 +29,7 @@ export class ConvertedWeights {
     private readonly dir: string,
     private readonly manifest: ModelManifest,
   ) {
-    const type = protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
+    const type = onnxModelType();
     const graphFile = join(dir, manifest.graphs.base);
     let model: { graph?: { initializer?: Array<Record<string, unknown>> } };
     try {
@@ -85,10 +83,9 @@ export class ConvertedWeights {
     if (this.has(`${name}.weight`)) {
       const [inFeatures, outFeatures] = this.dims(`${name}.weight`);
       w = { kind: 'fp32', inFeatures, outFeatures, weightInOut: this.float32(`${name}.weight`) };
-    } else if (this.has(`${name}.qweight`) && this.record(`${name}.qweight`).dataType === 3) {
-      const [inFeatures, outFeatures] = this.dims(`${name}.qweight`);
-      const q = this.bytes(`${name}.qweight`);
-      w = { kind: 'int8', inFeatures, outFeatures, weight: new Int8Array(q.buffer, q.byteOffset, q.byteLength), scales: this.float32(`${name}.scales`) };
+    } else if (this.has(`${name}.qweight`) && this.manifest.quant.kind === 'int8') {
+      const [outFeatures, , blockSize] = this.dims(`${name}.qweight`);
+      w = { kind: 'int8', inFeatures, outFeatures, blockSize, packed: this.bytes(`${name}.qweight`), scales: this.float32(`${name}.scales`) };
     } else if (this.has(`${name}.qweight`)) {
       const [outFeatures, , halfBlock] = this.dims(`${name}.qweight`);
       const blockSize = halfBlock * 2;
@@ -129,8 +126,8 @@ export class ConvertedWeights {
 /** Output ranges [start, start + count) of a linear, concatenated in order (column-parallel shards, fused QKV). */
 export function sliceLinearOutputs(w: LinearWeight, ranges: Array<{ start: number; count: number }>): LinearWeight {
   const outFeatures = ranges.reduce((a, r) => a + r.count, 0);
-  const pickCols = (m: Float32Array | Int8Array, rows: number, cols: number) => {
-    const out = new (m.constructor as Float32ArrayConstructor | Int8ArrayConstructor)(rows * outFeatures);
+  const pickCols = (m: Float32Array, rows: number, cols: number) => {
+    const out = new Float32Array(rows * outFeatures);
     for (let r = 0; r < rows; r++) {
       let at = r * outFeatures;
       for (const { start, count } of ranges) {
@@ -154,9 +151,11 @@ export function sliceLinearOutputs(w: LinearWeight, ranges: Array<{ start: numbe
     case 'fp32':
       sliced = { kind: 'fp32', inFeatures: w.inFeatures, outFeatures, weightInOut: pickCols(w.weightInOut, w.inFeatures, w.outFeatures) as Float32Array };
       break;
-    case 'int8':
-      sliced = { kind: 'int8', inFeatures: w.inFeatures, outFeatures, weight: pickCols(w.weight, w.inFeatures, w.outFeatures) as Int8Array, scales: pickCols(w.scales, 1, w.outFeatures) as Float32Array };
+    case 'int8': {
+      const kBlocks = Math.ceil(w.inFeatures / w.blockSize);
+      sliced = { kind: 'int8', inFeatures: w.inFeatures, outFeatures, blockSize: w.blockSize, packed: pickRows(w.packed, kBlocks * w.blockSize), scales: pickRows(w.scales, kBlocks) };
       break;
+    }
     case 'int4': {
       const kBlocks = Math.ceil(w.inFeatures / w.blockSize);
       sliced = {
@@ -187,18 +186,23 @@ export function sliceLinearInputs(w: LinearWeight, start: number, count: number,
     case 'fp32':
       sliced = { kind: 'fp32', inFeatures: count, outFeatures: w.outFeatures, weightInOut: w.weightInOut.slice(start * w.outFeatures, (start + count) * w.outFeatures) };
       break;
-    case 'int8':
-      // Per-output-channel scales are shared by every input row, so a row slice is exact.
-      sliced = { kind: 'int8', inFeatures: count, outFeatures: w.outFeatures, weight: w.weight.slice(start * w.outFeatures, (start + count) * w.outFeatures), scales: w.scales.slice() };
+    case 'int8': {
+      const { b0, nb } = alignedBlocks(w.blockSize, w.inFeatures, start, count);
+      const kBlocks = Math.ceil(w.inFeatures / w.blockSize);
+      const bs = w.blockSize;
+      const packed = new Uint8Array(w.outFeatures * nb * bs);
+      const scales = new Float32Array(w.outFeatures * nb);
+      for (let n = 0; n < w.outFeatures; n++) {
+        packed.set(w.packed.subarray((n * kBlocks + b0) * bs, (n * kBlocks + b0 + nb) * bs), n * nb * bs);
+        scales.set(w.scales.subarray(n * kBlocks + b0, n * kBlocks + b0 + nb), n * nb);
+      }
+      sliced = { kind: 'int8', inFeatures: count, outFeatures: w.outFeatures, blockSize: bs, packed, scales };
       break;
+    }
     case 'int4': {
       const bs = w.blockSize;
-      if (start % bs !== 0 || (count % bs !== 0 && start + count !== w.inFeatures)) {
-        throw new TesseraError('CONFIG_INVALID', `tensor-parallel split of int4 input channels [${start}, ${start + count}) is not aligned to the block size ${bs}`);
-      }
+      const { b0, nb } = alignedBlocks(bs, w.inFeatures, start, count);
       const kBlocks = Math.ceil(w.inFeatures / bs);
-      const b0 = start / bs;
-      const nb = Math.ceil(count / bs);
       const rowBytes = (kBlocks * bs) / 2;
       const zpBytes = Math.ceil(kBlocks / 2);
       const nzp = Math.ceil(nb / 2);
@@ -231,6 +235,14 @@ export function sliceLinearInputs(w: LinearWeight, start: number, count: number,
   return sliced;
 }
 
+/** The blocks [b0, b0 + nb) holding input channels [start, start + count): a split must fall on block boundaries. */
+function alignedBlocks(blockSize: number, inFeatures: number, start: number, count: number): { b0: number; nb: number } {
+  if (start % blockSize !== 0 || (count % blockSize !== 0 && start + count !== inFeatures)) {
+    throw new TesseraError('CONFIG_INVALID', `tensor-parallel split of input channels [${start}, ${start + count}) is not aligned to the quantization block size ${blockSize}`);
+  }
+  return { b0: start / blockSize, nb: Math.ceil(count / blockSize) };
+}
+
 /** Bytes a linear's stored form takes. */
 export function linearBytes(w: LinearWeight): number {
   let bytes = 0;
@@ -239,7 +251,7 @@ export function linearBytes(w: LinearWeight): number {
       bytes = w.weightInOut.byteLength;
       break;
     case 'int8':
-      bytes = w.weight.byteLength + w.scales.byteLength;
+      bytes = w.packed.byteLength + w.scales.byteLength;
       break;
     case 'int4':
       bytes = w.packed.byteLength + w.scales.byteLength + w.zeroPoints.byteLength;

@@ -28,8 +28,10 @@ export class ShardRunner {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
   private readonly kv: PagedKvCache;
   private readonly slots: AdapterSlotStacks;
-  /** Int8 copy of the slots for the packed LoRA graph (whole quantized models read from their files; else null). */
+  /** Packed copies of the slots for the packed LoRA graph (whole quantized models read from their files; else null). */
   private readonly packed: PackedLoraStacks | null;
+  /** Which multi-LoRA kernel LoRA groups run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
+  readonly loraKernel: 'packed' | 'gather';
   private readonly local: ModelConfig;
   private readonly slices: TpSlices | null;
   private weightsBytes = 0;
@@ -52,6 +54,7 @@ export class ShardRunner {
     });
     this.slots = new AdapterSlotStacks(this.local, spec.numAdapterSlots, spec.maxAdapterRank);
     this.packed = !weights && manifest.graphs.loraPacked ? new PackedLoraStacks(this.local, this.slots) : null;
+    this.loraKernel = this.packed ? 'packed' : 'gather';
   }
 
   static async create(spec: ShardSpec): Promise<ShardRunner> {
@@ -184,7 +187,7 @@ export class ShardRunner {
     const config = this.manifest.config;
     this.checkSegment(segment);
     if (!this.weights) {
-      // Quantized models run adapters on the packed int8 LoRA graph (this.packed set), others on the gather graph.
+      // Quantized models run adapters on the packed LoRA graph (this.packed set), others on the gather graph.
       const graphs = this.manifest.graphs;
       const file = join(this.spec.modelDir, !lora ? graphs.base : this.packed ? graphs.loraPacked! : graphs.lora);
       return this.create(file);

@@ -7,7 +7,9 @@ import type { Authenticator } from './auth.ts';
 import type { AdapterAdmin } from './backend.ts';
 import { tenantOf } from './call-context.ts';
 import { unaryHandler } from './handler.ts';
-import type { AdapterIdRequestMsg, AdapterInfoMsg, LoadAdapterRequestMsg } from './proto-types.ts';
+import type { AdapterInfo as AdapterInfoMsg } from '../gen/tessera/v1/AdapterInfo.ts';
+import type { GetAdapterRequest__Output as AdapterIdRequestMsg } from '../gen/tessera/v1/GetAdapterRequest.ts';
+import type { LoadAdapterRequest__Output as LoadAdapterRequestMsg } from '../gen/tessera/v1/LoadAdapterRequest.ts';
 import type { RequestGate } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
 import { adapterStatusToProto } from './to-proto.ts';
@@ -58,7 +60,7 @@ export function createAdaptersHandlers(deps: AdaptersServiceDeps): grpc.UntypedS
   const ListAdapters = unaryHandler<object, { adapters: AdapterInfoMsg[] }>(h, async (call) => {
     const { admin, tenantId } = begin(call);
     const list = await admin.list({ tenantId });
-    return { adapters: list.map(adapterStatusToProto).sort((a, b) => (a.adapter_id < b.adapter_id ? -1 : a.adapter_id > b.adapter_id ? 1 : 0)) };
+    return { adapters: [...list].sort((a, b) => (a.adapterId < b.adapterId ? -1 : a.adapterId > b.adapterId ? 1 : 0)).map(adapterStatusToProto) };
   });
 
   const GetAdapter = unaryHandler<AdapterIdRequestMsg, { adapter: AdapterInfoMsg }>(h, async (call) => {

@@ -11,13 +11,11 @@ import type { Authenticator } from './auth.ts';
 import type { ServingBackend } from './backend.ts';
 import { engineDeadlineMs, adapterHeaderOf, tenantOf } from './call-context.ts';
 import { RepliedError, serverStreamHandler, unaryHandler } from './handler.ts';
-import type {
-  GenerateRequestMsg,
-  GenerateResponseMsg,
-  GetModelInfoResponseMsg,
-  TokenizeRequestMsg,
-  TokenizeResponseMsg,
-} from './proto-types.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
+import type { GenerateResponse as GenerateResponseMsg } from '../gen/tessera/v1/GenerateResponse.ts';
+import type { GetModelInfoResponse as GetModelInfoResponseMsg } from '../gen/tessera/v1/GetModelInfoResponse.ts';
+import type { TokenizeRequest__Output as TokenizeRequestMsg } from '../gen/tessera/v1/TokenizeRequest.ts';
+import type { TokenizeResponse as TokenizeResponseMsg } from '../gen/tessera/v1/TokenizeResponse.ts';
 import type { RequestGate } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
 import { createRequestTelemetry } from './request-telemetry.ts';

@@ -1,7 +1,11 @@
 /** Domain -> proto conversions at the server edge. */
 import type { FinishReason, GeneratedToken } from '../engine/request.ts';
 import type { AdapterState, AdapterStatus, AdapterTier } from './backend.ts';
-import type { AdapterInfoMsg, AdapterStateName, AdapterTierName, FinishReasonName, TokenLogprobMsg } from './proto-types.ts';
+import type { AdapterInfo as AdapterInfoMsg } from '../gen/tessera/v1/AdapterInfo.ts';
+import type { AdapterState__Output as AdapterStateName } from '../gen/tessera/v1/AdapterState.ts';
+import type { AdapterTier__Output as AdapterTierName } from '../gen/tessera/v1/AdapterTier.ts';
+import type { FinishReason__Output as FinishReasonName } from '../gen/tessera/v1/FinishReason.ts';
+import type { TokenLogprob as TokenLogprobMsg } from '../gen/tessera/v1/TokenLogprob.ts';
 
 const FINISH_REASONS: Readonly<Record<FinishReason, FinishReasonName>> = {
   length: 'FINISH_REASON_LENGTH',

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { TesseraError } from '../errors.ts';
 import type { PromptEncoder } from './backend.ts';
 import { loadPublicApi } from './proto-loader.ts';
-import type { GenerateRequestMsg } from './proto-types.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
 import { resolveRequestLimits } from './request-limits.ts';
 import { DEFAULT_SAMPLING, validateGenerateRequest, type ValidateOptions } from './validate.ts';
 
@@ -128,7 +128,8 @@ describe('validateGenerateRequest', () => {
   });
 
   it('checks adapter ids', () => {
-    rejects({ text: 'a', adapter_id: 'a/b' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b"');
+    expect(validate({ text: 'a', adapter_id: 'acme/v2' }).adapterId).toBe('acme/v2');
+    rejects({ text: 'a', adapter_id: 'a/b/c' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b/c"');
     rejects({ text: 'a', adapter_id: 'abcdefghijk' }, 'INVALID_ARGUMENT', '`adapter_id`', 'at most 10 characters');
   });
 

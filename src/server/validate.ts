@@ -3,14 +3,16 @@
  * prompt tokenized. Errors name the field as spelled in the .proto, the bound and the value given.
  */
 import { randomUUID } from 'node:crypto';
+import { parseAdapterId } from '../adapters/adapter-id.ts';
 import { outOfRange, TesseraError } from '../errors.ts';
 import type { SamplingParams, StoppingParams, ValidGenerateRequest } from '../engine/request.ts';
 import type { ChatTurn, PromptEncoder } from './backend.ts';
-import type { ChatMessagesMsg, GenerateRequestMsg, SamplingParametersMsg, StoppingCriteriaMsg } from './proto-types.ts';
+import type { ChatMessages__Output as ChatMessagesMsg } from '../gen/tessera/v1/ChatMessages.ts';
+import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
+import type { SamplingParameters__Output as SamplingParametersMsg } from '../gen/tessera/v1/SamplingParameters.ts';
+import type { StoppingCriteria__Output as StoppingCriteriaMsg } from '../gen/tessera/v1/StoppingCriteria.ts';
 import type { RequestLimits } from './request-limits.ts';
 
-/** Adapter ids: letters, digits, '.', '_' and '-'. */
-export const ADAPTER_ID_PATTERN = /^[A-Za-z0-9._-]+$/;
 /** Request ids: printable ASCII without spaces. */
 const REQUEST_ID_PATTERN = /^[\x21-\x7e]+$/;
 
@@ -68,17 +70,10 @@ function adapterIdOf(body: string, header: string): string {
   return body !== '' ? body : header;
 }
 
-/** Empty -> null when `emptyMeansNone`, else an error. */
+/** Empty -> null when `emptyMeansNone`, else an error; the rule itself is the registry's (src/adapters/adapter-id.ts). */
 export function validateAdapterId(given: string, field: string, limits: RequestLimits, emptyMeansNone: boolean): string | null {
-  if (given === '') {
-    if (emptyMeansNone) return null;
-    throw outOfRange(field, 'a non-empty adapter id', given);
-  }
-  if (given.length > limits.maxAdapterIdLength) {
-    throw outOfRange(field, `at most ${limits.maxAdapterIdLength} characters`, `${given.slice(0, 16)}... (${given.length} characters)`);
-  }
-  if (!ADAPTER_ID_PATTERN.test(given)) throw outOfRange(field, 'made of letters, digits, ".", "_" and "-"', given);
-  return given;
+  if (given === '' && emptyMeansNone) return null;
+  return parseAdapterId(given, { field, maxLength: limits.maxAdapterIdLength });
 }
 
 function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder: PromptEncoder | null): number[] {
@@ -164,7 +159,7 @@ function validateSeed(given: string | number | undefined): number | null {
 }
 
 function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimits): SamplingParams {
-  const s = msg ?? {};
+  const s: Partial<SamplingParametersMsg> = msg ?? {};
   const d = DEFAULT_SAMPLING;
   return {
     temperature: checkNumber('sampling.temperature', s.temperature ?? d.temperature, 0, 100),
@@ -179,7 +174,7 @@ function validateSampling(msg: SamplingParametersMsg | null, limits: RequestLimi
 }
 
 function validateStopping(msg: StoppingCriteriaMsg | null, limits: RequestLimits, promptTokens: number): StoppingParams {
-  const s = msg ?? {};
+  const s: Partial<StoppingCriteriaMsg> = msg ?? {};
   const room = limits.maxContextTokens - promptTokens;
   if (room < 1) {
     throw new TesseraError(

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createAdapterManager, type AdapterManagerOptions, type DeviceSlotWriter } from '../../src/adapters/adapter-manager.ts';
+import { createAdapterManager, defaultMaxPinnedPerTenant, type AdapterManagerOptions, type DeviceSlotWriter } from '../../src/adapters/adapter-manager.ts';
 import { compressAdapterDir } from '../../src/adapters/compeft/compress-command.ts';
 import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
 import { decodeCompeftIntoSlot } from '../../src/adapters/slot-decode-compeft.ts';
@@ -16,6 +16,7 @@ import { TesseraError } from '../../src/errors.ts';
 import { makeModel, modelName, type MadeModel } from '../../src/model/checkpoint/make-model.ts';
 import { AdapterSlotStacks } from '../../src/model/runner/adapter-slot-stacks.ts';
 import { createManualClock } from '../../src/engine/testing/index.ts';
+import { seededRandom } from '../helpers/seeded-random.ts';
 import { tempDir } from '../helpers/tiny-model.ts';
 
 const MAX_RANK = 8;
@@ -385,4 +386,135 @@ describe('adapter manager: registry, tiers and slots', () => {
     expect(m.acquire('p', null)).toBe(pinnedSlot);
     await m.shutdown();
   });
+
+  test('Hugging Face-style org/name ids load and serve; the id rule is the server\'s (field, bound and value in the error)', async () => {
+    const { stacks, writer } = stackWriter(hf, 4);
+    const m = createAdapterManager(options({ slots: writer }));
+    const st = await m.load({ adapterId: 'acme/support-v2', source: 'a1', pin: false, tenantId: 'acme' });
+    expect(st).toMatchObject({ adapterId: 'acme/support-v2', version: 1 });
+    const slot = (await acquireSettled(m, 'acme/support-v2', 'acme')) as number;
+    expect(slotFingerprint(stacks, slot)).toBe(adapterFingerprint(hf.adapterDirs[1]));
+    m.release('acme/support-v2', slot);
+    for (const bad of ['acme/support/v2', '/x', '.hidden', 'a'.repeat(129)]) {
+      const err = await errorOf(m.load({ adapterId: bad, source: 'a1', pin: false, tenantId: 'acme' }));
+      expect(err.code).toBe('INVALID_ARGUMENT');
+      expect(err.message).toMatch(/^`adapterId` must be .*\. Given: /);
+    }
+    expect((await m.list({ tenantId: 'acme' })).map((a) => a.adapterId)).toEqual(['acme/support-v2']);
+    await m.shutdown();
+  });
+
+  test('pins: each tenant gets a share, so one tenant cannot pin every slot; shared adapters count only against the global rule', async () => {
+    const { writer } = stackWriter(hf, 8); // 7 usable slots: 6 pinnable
+    const m = createAdapterManager(options({ slots: writer, numSlots: 8, maxPinnedPerTenant: 2 }));
+    const pin = (adapterId: string, tenantId: string | null, source = 'a0') => m.load({ adapterId, source, pin: true, tenantId });
+    await pin('p1', 't1');
+    await pin('p2', 't1');
+    const over = await errorOf(pin('p3', 't1'));
+    expect(over.code).toBe('INVALID_ARGUMENT');
+    expect(over.message).toBe('`pin` must keep a tenant at <= 2 pinned adapters (max-pinned-adapters-per-tenant). Given: pin number 3 for tenant "t1"');
+    expect((await errorOf(m.get({ adapterId: 'p3', tenantId: 't1' }))).code).toBe('ADAPTER_NOT_FOUND'); // nothing registered
+    await m.load({ adapterId: 'p3', source: 'a0', pin: false, tenantId: 't1' }); // unpinned loads are not limited
+    expect((await pin('p1', 't1', 'a1')).version).toBe(2); // a reload of a pinned adapter takes no new share
+    await pin('q1', 't2'); // another tenant keeps its own share
+    await pin('q2', 't2');
+    await pin('s1', null); // the operator's shared adapters: only the global rule (one slot stays unpinned)
+    await pin('s2', null);
+    expect((await errorOf(pin('s3', null))).message).toBe('`pin` must leave at least one device slot unpinned: 6 of 7 usable slots are already pinned');
+    await m.unload({ adapterId: 'p2', tenantId: 't1' }); // unloading returns the share
+    expect((await errorOf(pin('q3', 't2'))).message).toMatch(/<= 2 pinned adapters .* pin number 3 for tenant "t2"/);
+    await pin('p4', 't1');
+    const pinned = (await m.list({ tenantId: 't1' })).filter((a) => a.pinned).map((a) => a.adapterId).sort();
+    expect(pinned).toEqual(['p1', 'p4', 's1', 's2']);
+    await m.shutdown();
+  });
+
+  test('default share: half of the pinnable slots, at least one', () => {
+    expect(defaultMaxPinnedPerTenant(9)).toBe(3); // 8 usable, 7 pinnable
+    expect(defaultMaxPinnedPerTenant(4)).toBe(1);
+    expect(defaultMaxPinnedPerTenant(3)).toBe(1);
+  });
+
+  test('one state machine: under random loads, reloads, unloads, acquires, releases and host-tier churn, GetAdapter and the slot table always agree and no request gets stale weights', async () => {
+    const { stacks, writer } = stackWriter(hf, 4); // 3 usable slots for 5 ids
+    const clock = createManualClock(0);
+    const probe = createAdapterManager(options({ slots: stackWriter(hf, 2).writer, numSlots: 2 }));
+    const oneAdapterBytes = (await probe.load({ adapterId: 'probe', source: 'a0', pin: false, tenantId: null })).sizeBytes;
+    await probe.shutdown();
+    const m = createAdapterManager(options({ slots: writer, clock, newSlotGraceMs: 5, hostCacheBytes: Math.floor(oneAdapterBytes * 2.5) }));
+    const rand = seededRandom(20240611);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+    const ids = ['x0', 'x1', 'x2', 'org/x3', 'org/x4'];
+    const sources = [0, 1, 2, 3];
+    /** What each id serves now (source index), and every reference a "running sequence" holds. */
+    const current = new Map<string, number>();
+    const held: Array<{ id: string; slot: number; source: number }> = [];
+    const ops = { acquired: 0, pending: 0, reloads: 0, unloads: 0 };
+    const seen = new Set<string>();
+
+    const checkAgreement = async () => {
+      const table = m.slotTable();
+      for (const st of await m.list({ tenantId: null })) {
+        seen.add(st.state);
+        const rows = table.filter((r) => r.adapterId === st.adapterId && r.version === st.version && r.state === 'resident');
+        expect({ id: st.adapterId, resident: rows.length }).toEqual({ id: st.adapterId, resident: st.state === 'resident' ? 1 : 0 });
+        expect(st.tier === 'device').toBe(st.state === 'resident');
+        if (st.state === 'resident') expect(slotFingerprint(stacks, rows[0].slot)).toBe(adapterFingerprint(hf.adapterDirs[current.get(st.adapterId)!]));
+      }
+      for (const h of held) {
+        expect(table.find((r) => r.slot === h.slot)?.refs).toBeGreaterThan(0);
+        expect(slotFingerprint(stacks, h.slot)).toBe(adapterFingerprint(hf.adapterDirs[h.source])); // a running sequence's weights never change
+      }
+      const refs = table.reduce((n, r) => n + r.refs, 0);
+      expect(refs).toBe(held.length);
+      for (const r of table) if (r.adapterId !== null && !current.has(r.adapterId)) expect(r.refs).toBeGreaterThan(0); // unloaded: only held slots remain
+    };
+
+    for (let step = 0; step < 300; step++) {
+      const op = rand();
+      const id = pick(ids);
+      if (op < 0.25) {
+        const source = pick(sources);
+        const st = await m.load({ adapterId: id, source: `a${source}`, pin: false, tenantId: null });
+        if (current.has(id)) ops.reloads++;
+        current.set(id, source);
+        expect(st.adapterId).toBe(id);
+      } else if (op < 0.32 && current.has(id)) {
+        await m.unload({ adapterId: id, tenantId: null });
+        current.delete(id);
+        ops.unloads++;
+        expect((m.acquire(id, null) as TesseraError).code).toBe('ADAPTER_NOT_FOUND');
+      } else if (op < 0.7 && current.has(id)) {
+        const r = await acquireSettledOrBusy(m, id);
+        if (typeof r === 'number') {
+          held.push({ id, slot: r, source: current.get(id)! });
+          expect(slotFingerprint(stacks, r)).toBe(adapterFingerprint(hf.adapterDirs[current.get(id)!]));
+          ops.acquired++;
+        } else ops.pending++;
+      } else if (held.length > 0) {
+        const [h] = held.splice(Math.floor(rand() * held.length), 1);
+        m.release(h.id, h.slot);
+      }
+      clock.advance(Math.floor(rand() * 4));
+      await checkAgreement();
+    }
+    expect(ops.acquired).toBeGreaterThan(20);
+    expect(ops.reloads).toBeGreaterThan(5);
+    expect(ops.unloads).toBeGreaterThan(3);
+    for (const state of ['resident', 'cached', 'evicted']) expect(seen).toContain(state); // device and host churn happened
+    for (const h of held.splice(0)) m.release(h.id, h.slot);
+    await checkAgreement();
+    await m.shutdown();
+  });
 });
+
+/** Like acquireSettled, but gives up while every slot stays busy (held by this test's "running sequences"). */
+async function acquireSettledOrBusy(m: { acquire(id: string, t: string | null): number | 'pending' | TesseraError }, id: string): Promise<number | 'pending'> {
+  for (let i = 0; i < 50; i++) {
+    const r = m.acquire(id, null);
+    if (r instanceof TesseraError) throw r;
+    if (r !== 'pending') return r;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  return 'pending';
+}

@@ -1,12 +1,13 @@
 /**
  * Many adapters in one batch on the real engine and the real model worker (tiny checkpoint, fp32, greedy):
- *   - 8 adapters + base in one batch == each alone == `tessera generate --adapter`;
+ *   - 8 adapters + base in one batch == each alone == `tessera generate --adapter` (a PEFT directory or a .cpeft file);
  *   - hot swap: 32 adapters through 8 slots under concurrent load, every answer is its own adapter's.
  */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, test } from 'vitest';
+import { compressAdapterDir } from '../../src/adapters/compeft/compress-command.ts';
 import { createAdapterManager, type AdapterManager, type DeviceSlotWriter } from '../../src/adapters/adapter-manager.ts';
 import { createEngine, type Engine } from '../../src/engine/engine.ts';
 import type { ValidGenerateRequest } from '../../src/engine/request.ts';
@@ -88,7 +89,20 @@ describe('multi-adapter serving (tiny model, fp32, real engine and worker)', asy
       const cli = JSON.parse(stdout.trim().split('\n').pop()!) as { tokens: Array<{ id: number }> };
       expect({ id, tokens: cli.tokens.map((t) => t.id) }).toEqual({ id, tokens: alone.get(id) });
     }
-  }, 120_000);
+
+    // a .cpeft file: the CLI loads it as the server does, and answers what the server answers with it
+    const cpeft = path.join(adaptersDir, `${chosen[0]}-compressed.cpeft`);
+    await compressAdapterDir({ adapterDir: path.join(adaptersDir, chosen[0]), config: hf.config, density: 0.3, alpha: 'auto', outFile: cpeft });
+    await manager.load({ adapterId: 'compressed', source: cpeft, pin: false, tenantId: null });
+    const served = await run('served-cpeft', 'compressed');
+    expect(served).not.toEqual(alone.get(null));
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['bin/tessera.mjs', 'generate', '--model', hf.outDir, '--adapter', cpeft, '--prompt-ids', PROMPT.join(','), '--quant', 'fp32', '--json', '--max-tokens', String(MAX_NEW_TOKENS), '--ignore-eos'],
+      { env: { ...process.env, TESSERA_CACHE_DIR: cacheDir }, timeout: 60_000 },
+    );
+    expect((JSON.parse(stdout.trim().split('\n').pop()!) as { tokens: Array<{ id: number }> }).tokens.map((t) => t.id)).toEqual(served);
+  }, 180_000);
 
   test('hot swap: 32 adapters through 8 slots under concurrent load; loads and evictions happen, no request fails or gets another adapter', async () => {
     const expected = new Map<string, string>();

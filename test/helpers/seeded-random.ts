@@ -1,11 +1,7 @@
-/** A small seeded uniform generator in [0, 1) for tests (same sequence for the same seed, every run). */
+import { SeededRandom } from '../../src/util/seeded-random.ts';
+
+/** Uniform numbers in (0, 1) for tests, from the project's one seeded generator (same sequence for the same seed). */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const stream = new SeededRandom(seed, 'test');
+  return () => stream.nextUniform();
 }

@@ -91,6 +91,21 @@ describe('adapters through the gRPC API', () => {
     expect(globexList.adapters.map((a) => a.adapter_id)).not.toContain('gamma');
   });
 
+  it('accepts Hugging Face-style org/name ids (LoadAdapter, the request body and the routing header) and refuses malformed ones naming the field', async () => {
+    const id = 'acme/support-v2';
+    await unary(admin, 'LoadAdapter', { adapter_id: id, source: join(privateRoot, 'gamma') }, bearer(ACME));
+    const gamma = await tokens({ ...prompt, adapter_id: 'gamma' }, bearer(ACME));
+    expect(await tokens({ ...prompt, adapter_id: id }, bearer(ACME))).toEqual(gamma);
+    expect(await tokens(prompt, withAdapterHeader(ACME, id))).toEqual(gamma);
+    for (const [rpc, client, request] of [
+      ['Generate', gen, { ...prompt, adapter_id: 'acme/support/v2' }],
+      ['LoadAdapter', admin, { adapter_id: '/support-v2', source: join(privateRoot, 'gamma') }],
+    ] as const) {
+      expect(await statusOf(unary(client, rpc, request, bearer(ACME)))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/^`adapter_id` must be .* Given: "/) });
+    }
+    await unary(admin, 'UnloadAdapter', { adapter_id: id }, bearer(ACME));
+  });
+
   it('rejects sources outside the allowed roots (traversal, symlink escapes, missing files) and keeps serving', async () => {
     for (const source of ['../../etc/passwd', '/etc/passwd', join(privateRoot, 'escape', 'passwd'), join(privateRoot, 'missing')]) {
       const st = await statusOf(unary(admin, 'LoadAdapter', { adapter_id: 'evil', source }, bearer(ACME)));

@@ -24,8 +24,6 @@ const COUNTS = { schema: 1000, mutated: 600, wireTypes: 500, randomBytes: 400 } 
 const CONCURRENCY = 32;
 const CALL_DEADLINE_MS = 10_000;
 
-/** mulberry32: a small seeded PRNG so a failure reproduces. */
-
 const random = prng(SEED);
 const int = (n: number): number => Math.floor(random() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];

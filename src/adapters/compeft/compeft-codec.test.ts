@@ -3,7 +3,8 @@ import type { ModelConfig } from '../../model/model-config.ts';
 import { compressLoraTensors } from './compeft-codec.ts';
 import { moduleProductStats, productSquaredError } from './compeft-product-error.ts';
 import { chooseScales, type ModuleFactors } from './compeft-scales.ts';
-import { SeededRandom, SMALL_TEST_CONFIG, syntheticLoraTensors } from './compeft-synthetic.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
+import { SMALL_TEST_CONFIG, syntheticLoraTensors } from './compeft-synthetic.ts';
 import { keptCount, selectTopK } from './compeft-topk.ts';
 import type { LoraTensor, TernaryTensor } from './compeft-types.ts';
 
@@ -38,7 +39,7 @@ function relErr(x: Float64Array, y: Float64Array): number {
 describe('selectTopK', () => {
   it('keeps exactly round(density * n) values of largest magnitude, with their signs', () => {
     const rng = new SeededRandom(3);
-    const data = new Float32Array(1000).map(() => rng.gaussian());
+    const data = new Float32Array(1000).map(() => rng.nextNormal());
     const { positions, negative } = selectTopK(data, 0.1);
     expect(positions.length).toBe(100);
     const kept = new Set(positions);

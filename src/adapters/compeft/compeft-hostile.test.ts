@@ -1,11 +1,12 @@
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { isTesseraError } from '../../errors.ts';
 import type { ModelConfig } from '../../model/model-config.ts';
 import { compressLoraTensors } from './compeft-codec.ts';
 import { decodeTensorInto, decodeToPeftLike } from './compeft-decode.ts';
-import { crc32 } from './crc32.ts';
 import { parseCompeft } from './compeft-reader.ts';
-import { SeededRandom, SMALL_TEST_CONFIG, syntheticLoraTensors } from './compeft-synthetic.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
+import { SMALL_TEST_CONFIG, syntheticLoraTensors } from './compeft-synthetic.ts';
 import { writeCompeft } from './compeft-writer.ts';
 
 const TINY: ModelConfig = { ...SMALL_TEST_CONFIG, hiddenSize: 24, intermediateSize: 40, numHeads: 2, numKvHeads: 1, headDim: 12, numLayers: 2 };
@@ -32,7 +33,7 @@ function seal(parts: Parts, opts: { fixPayloadCrcs?: boolean; version?: number }
   if ((opts.fixPayloadCrcs ?? true) && Array.isArray(parts.header.tensors)) {
     for (const t of parts.header.tensors) {
       if (typeof t.offset === 'number' && typeof t.length === 'number' && t.offset + t.length <= parts.data.length) {
-        t.crc32 = crc32(parts.data, t.offset, t.offset + t.length);
+        t.crc32 = crc32(parts.data.subarray(t.offset, t.offset + t.length));
       }
     }
   }
@@ -44,7 +45,7 @@ function seal(parts: Parts, opts: { fixPayloadCrcs?: boolean; version?: number }
   view.setUint16(10, 0, true);
   view.setUint32(12, json.length, true);
   out.set(json, 16);
-  view.setUint32(16 + json.length, crc32(out, 0, 16 + json.length), true);
+  view.setUint32(16 + json.length, crc32(out.subarray(0, 16 + json.length)), true);
   out.set(parts.data, 20 + json.length);
   return out;
 }
@@ -129,7 +130,7 @@ describe('hostile .cpeft files', () => {
     raw.set(goodFile().subarray(0, 12));
     new DataView(raw.buffer).setUint32(12, json.length, true);
     raw.set(json, 16);
-    new DataView(raw.buffer).setUint32(16 + json.length, crc32(raw, 0, 16 + json.length), true);
+    new DataView(raw.buffer).setUint32(16 + json.length, crc32(raw.subarray(0, 16 + json.length)), true);
     expectInvalid(raw, /not valid UTF-8 JSON/);
     expectInvalid(edit((p) => ((p as { header: unknown }).header = [1, 2, 3])), /header must be a JSON object/);
     expectInvalid(edit((p) => (p.header.rank = 'sixteen')), /`rank` must be an integer/);
@@ -244,11 +245,11 @@ describe('hostile .cpeft files', () => {
     for (let trial = 0; trial < 2500; trial++) {
       const mode = trial % 3;
       if (mode === 0) {
-        check(base.subarray(0, rng.uint32() % base.length));
+        check(base.subarray(0, rng.nextUint32() % base.length));
       } else {
         const b = base.slice();
-        const flips = 1 + (rng.uint32() % 4);
-        for (let f = 0; f < flips; f++) b[rng.uint32() % b.length] ^= 1 << (rng.uint32() % 8);
+        const flips = 1 + (rng.nextUint32() % 4);
+        for (let f = 0; f < flips; f++) b[rng.nextUint32() % b.length] ^= 1 << (rng.nextUint32() % 8);
         check(b);
       }
     }
@@ -256,15 +257,15 @@ describe('hostile .cpeft files', () => {
     const numericKeys = ['nnz', 'riceK', 'offset', 'length', 'layer', 'scale'];
     for (let trial = 0; trial < 1500; trial++) {
       const p = split(base);
-      const t = p.header.tensors[rng.uint32() % p.header.tensors.length];
+      const t = p.header.tensors[rng.nextUint32() % p.header.tensors.length];
       if (trial % 2 === 0) {
-        const key = numericKeys[rng.uint32() % numericKeys.length];
+        const key = numericKeys[rng.nextUint32() % numericKeys.length];
         const choices = [0, 1, -1, 2 ** 31, 2 ** 53, 0.5, (t[key] as number) + 1, (t[key] as number) - 1, null, 'x'];
-        t[key] = choices[rng.uint32() % choices.length];
+        t[key] = choices[rng.nextUint32() % choices.length];
       } else {
         const start = t.offset as number;
         const len = t.length as number;
-        if (len > 0) p.data[start + (rng.uint32() % len)] ^= 1 << (rng.uint32() % 8);
+        if (len > 0) p.data[start + (rng.nextUint32() % len)] ^= 1 << (rng.nextUint32() % 8);
       }
       check(seal(p));
     }

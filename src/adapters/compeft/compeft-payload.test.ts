@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { bitmapBytes, encodePayload, encodeRicePositions, MAX_RICE_K, signBytes, visitPayload, type PayloadLayout } from './compeft-payload.ts';
-import { SeededRandom } from './compeft-synthetic.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
 
 function randomPattern(rng: SeededRandom, n: number, density: number): { positions: Uint32Array; negative: Uint8Array } {
   const pos: number[] = [];
-  for (let i = 0; i < n; i++) if (rng.uniform() < density) pos.push(i);
+  for (let i = 0; i < n; i++) if (rng.nextUniform() < density) pos.push(i);
   const negative = new Uint8Array(pos.length);
-  for (let m = 0; m < pos.length; m++) negative[m] = rng.uniform() < 0.5 ? 1 : 0;
+  for (let m = 0; m < pos.length; m++) negative[m] = rng.nextUniform() < 0.5 ? 1 : 0;
   return { positions: Uint32Array.from(pos), negative };
 }
 

@@ -1,6 +1,6 @@
+import { crc32 } from 'node:zlib';
 import { TesseraError } from '../../errors.ts';
 import { LORA_TARGETS, type LoraTarget } from '../../model/model-config.ts';
-import { crc32 } from './crc32.ts';
 import {
   COMPEFT_HEADER_CRC_BYTES,
   COMPEFT_LIMITS,
@@ -49,7 +49,7 @@ export function parseCompeft(bytes: Uint8Array, opts: ParseCompeftOptions = {}):
   }
   const headerEnd = COMPEFT_PREAMBLE_BYTES + headerLength;
   const storedHeaderCrc = view.getUint32(headerEnd, true);
-  const headerCrc = crc32(bytes, 0, headerEnd);
+  const headerCrc = crc32(bytes.subarray(0, headerEnd));
   if (storedHeaderCrc !== headerCrc) fail(`header checksum mismatch (stored ${hex(storedHeaderCrc)}, computed ${hex(headerCrc)})`);
   let json: unknown;
   try {
@@ -64,7 +64,7 @@ export function parseCompeft(bytes: Uint8Array, opts: ParseCompeftOptions = {}):
   }
   for (const t of header.tensors) {
     const start = dataOffset + t.offset;
-    const crc = crc32(bytes, start, start + t.length);
+    const crc = crc32(bytes.subarray(start, start + t.length));
     if (crc !== t.crc32) fail(`tensor ${t.name}: payload checksum mismatch (stored ${hex(t.crc32)}, computed ${hex(crc)})`);
   }
   const file: CompeftFile = { bytes, majorVersion, minorVersion, header, dataOffset };

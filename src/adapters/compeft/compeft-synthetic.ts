@@ -1,5 +1,6 @@
 import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../../model/model-config.ts';
 import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
 import type { LoraTensor } from './compeft-types.ts';
 
 
@@ -24,60 +25,19 @@ export interface SyntheticLoraOptions {
   moduleMagnitudeSpread?: number;
 }
 
-/** Small deterministic PRNG (xorshift128+ style on 32-bit halves) with Gaussian and Student-t draws. */
-export class SeededRandom {
-  private s0: number;
-  private s1: number;
-  private spare: number | null = null;
-
-  constructor(seed: number) {
-    this.s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
-    this.s1 = (Math.imul(seed, 0x85ebca6b) ^ 0xc2b2ae35) >>> 0 || 2;
-    for (let i = 0; i < 8; i++) this.uint32();
+/** Student-t with `dof` degrees of freedom (integer), scaled to unit variance when dof > 2. */
+function studentT(rng: SeededRandom, dof: number): number {
+  let chi2 = 0;
+  for (let i = 0; i < dof; i++) {
+    const g = rng.nextNormal();
+    chi2 += g * g;
   }
-
-  uint32(): number {
-    let x = this.s0;
-    const y = this.s1;
-    this.s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    this.s1 = x >>> 0;
-    return (this.s1 + y) >>> 0;
-  }
-
-  /** Uniform in (0, 1). */
-  uniform(): number {
-    return (this.uint32() + 0.5) / 4294967296;
-  }
-
-  gaussian(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    const r = Math.sqrt(-2 * Math.log(this.uniform()));
-    const th = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(th);
-    return r * Math.cos(th);
-  }
-
-  /** Student-t with `dof` degrees of freedom (integer), scaled to unit variance when dof > 2. */
-  studentT(dof: number): number {
-    let chi2 = 0;
-    for (let i = 0; i < dof; i++) {
-      const g = this.gaussian();
-      chi2 += g * g;
-    }
-    const t = this.gaussian() / Math.sqrt(chi2 / dof);
-    return dof > 2 ? t / Math.sqrt(dof / (dof - 2)) : t;
-  }
+  const t = rng.nextNormal() / Math.sqrt(chi2 / dof);
+  return dof > 2 ? t / Math.sqrt(dof / (dof - 2)) : t;
 }
 
 export function syntheticLoraTensors(opts: SyntheticLoraOptions): LoraTensor[] {
-  const rng = new SeededRandom(opts.seed ?? 1);
+  const rng = new SeededRandom(opts.seed ?? 1, 'synthetic-lora');
   const r = opts.rank;
   const e = Math.min(r, opts.bEffectiveRank ?? 4);
   const bMag = opts.bMagnitude ?? 0.01;
@@ -88,9 +48,9 @@ export function syntheticLoraTensors(opts: SyntheticLoraOptions): LoraTensor[] {
       const [inF, outF] = loraTargetShape(opts.config, target);
       const a = new Float32Array(r * inF);
       const aStd = 1 / Math.sqrt(inF);
-      for (let i = 0; i < a.length; i++) a[i] = aStd * rng.gaussian();
+      for (let i = 0; i < a.length; i++) a[i] = aStd * rng.nextNormal();
       out.push({ name: peftLoraTensorName(layer, target, 'A'), layer, target, kind: 'A', rows: r, cols: inF, data: a });
-      const moduleMag = bMag * Math.exp((opts.moduleMagnitudeSpread ?? 0) * rng.gaussian());
+      const moduleMag = bMag * Math.exp((opts.moduleMagnitudeSpread ?? 0) * rng.nextNormal());
       out.push({ name: peftLoraTensorName(layer, target, 'B'), layer, target, kind: 'B', rows: outF, cols: r, data: syntheticB(rng, outF, r, e, moduleMag) });
     }
   }
@@ -99,16 +59,16 @@ export function syntheticLoraTensors(opts: SyntheticLoraOptions): LoraTensor[] {
 
 function syntheticB(rng: SeededRandom, outF: number, r: number, e: number, bMag: number): Float32Array {
   const u = new Float64Array(outF * e);
-  for (let i = 0; i < u.length; i++) u[i] = rng.studentT(3);
+  for (let i = 0; i < u.length; i++) u[i] = studentT(rng, 3);
   const v = new Float64Array(r * e);
-  for (let i = 0; i < v.length; i++) v[i] = rng.gaussian() / Math.sqrt(r);
+  for (let i = 0; i < v.length; i++) v[i] = rng.nextNormal() / Math.sqrt(r);
   const b = new Float32Array(outF * r);
   for (let i = 0; i < outF; i++) {
-    const channel = Math.exp(0.5 * rng.gaussian());
+    const channel = Math.exp(0.5 * rng.nextNormal());
     for (let j = 0; j < r; j++) {
       let s = 0;
       for (let t = 0; t < e; t++) s += u[i * e + t] * 2 ** -t * v[j * e + t];
-      b[i * r + j] = bMag * channel * (s + 0.1 * rng.studentT(3));
+      b[i * r + j] = bMag * channel * (s + 0.1 * studentT(rng, 3));
     }
   }
   return b;

@@ -1,12 +1,13 @@
+import { crc32 } from 'node:zlib';
 import { LORA_TARGETS, type LoraTarget } from '../../model/model-config.ts';
 import { TesseraError } from '../../errors.ts';
-import { crc32 } from './crc32.ts';
 import {
   COMPEFT_HEADER_CRC_BYTES,
   COMPEFT_MAGIC,
   COMPEFT_MAJOR_VERSION,
   COMPEFT_MINOR_VERSION,
   COMPEFT_PREAMBLE_BYTES,
+  type CompeftHeader,
   type CompeftHeaderJson,
   type CompeftTensorJson,
 } from './compeft-format.ts';
@@ -15,16 +16,10 @@ import { shortestFloat32 } from './shortest-float32.ts';
 import { encodePayload } from './compeft-payload.ts';
 import type { TernaryTensor } from './compeft-types.ts';
 
-export interface CompeftMeta {
-  baseModel: string | null;
-  numLayers: number;
-  rank: number;
-  loraAlpha: number;
-  scale: number;
-  density: number;
-  alpha: 'auto' | number;
+/** The header fields the writer cannot derive from the tensors. */
+export type CompeftMeta = Pick<CompeftHeader, 'baseModel' | 'numLayers' | 'rank' | 'loraAlpha' | 'scale' | 'density' | 'alpha'> & {
   relFrobeniusError?: number | null;
-}
+};
 
 /** Encodes ternary tensors into a complete `.cpeft` file (header first, so it can be streamed). */
 export function writeCompeft(meta: CompeftMeta, tensors: TernaryTensor[]): Uint8Array {
@@ -76,7 +71,7 @@ export function writeCompeft(meta: CompeftMeta, tensors: TernaryTensor[]): Uint8
   view.setUint16(10, COMPEFT_MINOR_VERSION, true);
   view.setUint32(12, json.length, true);
   out.set(json, COMPEFT_PREAMBLE_BYTES);
-  view.setUint32(COMPEFT_PREAMBLE_BYTES + json.length, crc32(out, 0, COMPEFT_PREAMBLE_BYTES + json.length), true);
+  view.setUint32(COMPEFT_PREAMBLE_BYTES + json.length, crc32(out.subarray(0, COMPEFT_PREAMBLE_BYTES + json.length)), true);
   for (let i = 0; i < payloads.length; i++) out.set(payloads[i].bytes, dataOffset + entries[i].offset);
   return out;
 }

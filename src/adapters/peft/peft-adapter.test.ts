@@ -190,3 +190,27 @@ describe('malformed adapters -> CHECKPOINT_INVALID', () => {
     expectError(() => readPeftAdapterConfig(path.join(root, 'nope')), 'ADAPTER_NOT_FOUND', 'adapter_config.json');
   });
 });
+
+describe('adapters that cannot be served -> ADAPTER_INVALID naming tensor and index', () => {
+  for (const [label, value] of [['+Inf', Number.POSITIVE_INFINITY], ['-Inf', Number.NEGATIVE_INFINITY], ['NaN', Number.NaN]] as const) {
+    test(`a factor holding ${label}`, async () => {
+      const dir = adapterCopy();
+      const name = 'base_model.model.model.layers.1.mlp.up_proj.lora_B.weight';
+      await editWeights(dir, (t) => (t.name === name ? [{ ...t, data: t.data.map((x, i) => (i === 9 ? value : x)) }] : [t]));
+      // [out, r] = [.., 4]: index 9 is row 2, column 1
+      expectError(() => readPeftAdapter(dir, model.config), 'ADAPTER_INVALID', `"${name}"`, `(${value})`, 'index 9 ([2, 1])');
+    });
+  }
+
+  test('a scale lora_alpha / r that is not a finite float32', () => {
+    const dir = adapterCopy();
+    patchConfig(dir, { lora_alpha: 1e300 });
+    expectError(() => readPeftAdapter(dir, model.config), 'ADAPTER_INVALID', 'lora_alpha / r', 'not a finite float32');
+  });
+
+  test('huge but finite factors are accepted (their effect is confined to the rows that use them)', async () => {
+    const dir = adapterCopy();
+    await editWeights(dir, (t) => [{ ...t, data: t.data.map(() => 1e30) }]);
+    expect(readPeftAdapter(dir, model.config).layers[0].q_proj!.b[0]).toBe(Math.fround(1e30));
+  });
+});

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
 import { openSafetensors } from '../../model/checkpoint/safetensors-reader.ts';
-import type { TensorSource } from '../../model/checkpoint/tensor.ts';
+import { firstNonFinite, type TensorSource } from '../../model/checkpoint/tensor.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../../model/model-config.ts';
 import { readPeftAdapterConfig } from './peft-config.ts';
 
@@ -42,8 +42,15 @@ function readFactor(weights: TensorSource, file: string, name: string, expected:
   if (info.shape.length !== 2 || info.shape[0] !== expected[0] || info.shape[1] !== expected[1]) {
     throw incompatible(`${file}: tensor "${name}" has shape ${JSON.stringify(info.shape)}, expected ${JSON.stringify(expected)} for this model and rank`);
   }
-  return weights.readFloat32(name).data;
+  const data = weights.readFloat32(name).data;
+  const bad = firstNonFinite(data);
+  if (bad >= 0) {
+    const cols = expected[1];
+    throw new TesseraError('ADAPTER_INVALID', `${file}: tensor "${name}" holds a non-finite value (${data[bad]}) at index ${bad} ([${Math.floor(bad / cols)}, ${bad % cols}]); an adapter's factors must be finite`);
+  }
+  return data;
 }
+
 
 /** Reads `dir` as a LoRA adapter for a model with `config`. */
 export function readPeftAdapter(dir: string, config: ModelConfig): PeftAdapter {
@@ -90,6 +97,7 @@ export function readPeftAdapter(dir: string, config: ModelConfig): PeftAdapter {
       );
     }
     const scale = adapterConfig.useRslora ? adapterConfig.loraAlpha / Math.sqrt(rank) : adapterConfig.loraAlpha / rank;
+    if (!Number.isFinite(Math.fround(scale))) throw new TesseraError('ADAPTER_INVALID', `${dir}: the adapter scale lora_alpha / r = ${scale} is not a finite float32 (lora_alpha ${adapterConfig.loraAlpha})`);
     return { rank, loraAlpha: adapterConfig.loraAlpha, scale, targets, baseModel: adapterConfig.baseModel, layers, sizeBytes };
   } finally {
     weights.close();

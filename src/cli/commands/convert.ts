@@ -11,7 +11,7 @@ export const convertSpec: CommandSpec = {
   options: {
     quant: { type: 'string', description: 'weight precision', default: 'int4' },
     outliers: { type: 'string', description: 'fraction of input channels per linear kept in fp32 (SpQR-style)', default: '0' },
-    'block-size': { type: 'string', description: 'int4 block size (16, 32, 64, 128)', default: '32' },
+    'block-size': { type: 'string', description: 'int4/int8 block size (16, 32, 64, 128)', default: '32' },
     'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level: 4 = int8 activations (fast), 0 = fp32 activations (accurate)', default: '4' },
     out: { type: 'string', description: 'output directory' },
   },

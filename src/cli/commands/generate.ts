@@ -1,8 +1,8 @@
 import { TesseraError } from '../../errors.ts';
 import { createEngine } from '../../engine/engine.ts';
-import type { AdapterSlots } from '../../engine/adapter-slots.ts';
 import type { GeneratedToken } from '../../engine/request.ts';
-import { readPeftAdapter } from '../../adapters/peft/peft-adapter.ts';
+import { dirname, resolve } from 'node:path';
+import { createAdapterManager } from '../../adapters/adapter-manager.ts';
 import { readManifest } from '../../model/converted-model.ts';
 import { loadTokenizer } from '../../model/tokenizer/tokenizer.ts';
 import { ThreadExecutor } from '../../parallel/thread-executor.ts';
@@ -14,11 +14,11 @@ import { int4Accuracy } from './convert.ts';
 
 export const generateSpec: CommandSpec = {
   name: 'generate',
-  usage: 'tessera generate [--model DIR] [--adapter DIR] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--tp N] [--pp N] [--json]',
+  usage: 'tessera generate [--model DIR] [--adapter DIR|FILE.cpeft] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--tp N] [--pp N] [--json]',
   summary: 'Generates greedily from a Hugging Face checkpoint directory (converted once into the cache) or a converted model directory.',
   options: {
     model: { type: 'string', description: 'HF checkpoint or converted model directory (default: the embedded default model)' },
-    adapter: { type: 'string', description: 'PEFT LoRA adapter directory applied with scale lora_alpha/r' },
+    adapter: { type: 'string', description: 'LoRA adapter: a PEFT directory or a .cpeft file (loaded as the server loads it)' },
     prompt: { type: 'string', description: 'prompt text (needs a tokenizer)' },
     'prompt-ids': { type: 'string', description: 'prompt as comma-separated token ids' },
     'max-tokens': { type: 'string', description: 'tokens to generate', default: '16' },
@@ -36,6 +36,7 @@ export const generateSpec: CommandSpec = {
 };
 
 const ADAPTER_ID = 'cli-adapter';
+const MAX_ADAPTER_RANK = 64;
 
 export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
   const prompt = stringOpt(args, 'prompt');
@@ -75,22 +76,23 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     pp: intOpt(args, 'pp', { min: 1, max: 64 }),
     kvCacheBytes: 256 * 1024 * 1024,
     numAdapterSlots: 2,
-    maxAdapterRank: 64,
+    maxAdapterRank: MAX_ADAPTER_RANK,
   });
+  let cleanup: () => Promise<void> | undefined = () => undefined;
   try {
-    let adapterSlots: AdapterSlots | null = null;
-    const adapterDir = stringOpt(args, 'adapter');
-    if (adapterDir) {
-      const adapter = readPeftAdapter(adapterDir, manifest.config);
-      await executor.loadAdapterSlot(1, adapter);
-      adapterSlots = { acquire: (id) => (id === ADAPTER_ID ? 1 : new TesseraError('ADAPTER_NOT_FOUND', `unknown adapter ${id}`)), release: () => {} };
-    }
-    const engine = createEngine({ executor, detokenizer: tokenizer, eosTokenIds: manifest.config.eosTokenIds, adapterSlots });
+    // The adapter goes through the server's own loader (PEFT directory or .cpeft file, same checks, same slot writes).
+    const adapterPath = stringOpt(args, 'adapter');
+    const adapters = adapterPath
+      ? createAdapterManager({ slots: executor, config: manifest.config, modelId: manifest.modelId, numSlots: 2, maxRank: MAX_ADAPTER_RANK, hostCacheBytes: 1 << 30, allowedRoots: [dirname(resolve(adapterPath))] })
+      : null;
+    cleanup = () => adapters?.shutdown();
+    if (adapters) await adapters.load({ adapterId: ADAPTER_ID, source: resolve(adapterPath!), pin: false, tenantId: null });
+    const engine = createEngine({ executor, detokenizer: tokenizer, eosTokenIds: manifest.config.eosTokenIds, adapterSlots: adapters });
     const tokens: GeneratedToken[] = [];
     const events = engine.submit({
       requestId: 'cli',
       promptTokenIds,
-      adapterId: adapterDir ? ADAPTER_ID : null,
+      adapterId: adapters ? ADAPTER_ID : null,
       tenantId: null,
       sampling: { temperature: 0, topK: 0, topP: 1, minP: 0, seed: null, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
       stopping: { maxNewTokens: maxTokens, stopSequences: [], stopTokenIds: [], ignoreEos: args.values['ignore-eos'] === true },
@@ -120,6 +122,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     }
     return 0;
   } finally {
+    await cleanup();
     await executor.shutdown();
   }
 }

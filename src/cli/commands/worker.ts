@@ -1,3 +1,4 @@
+import { cpuKernelFeatures } from '../../model/cpu-features.ts';
 import { booleanFlags, loadWorkerConfig, WORKER_SETTINGS, workerHelp, type WorkerConfig } from '../config.ts';
 import type { CommandIo } from '../main.ts';
 import { shardServerSecurity } from '../shard-security.ts';
@@ -21,6 +22,8 @@ export async function runWorker(argv: string[], io: CommandIo): Promise<number> 
   const { startShardServer } = await import('../../parallel/shard-server.ts');
   const server = await startShardServer({ listen: config.listen, ...security, leaseMs: config.leaseMs, log });
   io.out(`listening ${server.address}\n`);
+  const cpu = cpuKernelFeatures();
+  io.out(`cpu ${cpu.model}: int8 kernels ${cpu.int8Class} (${cpu.flags.join(' ')})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

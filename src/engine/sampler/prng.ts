@@ -1,8 +1,9 @@
 /**
- * Per-request seeded pseudo-random stream: xoshiro128** (Blackman & Vigna), state seeded by splitmix32 over the two
- * 32-bit halves of the seed. One stream per request, advanced once per sampled token, so a request's draws never
- * depend on what else is in the batch.
+ * Per-request seeded pseudo-random stream: xoshiro128** (Blackman & Vigna; the core of src/util/seeded-random.ts),
+ * state seeded by splitmix32 over the two 32-bit halves of the seed. One stream per request, advanced once per sampled
+ * token, so a request's draws never depend on what else is in the batch.
  */
+import { xoshiro128ss } from '../../util/seeded-random.ts';
 
 const TWO_POW_32 = 4294967296;
 const TWO_POW_53 = 9007199254740992;
@@ -45,29 +46,14 @@ export function prngFromState(state: PrngState): Prng {
 }
 
 function fromWords(s: Uint32Array): Prng {
-  const next32 = (): number => {
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  };
   return {
     nextFloat(): number {
-      const a = next32() >>> 5; // 27 bits
-      const b = next32() >>> 6; // 26 bits
+      const a = xoshiro128ss(s) >>> 5; // 27 bits
+      const b = xoshiro128ss(s) >>> 6; // 26 bits
       return (a * 67108864 + b) / TWO_POW_53;
     },
     state: () => [s[0], s[1], s[2], s[3]],
   };
-}
-
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
 }
 
 /** A fresh random seed for requests that did not give one. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model-config.ts';
 import { peftLoraTensorName } from './hf-tensor-names.ts';
-import { RandomStream } from './random-normal.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors-writer.ts';
 
 export interface RandomAdapterOptions {
@@ -35,13 +35,13 @@ export function adapterTensors(config: ModelConfig, rank: number, seed: number, 
         name: aName,
         dtype: 'F32',
         shape: [rank, inFeatures],
-        data: () => new RandomStream(seed, `${streamLabel}/${aName}`).fillNormal(new Float32Array(rank * inFeatures), 1 / Math.sqrt(inFeatures)),
+        data: () => new SeededRandom(seed, `${streamLabel}/${aName}`).fillNormal(new Float32Array(rank * inFeatures), 1 / Math.sqrt(inFeatures)),
       });
       tensors.push({
         name: bName,
         dtype: 'F32',
         shape: [outFeatures, rank],
-        data: () => new RandomStream(seed, `${streamLabel}/${bName}`).fillNormal(new Float32Array(outFeatures * rank), B_RMS_TOTAL / Math.sqrt(rank)),
+        data: () => new SeededRandom(seed, `${streamLabel}/${bName}`).fillNormal(new Float32Array(outFeatures * rank), B_RMS_TOTAL / Math.sqrt(rank)),
       });
     }
   }

@@ -18,7 +18,7 @@ import { generateTokenizer } from '../tokenizer/generated-tokenizer.ts';
 import { expectedTensorShapes } from './checkpoint.ts';
 import { ensureDirOnce } from './atomic-dir.ts';
 import { adapterTensors, writeRandomAdapter } from './make-adapter.ts';
-import { RandomStream } from './random-normal.ts';
+import { SeededRandom } from '../../util/seeded-random.ts';
 import { writeSafetensors, type TensorToWrite, type WritableDType } from './safetensors-writer.ts';
 
 export type ModelPreset = 'tiny' | 'small';
@@ -117,7 +117,7 @@ function modelTensors(config: ModelConfig, seed: number, dtype: WritableDType, n
     shape,
     data: () => {
       const { std, mean } = standardDeviationOf(name, shape, config);
-      const data = new RandomStream(seed, name).fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
+      const data = new SeededRandom(seed, name).fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
       // Rows past the tokenizer's vocabulary are padding: shrink them so their logits stay near 0, far below the
       // top real tokens (never the argmax, rarely sampled), since they decode to no text.
       if (name === outputMatrixName(config)) data.subarray(numTokens * config.hiddenSize).forEach((v, i, rows) => (rows[i] = v * PADDING_ROW_SCALE));

@@ -9,11 +9,8 @@ export interface TensorInfo {
   file: string;
 }
 
-/** A dense float32 tensor in row-major order. */
-export interface Float32Tensor {
-  shape: number[];
-  data: Float32Array;
-}
+export type { Float32Tensor } from '../../../kernels/model-types.ts';
+import type { Float32Tensor } from '../../../kernels/model-types.ts';
 
 /**
  * Read access to a checkpoint's tensors without loading whole files: each read fetches one tensor's bytes.
@@ -28,4 +25,10 @@ export interface TensorSource {
   /** Reads and converts one tensor to float32 (F16/BF16/F32/F64 only). */
   readFloat32(name: string): Float32Tensor;
   close(): void;
+}
+
+/** Index of the first NaN or +-Inf in `values`, or -1 when every value is finite. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+  return -1;
 }

@@ -16,7 +16,7 @@ export interface ConvertOptions {
   hfDir: string;
   outDir: string;
   quant: QuantKind;
-  /** int4 block size (MatMulNBits block_size). */
+  /** int4 and int8 block size (MatMulNBits block_size; default 32). */
   blockSize?: number;
   /** Fraction of input channels per linear kept in full precision (SpQR-style outliers); 0 = none. */
   outlierFraction?: number;
@@ -46,7 +46,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
     throw new TesseraError('CHECKPOINT_INVALID', `${configFile}: invalid JSON: ${(err as Error).message}`);
   }
   const config = parseHfConfig(configJson, configFile);
-  const blockSize = options.quant === 'int4' ? (options.blockSize ?? 32) : null;
+  const blockSize = options.quant === 'fp32' ? null : (options.blockSize ?? 32);
   const outlierFraction = options.outlierFraction ?? 0;
   if (!(outlierFraction >= 0 && outlierFraction < 0.5)) throw new TesseraError('INVALID_ARGUMENT', `\`outliers\` must be >= 0 and < 0.5. Given: ${outlierFraction}`);
   if (outlierFraction > 0 && options.quant === 'fp32') throw new TesseraError('INVALID_ARGUMENT', '`outliers` needs --quant int8 or int4 (fp32 keeps every channel already)');
@@ -59,8 +59,8 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
     const weights = graphWeights(config, tensors, { quant: options.quant, blockSize: blockSize ?? 32, outlierFraction, int4AccuracyLevel: options.int4AccuracyLevel ?? 4 }, options.onProgress);
     const base = buildLlamaGraph(config, weights, { lora: false });
     const lora = buildLlamaGraph(config, weights, { lora: true });
-    // Quantized models also get the packed int8 LoRA graph (decode batches); fp32 models keep only the exact one.
-    const loraPacked = options.quant === 'fp32' ? null : buildLlamaGraph(config, weights, { lora: true, loraKernel: 'packed-int8' });
+    // Quantized models also get the packed LoRA graph (decode batches); fp32 models keep only the gather one.
+    const loraPacked = options.quant === 'fp32' ? null : buildLlamaGraph(config, weights, { lora: true, loraKernel: 'packed' });
     const graphs = loraPacked ? [base, lora, loraPacked] : [base, lora];
     const locations = writeExternalData(join(tmpDir, WEIGHTS_FILE), graphs, (done, total) => options.onProgress?.('write', done, total));
     const external = { fileName: WEIGHTS_FILE, locations };

@@ -1,11 +1,12 @@
 import type { LinearWeight } from '../../../kernels/linear.ts';
 import type { QuantKind } from '../converted-model.ts';
 import { quantizeInt4 } from '../quantization/int4-block.ts';
-import { quantizeInt8 } from '../quantization/int8-channel.ts';
+import { quantizeInt8 } from '../quantization/int8-block.ts';
 import { int4OutlierQuantizer, int8OutlierQuantizer, selectOutlierColumns, splitOutliers } from '../quantization/outliers.ts';
 
 export interface LinearStorage {
   quant: QuantKind;
+  /** int4 and int8 block size (MatMulNBits block_size). */
   blockSize: number;
   outlierFraction: number;
   /** int4 only: MatMulNBits accuracy_level (4 = int8 activations, fast; 0 = fp32 activations, more accurate). */
@@ -18,7 +19,7 @@ export function toLinearWeight(w: Float32Array, outFeatures: number, inFeatures:
   let main = w;
   let outliers: LinearWeight['outliers'];
   if (storage.outlierFraction > 0) {
-    const quantizer = storage.quant === 'int4' ? int4OutlierQuantizer({ blockSize: storage.blockSize }) : int8OutlierQuantizer();
+    const quantizer = storage.quant === 'int4' ? int4OutlierQuantizer({ blockSize: storage.blockSize }) : int8OutlierQuantizer({ blockSize: storage.blockSize });
     const columns = selectOutlierColumns(w, outFeatures, inFeatures, storage.outlierFraction, quantizer);
     const split = splitOutliers(w, outFeatures, inFeatures, columns);
     main = split.main;
@@ -28,8 +29,8 @@ export function toLinearWeight(w: Float32Array, outFeatures: number, inFeatures:
     const q = quantizeInt4(main, outFeatures, inFeatures, { blockSize: storage.blockSize });
     return { kind: 'int4', inFeatures, outFeatures, blockSize: q.blockSize, packed: q.packed, scales: q.scales, zeroPoints: q.zeroPoints, accuracyLevel: storage.int4AccuracyLevel ?? 4, outliers };
   }
-  const q = quantizeInt8(main, outFeatures, inFeatures);
-  return { kind: 'int8', inFeatures, outFeatures, weight: q.weight, scales: q.scales, outliers };
+  const q = quantizeInt8(main, outFeatures, inFeatures, { blockSize: storage.blockSize });
+  return { kind: 'int8', inFeatures, outFeatures, blockSize: q.blockSize, packed: q.packed, scales: q.scales, outliers };
 }
 
 /** [rows, cols] -> [cols, rows] */

@@ -12,7 +12,7 @@ import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-con
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 5;
+export const GRAPH_VERSION = 6;
 
 /** Graph input/output names shared by the graph builder and the runner. */
 export const GRAPH_IO = {
@@ -22,8 +22,8 @@ export const GRAPH_IO = {
   logitsIndex: 'logits_index',
   loraSlot: 'lora_slot',
   loraScale: 'lora_scale',
-  /** Packed LoRA graph: [batch, 1, loraColumns], each row's adapter scale on its adapter's packed columns. */
-  loraMask: 'lora_mask',
+  /** Packed LoRA graph: [batch, 1, loraColumns] bool, true on the packed columns of each row's adapter. */
+  loraSelect: 'lora_select',
   logits: 'logits',
   logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */
@@ -36,8 +36,6 @@ export const GRAPH_IO = {
   newValue: (layer: number) => `new_value.${layer}`,
   loraA: (layer: number, target: LoraTarget) => `lora_a.${layer}.${target}`,
   loraB: (layer: number, target: LoraTarget) => `lora_b.${layer}.${target}`,
-  /** Packed LoRA graph: per-column dequantization scale [loraColumns] of the int8 A factor. */
-  loraAScale: (layer: number, target: LoraTarget) => `lora_a_scale.${layer}.${target}`,
 } as const;
 
 /** Value added to the attention scores of positions a query must not see. Finite, so fully masked rows stay NaN-free. */
@@ -63,10 +61,10 @@ export interface LlamaGraphOptions {
   lora: boolean;
   /**
    * How a LoRA graph applies adapters (default 'gather'): 'gather' takes rank-padded fp32 slot stacks and per-row slot
-   * indices (kernels/multi-lora.ts, exact); 'packed-int8' takes every resident adapter's factors packed at true rank
-   * as int8 and a per-row column mask (kernels/multi-lora-packed.ts; for quantized models, cheaper on decode batches).
+   * indices (kernels/multi-lora.ts); 'packed' takes the group's adapters' factors packed side by side at true rank
+   * and a per-row column selection (kernels/multi-lora-packed.ts; for quantized models, cheaper on decode batches).
    */
-  loraKernel?: 'gather' | 'packed-int8';
+  loraKernel?: 'gather' | 'packed';
   /**
    * Pipeline stage: the layers [start, end) this graph runs (default: all). A stage starting past layer 0 takes the
    * residual stream `hidden_in` instead of `input_ids`; a stage ending before the last layer outputs `hidden_out`
@@ -92,11 +90,11 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const positionIds = g.input(GRAPH_IO.positionIds, 'int64', ['batch', 'seq']);
   const bias = g.input(GRAPH_IO.attentionBias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = last ? g.input(GRAPH_IO.logitsIndex, 'int64', ['rows']) : null;
-  const packedLora = lora && options.loraKernel === 'packed-int8';
+  const packedLora = lora && options.loraKernel === 'packed';
   const loraRows = lora && !packedLora
     ? { slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) }
     : null;
-  const loraMask = packedLora ? g.input(GRAPH_IO.loraMask, 'float32', ['batch', 1, 'lora_columns']) : null;
+  const loraSelect = packedLora ? g.input(GRAPH_IO.loraSelect, 'bool', ['batch', 1, 'lora_columns']) : null;
 
   // Shapes computed once per run from the bias input [B, 1, S, T].
   const biasShape = g.op('Shape', [bias], { hint: 'bias_shape' });
@@ -123,15 +121,14 @@ export function buildLlamaGraph(config: ModelConfig, weights: GraphWeights, opti
   const norm = (name: string) => g.initializer(name, 'float32', [config.hiddenSize], weights.vector(name));
 
   const withLora = (x: string, base: string, layer: number, target: LoraTarget): string => {
-    if (!loraRows && !loraMask) return base;
+    if (!loraRows && !loraSelect) return base;
     const [inF, outF] = loraTargetShape(config, target);
-    if (loraMask) {
+    if (loraSelect) {
       const factors = {
-        a: g.input(GRAPH_IO.loraA(layer, target), 'int8', [inF, 'lora_columns']),
-        aScale: g.input(GRAPH_IO.loraAScale(layer, target), 'float32', ['lora_columns']),
-        b: g.input(GRAPH_IO.loraB(layer, target), 'int8', ['lora_columns', outF]),
+        a: g.input(GRAPH_IO.loraA(layer, target), 'float32', [inF, 'lora_columns']),
+        b: g.input(GRAPH_IO.loraB(layer, target), 'float32', ['lora_columns', outF]),
       };
-      const packedDelta = packedMultiLoraDelta(g, x, factors, loraMask, `l${layer}_${target}_lora`);
+      const packedDelta = packedMultiLoraDelta(g, x, factors, loraSelect, `l${layer}_${target}_lora`);
       return g.op('Add', [base, packedDelta], { hint: `l${layer}_${target}_adapted` });
     }
     const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dequantizeInt4, quantizeInt4, roundTripInt4 } from './int4-block.ts';
-import { seededNormals } from './test-random.ts';
+import { seededNormals } from '../../util/seeded-random.ts';
 
 const sse = (a: Float32Array, b: Float32Array): number => a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0);
 

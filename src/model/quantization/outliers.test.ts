@@ -6,7 +6,7 @@ import {
   selectOutlierColumns,
   splitOutliers,
 } from './outliers.ts';
-import { seededNormals } from './test-random.ts';
+import { seededNormals } from '../../util/seeded-random.ts';
 
 describe('selectOutlierColumns', () => {
   const N = 64;

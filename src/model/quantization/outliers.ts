@@ -15,7 +15,7 @@
 import { TesseraError, outOfRange } from '../../errors.ts';
 import { checkMatrix, roundTripInt4 } from './int4-block.ts';
 import type { Int4QuantizeOptions } from './int4-block.ts';
-import { roundTripInt8 } from './int8-channel.ts';
+import { DEFAULT_INT8_BLOCK_SIZE, roundTripInt8 } from './int8-block.ts';
 
 export interface OutlierQuantizer {
   /** Input columns that share one scale within a row: the int4 block size; Infinity for one scale per row. */
@@ -34,8 +34,9 @@ export function int4OutlierQuantizer(options: Int4QuantizeOptions = {}): Outlier
   return { groupSizeK: options.blockSize ?? 32, roundTrip: (w, n, k) => roundTripInt4(w, n, k, options) };
 }
 
-export function int8OutlierQuantizer(): OutlierQuantizer {
-  return { groupSizeK: Infinity, roundTrip: roundTripInt8 };
+export function int8OutlierQuantizer(options: { blockSize?: number } = {}): OutlierQuantizer {
+  const blockSize = options.blockSize ?? DEFAULT_INT8_BLOCK_SIZE;
+  return { groupSizeK: blockSize, roundTrip: (w, n, k) => roundTripInt8(w, n, k, { blockSize }) };
 }
 
 /** Picks round(fraction * K) input columns by the dominance score above; returns them sorted. */

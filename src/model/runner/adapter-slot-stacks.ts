@@ -1,12 +1,7 @@
-import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
+import { firstNonFinite } from '../checkpoint/tensor.ts';
+import { LORA_TARGETS, loraTargetShape, type LoraTarget, type LoraWeights, type ModelConfig } from '../model-config.ts';
 
-/** One adapter's LoRA weights in PEFT layout, as read from a PEFT directory or decoded from a compressed file. */
-export interface LoraWeights {
-  rank: number;
-  /** lora_alpha / r (or the rsLoRA variant), applied to B(Ax). */
-  scale: number;
-  layers: Array<Partial<Record<LoraTarget, { a: Float32Array /* [r, in] */; b: Float32Array /* [out, r] */ }>>>;
-}
+export type { LoraWeights };
 
 /**
  * Device-side adapter slots: per layer and target module, A stacked as [numSlots, in, maxRank] and B as
@@ -57,10 +52,20 @@ export class AdapterSlotStacks {
     return this.b.get(key(layer, target))!;
   }
 
-  /** Writes an adapter into a slot (1..numSlots-1); modules the adapter does not target are zeroed. */
+  /**
+   * Writes an adapter into a slot (1..numSlots-1); modules the adapter does not target are zeroed. Non-finite values
+   * are refused here as well as by the readers (ADAPTER_INVALID): the packed kernel's isolation of rows relies on every
+   * slot value being finite (kernels/multi-lora-packed.ts).
+   */
   write(slot: number, adapter: LoraWeights): void {
     this.checkSlot(slot);
     if (adapter.rank > this.maxRank) throw new Error(`adapter rank ${adapter.rank} exceeds the slots' max rank ${this.maxRank}`);
+    if (!Number.isFinite(adapter.scale)) throw new Error(`adapter scale ${adapter.scale} is not finite`);
+    adapter.layers.forEach((modules, layer) => {
+      for (const [target, w] of Object.entries(modules)) {
+        if (w && (firstNonFinite(w.a) >= 0 || firstNonFinite(w.b) >= 0)) throw new Error(`adapter factors of layer ${layer} ${target} hold a non-finite value`);
+      }
+    });
     this.clear(slot);
     const r = adapter.rank;
     for (let layer = 0; layer < this.config.numLayers; layer++) {

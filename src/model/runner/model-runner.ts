@@ -28,8 +28,8 @@ export interface RunnerOptions {
   numAdapterSlots?: number;
   maxAdapterRank?: number;
   /**
-   * A quantized model with a packed LoRA graph runs its LoRA groups on it (int8 factors, cheaper; default true);
-   * false: the exact fp32 gather graph (e.g. as the reference for runners that use that graph).
+   * A quantized model with a packed LoRA graph runs its LoRA groups on it (cheaper on decode batches; default true);
+   * false: the per-row gather graph (e.g. as the reference for runners that use that graph).
    */
   packedLora?: boolean;
 }
@@ -37,7 +37,7 @@ export interface RunnerOptions {
 export interface RunnerMemory {
   weightsBytes: number;
   kvCacheBytes: number;
-  /** The fp32 slot stacks, plus the most the packed int8 copies can take (PackedLoraStacks.maxBytes) when they are used. */
+  /** The fp32 slot stacks, plus the most the packed copies can take (PackedLoraStacks.maxBytes) when they are used. */
   adapterSlotBytes: number;
 }
 
@@ -50,17 +50,20 @@ const DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024;
  */
 export class ModelRunner {
   readonly layout: ExecutorLayout;
+  /** Which multi-LoRA kernel LoRA groups run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
+  readonly loraKernel: 'packed' | 'gather';
 
   private constructor(
     readonly manifest: ModelManifest,
     private readonly baseSession: ort.InferenceSession,
-    /** The multi-LoRA graph: the packed int8 one when `packedLora` is set, else the exact gather graph. */
+    /** The multi-LoRA graph: the packed one when `packedLora` is set, else the gather graph. */
     private readonly loraSession: ort.InferenceSession,
     private readonly kv: PagedKvCache,
     private readonly slots: AdapterSlotStacks,
-    /** Int8 copy of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
+    /** Packed copies of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
     private readonly packedLora: PackedLoraStacks | null,
   ) {
+    this.loraKernel = packedLora ? 'packed' : 'gather';
     this.layout = {
       vocabSize: manifest.config.vocabSize,
       maxContextTokens: manifest.config.maxPositionEmbeddings,

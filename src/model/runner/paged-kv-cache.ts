@@ -56,10 +56,14 @@ export class PagedKvCache {
   }
 
   /**
-   * The past inputs [B, kvHeads, P, D] of one layer for a step (P >= every row's startPosition; the attention bias masks
-   * positions past a row's own length, which may hold stale finite values). Views of buffers reused across steps: valid
-   * until the next call for the same lane and layer. `lane` keeps runs of different shapes in one step (decode rows,
-   * prefill rows) from evicting each other's buffers.
+   * The past inputs [B, kvHeads, P, D] of one layer for a step (P >= every row's startPosition). Views of buffers reused
+   * across steps: valid until the next call for the same lane and layer. `lane` keeps runs of different shapes in one
+   * step (decode rows, prefill rows) from evicting each other's buffers.
+   *
+   * Positions past a row's own length are zero, never values another sequence left in the reused buffer: the attention
+   * bias masks those positions by addition, and a stale Inf or NaN (from a hostile adapter's row, say) would survive
+   * the addition and turn this row's softmax into NaN. Invariant kept between calls: every row's positions
+   * [cached, P) are zero.
    */
   past(layer: number, rows: KvRow[], pastLength: number, lane = 'default'): { keys: Float32Array; values: Float32Array } {
     const { numKvHeads, headDim } = this.options;
@@ -76,8 +80,11 @@ export class PagedKvCache {
     const values = buf.values.subarray(0, floats);
     for (let b = 0; b < rows.length; b++) {
       const row = rows[b];
-      const had = sameLayout && buf.rows[b].seqId === row.seqId && buf.rows[b].cached <= row.startPosition ? buf.rows[b].cached : 0;
+      const continues = sameLayout && buf.rows[b].seqId === row.seqId && buf.rows[b].cached <= row.startPosition;
+      const had = continues ? buf.rows[b].cached : 0;
       if (had < row.startPosition) this.gatherRange(layer, row, b, had, row.startPosition, pastLength, keys, values);
+      // A continuing row's tail was zero already (the invariant); any other row's tail may hold another row's data.
+      if (!continues) this.zeroTail(b, row.startPosition, pastLength, keys, values);
     }
     buf.pastLength = pastLength;
     buf.rows = rows.map((r) => ({ seqId: r.seqId, cached: r.startPosition }));
@@ -87,6 +94,18 @@ export class PagedKvCache {
   /** Copies each row's cached positions [0, startPosition) of one layer into `out` [B, kvHeads, P, D] (rest untouched). */
   gather(layer: number, rows: KvRow[], pastLength: number, outKeys: Float32Array, outValues: Float32Array): void {
     for (let b = 0; b < rows.length; b++) this.gatherRange(layer, rows[b], b, 0, rows[b].startPosition, pastLength, outKeys, outValues);
+  }
+
+  /** Zeroes positions [from, P) of row b of `out` [B, kvHeads, P, D]. */
+  private zeroTail(b: number, from: number, pastLength: number, outKeys: Float32Array, outValues: Float32Array): void {
+    if (from >= pastLength) return;
+    const { numKvHeads, headDim } = this.options;
+    for (let h = 0; h < numKvHeads; h++) {
+      const start = ((b * numKvHeads + h) * pastLength + from) * headDim;
+      const end = ((b * numKvHeads + h) * pastLength + pastLength) * headDim;
+      outKeys.fill(0, start, end);
+      outValues.fill(0, start, end);
+    }
   }
 
   /** Copies positions [from, to) of one row of one layer into row b of `out` [B, kvHeads, P, D]. */
