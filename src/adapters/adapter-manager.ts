@@ -103,7 +103,7 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
     config: opts.config,
     modelId: opts.modelId,
     maxRank: opts.maxRank,
-    policy: { allowedRoots: opts.allowedRoots, allowedUrlPrefixes: opts.allowedUrlPrefixes ?? [], maxFileBytes: opts.maxAdapterFileBytes ?? 1 << 30 },
+    policy: { allowedRoots: opts.allowedRoots, allowedUrlPrefixes: opts.allowedUrlPrefixes ?? [], maxFileBytes: opts.maxAdapterFileBytes ?? 1 << 30, logger: log },
     fetchTimeoutMs: opts.fetchTimeoutMs ?? 30_000,
   });
   const cache = new AdapterCache({

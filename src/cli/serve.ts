@@ -10,7 +10,7 @@ import { createAdapterManager, type AdapterManager } from '../adapters/adapter-m
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
-import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { TokenizerThread } from '../model/tokenizer/tokenizer-thread.ts';
 import { ShardController } from '../parallel/controller.ts';
 import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
@@ -36,7 +36,7 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
-  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  /** Stops at once (in-flight calls are cancelled), also during a drain, which it cuts short. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -65,7 +65,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
   }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
 
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -95,7 +95,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       onHealth: (serving) => {
         workersHealthy = serving;
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
-        grpcServer?.setServing(serving && !draining);
+        grpcServer?.setServing(serving && !draining, draining ? 'stopping' : 'worker-down');
       },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
@@ -162,11 +162,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
+    const tokenizerThread = tokenizer ? await TokenizerThread.start({ modelDir, vocabSize: manifest.config.vocabSize }) : null;
+    if (tokenizerThread) cleanups.push(() => tokenizerThread.close());
 
     const backend: ServingBackend = {
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
-      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -216,6 +218,12 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
 
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
+      if (stopping !== null && deadlineMs === null) {
+        // shutdown() during a drain: cut the drain short; what is still running is cancelled now.
+        log.warn('stopping now: cancelling the requests still draining');
+        void engine.drain(Date.now());
+        void grpc.shutdown(0);
+      }
       stopping ??= (async () => {
         draining = true;
         if (deadlineMs !== null) {
@@ -226,7 +234,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
           await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
         } else {
-          grpc.setServing(false);
+          grpc.setServing(false, 'stopping');
         }
         await cleanup();
         log.info('stopped');
@@ -267,9 +275,11 @@ function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Exe
   };
 }
 
-function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+/** Prompts are tokenized in the tokenizer thread; the main thread's tokenizer only detokenizes. */
+function promptEncoder(tokenizer: Tokenizer, thread: TokenizerThread): ServingBackend['encoder'] {
   return {
-    encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
+    encode: (text, opts) => thread.encodeText(text, opts),
+    encodeChat: tokenizer.chatTemplate ? (messages, opts) => thread.encodeChat(messages, opts) : null,
+    maxBytesPerToken: tokenizer.maxBytesPerToken,
   };
 }

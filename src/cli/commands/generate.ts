@@ -55,7 +55,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     log: io.err,
   });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) io.err(`warning: ${modelDir} has no tokenizer.json: token-id prompts only, no text in the output`);
   let promptTokenIds: number[];
   if (prompt !== undefined) {

@@ -26,7 +26,10 @@ export function splitFlags(argv: string[], booleans: ReadonlySet<string> = new S
   return flags;
 }
 
-/** `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0. */
+/**
+ * `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0; a second
+ * signal during the drain cancels what is still running, stops at once and exits 1.
+ */
 export async function runServe(argv: string[], io: CommandIo): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     io.out(`${serveHelp()}\n`);
@@ -46,13 +49,14 @@ export async function runServe(argv: string[], io: CommandIo): Promise<number> {
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
+        // Cancels what the drain still waits for; the drain's promise then settles too, so both paths exit 1.
         server.logger.warn({ signal }, 'second signal: stopping now');
         void server.shutdown().then(() => resolve(1));
         return;
       }
       server.logger.info({ signal }, 'signal received: draining');
       void server.drain().then(
-        () => resolve(0),
+        () => resolve(signals > 1 ? 1 : 0),
         (err) => {
           server.logger.error({ err }, 'drain failed');
           resolve(1);
