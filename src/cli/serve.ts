@@ -22,6 +22,7 @@ import { componentLogger, createLogger, type Logger } from '../telemetry/logger.
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
+import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
 import { preflightServeConfig } from './preflight.ts';
 
@@ -48,6 +49,8 @@ export interface StartServerOptions {
   logDestination?: pino.DestinationStream;
   /** Lines for a person (default: nothing). */
   announce?: (line: string) => void;
+  /** Facts settled before the server started (e.g. which ONNX Runtime build and CUDA libraries), logged once. */
+  startupLog?: Record<string, unknown>;
 }
 
 const STATS_INTERVAL_MS = 500;
@@ -61,6 +64,10 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
   preflightServeConfig(config);
+  if (options.startupLog) {
+    log.info(options.startupLog, 'execution provider');
+    for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
+  }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
@@ -78,11 +85,16 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
       throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
     }
+    const workerSecurity = shardClientSecurity(config);
+    if (config.workers.length > 0) {
+      log.info({ controllerId: workerSecurity.controllerId, tls: workerSecurity.tls !== null, mutualTls: workerSecurity.tls?.cert != null, secret: workerSecurity.secret !== null }, 'leasing remote shard workers');
+      if (!workerSecurity.tls && !workerSecurity.secret) log.warn('remote shard workers without TLS or a shared secret (--worker-tls-ca, --worker-secret-file): the shard link is plaintext and unauthenticated');
+    }
     const executor = await ShardController.start({
       modelDir,
       tp: config.tp,
       pp: config.pp,
-      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers, { security: workerSecurity }) } : {}),
       ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
       // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
       onHealth: (serving) => {
