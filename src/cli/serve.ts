@@ -10,23 +10,28 @@ import { createAdapterManager, type AdapterManager } from '../adapters/adapter-m
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
-import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { TokenizerThread } from '../model/tokenizer/tokenizer-thread.ts';
 import { ShardController } from '../parallel/controller.ts';
 import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
 import type { ServingBackend } from '../server/backend.ts';
 import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
+import { startHttpServer, type RunningHttpServer } from '../server/http/http-server.ts';
 import { resolveRequestLimits } from '../server/request-limits.ts';
 import { componentLogger, createLogger, type Logger } from '../telemetry/logger.ts';
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
+import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
+import { preflightServeConfig } from './preflight.ts';
 
 export interface RunningServer {
   readonly host: string;
   readonly port: number;
   readonly metricsPort: number | null;
+  /** Port of the OpenAI-compatible HTTP face, or null when it is off. */
+  readonly httpPort: number | null;
   readonly modelDir: string;
   readonly engine: Engine;
   readonly executor: ShardController;
@@ -35,7 +40,7 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
-  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  /** Stops at once (in-flight calls are cancelled), also during a drain, which it cuts short. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -44,6 +49,8 @@ export interface StartServerOptions {
   logDestination?: pino.DestinationStream;
   /** Lines for a person (default: nothing). */
   announce?: (line: string) => void;
+  /** Facts settled before the server started (e.g. which ONNX Runtime build and CUDA libraries), logged once. */
+  startupLog?: Record<string, unknown>;
 }
 
 const STATS_INTERVAL_MS = 500;
@@ -56,9 +63,14 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  preflightServeConfig(config);
+  if (options.startupLog) {
+    log.info(options.startupLog, 'execution provider');
+    for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
+  }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
 
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -73,17 +85,22 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
       throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
     }
+    const workerSecurity = shardClientSecurity(config);
+    if (config.workers.length > 0) {
+      log.info({ controllerId: workerSecurity.controllerId, tls: workerSecurity.tls !== null, mutualTls: workerSecurity.tls?.cert != null, secret: workerSecurity.secret !== null }, 'leasing remote shard workers');
+      if (!workerSecurity.tls && !workerSecurity.secret) log.warn('remote shard workers without TLS or a shared secret (--worker-tls-ca, --worker-secret-file): the shard link is plaintext and unauthenticated');
+    }
     const executor = await ShardController.start({
       modelDir,
       tp: config.tp,
       pp: config.pp,
-      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers, { security: workerSecurity }) } : {}),
       ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
       // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
       onHealth: (serving) => {
         workersHealthy = serving;
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
-        grpcServer?.setServing(serving && !draining);
+        grpcServer?.setServing(serving && !draining, draining ? 'stopping' : 'worker-down');
       },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
@@ -150,11 +167,14 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
+    const tokenizerThread = tokenizer ? await TokenizerThread.start({ modelDir, vocabSize: manifest.config.vocabSize }) : null;
+    if (tokenizerThread) cleanups.push(() => tokenizerThread.close());
 
     const backend: ServingBackend = {
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
-      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
+      ...(tokenizer ? { tokenText: (id: number) => tokenizer.decode([id]) } : {}),
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -190,20 +210,54 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     cleanups.push(() => grpc.shutdown(0));
     grpcServer = grpc;
 
+    // The OpenAI-compatible face: same backend, auth, limits, and the gRPC server's admission gate.
+    let http: RunningHttpServer | null = null;
+    if (config.httpPort !== null) {
+      const running = await startHttpServer({
+        backend,
+        host: config.host,
+        port: config.httpPort,
+        limits,
+        auth,
+        gate: grpc.gate,
+        logger: componentLogger(logger, 'http'),
+        metrics: metrics?.instruments ?? null,
+        tracer: tracing.tracer,
+        maxBodyBytes: config.maxMessageBytes,
+        requestTimeoutMs: config.httpRequestTimeoutMs,
+        metricsHandler: metrics ? (req, res) => metrics!.handler(req, res) : null,
+      });
+      http = running;
+      cleanups.push(() => running.shutdown(0));
+    }
+
+    if (metrics && adapters) {
+      // The inference gateway's LoRA affinity reads which adapters each replica runs and queues.
+      metrics.setLoraInfo(() => ({ maxLora: config.adapterSlots, ...engine.adapterActivity() }));
+    }
     if (metrics) {
       const instruments = metrics.instruments;
-      const timer = setInterval(() => {
+      const sample = (): void => {
         const stats = engine.stats();
         instruments.queueLength.record(stats.queued);
         instruments.runningSequences.record(stats.running);
         instruments.kvUsageRatio.record(stats.kvBlocksTotal > 0 ? stats.kvBlocksUsed / stats.kvBlocksTotal : 0);
-      }, STATS_INTERVAL_MS);
+      };
+      sample(); // the gauges exist from the first scrape on
+      const timer = setInterval(sample, STATS_INTERVAL_MS);
       timer.unref();
       cleanups.push(() => clearInterval(timer));
     }
 
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
+      if (stopping !== null && deadlineMs === null) {
+        // shutdown() during a drain: cut the drain short; what is still running is cancelled now.
+        log.warn('stopping now: cancelling the requests still draining');
+        void engine.drain(Date.now());
+        void grpc.shutdown(0);
+        void http?.shutdown(0);
+      }
       stopping ??= (async () => {
         draining = true;
         if (deadlineMs !== null) {
@@ -212,21 +266,25 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
           // The gRPC grace outlasts the engine deadline a little, so requests the engine cancels at the deadline still
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
-          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
+          const graceMs = Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS;
+          await Promise.all([grpc.shutdown(graceMs), http?.shutdown(graceMs), engine.drain(deadlineMs)]);
         } else {
-          grpc.setServing(false);
+          grpc.setServing(false, 'stopping');
         }
         await cleanup();
         log.info('stopped');
       })();
       return stopping;
     };
-    log.info({ host: config.host, port: grpc.port, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
+    log.info({ host: config.host, port: grpc.port, httpPort: http?.port ?? null, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
     options.announce?.(`listening on ${config.host}:${grpc.port}`);
+    if (http) options.announce?.(`http listening on ${config.host}:${http.port}`);
+    if (metrics?.port != null) options.announce?.(`metrics listening on ${config.metricsHost}:${metrics.port}`);
     return {
       host: config.host,
       port: grpc.port,
       metricsPort: metrics?.port ?? null,
+      httpPort: http?.port ?? null,
       modelDir,
       engine,
       executor,
@@ -255,9 +313,11 @@ function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Exe
   };
 }
 
-function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+/** Prompts are tokenized in the tokenizer thread; the main thread's tokenizer only detokenizes. */
+function promptEncoder(tokenizer: Tokenizer, thread: TokenizerThread): ServingBackend['encoder'] {
   return {
-    encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
+    encode: (text, opts) => thread.encodeText(text, opts),
+    encodeChat: tokenizer.chatTemplate ? (messages, opts) => thread.encodeChat(messages, opts) : null,
+    maxBytesPerToken: tokenizer.maxBytesPerToken,
   };
 }

@@ -58,6 +58,25 @@ export interface CallRecord {
   firstTokenMs: number | null;
   /** Streaming only: gaps between consecutive token-carrying messages, ms. */
   interTokenGapsMs: number[];
+  /** The generated token ids (to compare a run against another with the same seed). */
+  outputTokenIds: number[];
+}
+
+/** The record of a call starting now. */
+export function newCallRecord(req: LoadRequest): CallRecord {
+  return {
+    requestId: req.requestId,
+    adapterId: req.adapterId,
+    promptTokens: req.promptTokenIds.length,
+    startMs: performance.now(),
+    endMs: 0,
+    status: 'OK',
+    details: '',
+    outputTokens: 0,
+    firstTokenMs: null,
+    interTokenGapsMs: [],
+    outputTokenIds: [],
+  };
 }
 
 export interface RunningCall {
@@ -128,18 +147,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         stopping: { max_new_tokens: req.maxNewTokens, ignore_eos: true },
         top_n_logprobs: 0,
       };
-      const record: CallRecord = {
-        requestId: req.requestId,
-        adapterId: req.adapterId,
-        promptTokens: req.promptTokenIds.length,
-        startMs: performance.now(),
-        endMs: 0,
-        status: 'OK',
-        details: '',
-        outputTokens: 0,
-        firstTokenMs: null,
-        interTokenGapsMs: [],
-      };
+      const record = newCallRecord(req);
       const callOptions = { deadline: Date.now() + timeoutMs };
       let call: grpc.ClientUnaryCall | grpc.ClientReadableStream<unknown>;
       const done = new Promise<CallRecord>((resolve) => {
@@ -154,7 +162,10 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         };
         if (!stream) {
           call = client.Generate(body, metadata(req.adapterId), callOptions, (err: grpc.ServiceError | null, res: any) => {
-            if (!err) record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+            if (!err) {
+              record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+              record.outputTokenIds = res.token_ids;
+            }
             finish(err);
           });
           return;
@@ -170,6 +181,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
           else record.interTokenGapsMs.push(now - lastTokenMs);
           lastTokenMs = now;
           record.outputTokens += n;
+          record.outputTokenIds.push(...(m.token_ids as number[]));
         });
         s.on('error', (err: grpc.ServiceError) => finish(err));
         s.on('status', (st: grpc.StatusObject) => {

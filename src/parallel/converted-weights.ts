@@ -1,12 +1,10 @@
-import protobuf from 'protobufjs';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { onnxModelType } from '../model/graph/onnx-serialize.ts';
 import { TesseraError } from '../errors.ts';
 import type { ModelManifest } from '../model/converted-model.ts';
 import type { LinearWeight } from '../../kernels/linear.ts';
 
-const schemaPath = fileURLToPath(new URL('../model/graph/onnx-subset.proto', import.meta.url));
 
 interface TensorRecord {
   name: string;
@@ -31,7 +29,7 @@ export class ConvertedWeights {
     private readonly dir: string,
     private readonly manifest: ModelManifest,
   ) {
-    const type = protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
+    const type = onnxModelType();
     const graphFile = join(dir, manifest.graphs.base);
     let model: { graph?: { initializer?: Array<Record<string, unknown>> } };
     try {

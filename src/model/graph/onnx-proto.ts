@@ -1,9 +1,8 @@
 import protobuf from 'protobufjs';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { OnnxGraph } from '../../../kernels/onnx-graph.ts';
 import { TesseraError } from '../../errors.ts';
-import { serializeModel } from './onnx-serialize.ts';
+import { onnxModelType, serializeModel } from './onnx-serialize.ts';
 
 /**
  * Decoded ONNX models for protobuf-level rewrites of converted graphs (device-resident KV, k-step Loop): read a model
@@ -29,13 +28,7 @@ export interface ProtoModel {
   graph: ProtoGraph;
 }
 
-const schemaPath = fileURLToPath(new URL('./onnx-subset.proto', import.meta.url));
-let modelType: protobuf.Type | null = null;
-
-function type(): protobuf.Type {
-  modelType ??= protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
-  return modelType;
-}
+const type = onnxModelType;
 
 /** Reads and decodes an ONNX model file; CHECKPOINT_INVALID naming the file when it is not one. */
 export function readModelProto(path: string): ProtoModel {

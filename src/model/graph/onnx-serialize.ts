@@ -6,7 +6,8 @@ import { ONNX_DATA_TYPE, type AttrValue, type InitializerDef, type OnnxGraph, ty
 const schemaPath = fileURLToPath(new URL('./onnx-subset.proto', import.meta.url));
 let modelType: protobuf.Type | null = null;
 
-function onnxModelType(): protobuf.Type {
+/** The ModelProto type of the ONNX subset schema, loaded once for every reader and writer of graph files. */
+export function onnxModelType(): protobuf.Type {
   modelType ??= protobuf.loadSync(schemaPath).lookupType('tessera.onnx.ModelProto');
   return modelType;
 }
