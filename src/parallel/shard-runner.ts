@@ -17,7 +17,8 @@ import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
 import { tpSlices, type TpSlices } from './shard-layout.ts';
-import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
+import { padSingleRow, stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
+import { needsSingleRowPadding } from '../model/runner/single-row-padding.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
 
 /** Where one run's time went: building the feeds (step inputs, past KV gather), inside session.run, reading outputs back (KV scatter). */
@@ -56,6 +57,8 @@ export class ShardRunner {
     readonly manifest: ModelManifest,
     private readonly weights: ConvertedWeights | null,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions,
+    /** One-row steps run with a padding row (whole-model shards on CPUs whose one-row kernel path differs). */
+    readonly padSingleRows: boolean,
     private readonly hooks: ShardRunnerHooks,
   ) {
     const p = spec.position;
@@ -79,7 +82,9 @@ export class ShardRunner {
     const p = spec.position;
     const whole = p.tpSize === 1 && p.numStages === 1;
     const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
-    const runner = new ShardRunner(spec, manifest, weights, sessionOptions, hooks);
+    // TP/PP shards exchange hidden states shaped by the batch, so padding would have to be the controller's: not done.
+    const padSingleRows = whole && (await needsSingleRowPadding(manifest.quant.kind, spec.device ?? 'cpu'));
+    const runner = new ShardRunner(spec, manifest, weights, sessionOptions, padSingleRows, hooks);
     await runner.warm();
     return runner;
   }
@@ -117,8 +122,10 @@ export class ShardRunner {
     this.slots.clear(slot);
   }
 
-  async run(req: RunRequest): Promise<RunReply> {
+  async run(request: RunRequest): Promise<RunReply> {
     const started = performance.now();
+    // Padding changes the batch, so only a shard that holds the whole model (no hidden states in or out) may pad.
+    const req = this.padSingleRows ? { ...request, rows: padSingleRow(request.rows) } : request;
     const inputs = stepInputs(req.rows);
     const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
     const session = await this.session(req.segment, useLora);
