@@ -353,7 +353,8 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
           log?.warn({ dir, entry: name }, `adapter skipped: ${(err as Error).message}`);
           continue;
         }
-        register(adapterId, tenantId, full, resolved, false);
+        // Clients see the entry's path below its root, never where the server keeps it.
+        register(adapterId, tenantId, resolved.kind === 'url' ? resolved.url : resolved.local.shown, resolved, false);
         ids.push(adapterId);
       }
       log?.info({ dir, count: ids.length }, 'adapters registered from directory');

@@ -18,17 +18,22 @@ import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
 import type { ServingBackend } from '../server/backend.ts';
 import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
+import { startHttpServer, type RunningHttpServer } from '../server/http/http-server.ts';
 import { resolveRequestLimits } from '../server/request-limits.ts';
 import { componentLogger, createLogger, type Logger } from '../telemetry/logger.ts';
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
+import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
+import { preflightServeConfig } from './preflight.ts';
 
 export interface RunningServer {
   readonly host: string;
   readonly port: number;
   readonly metricsPort: number | null;
+  /** Port of the OpenAI-compatible HTTP face, or null when it is off. */
+  readonly httpPort: number | null;
   readonly modelDir: string;
   readonly engine: Engine;
   readonly executor: ShardController;
@@ -46,6 +51,8 @@ export interface StartServerOptions {
   logDestination?: pino.DestinationStream;
   /** Lines for a person (default: nothing). */
   announce?: (line: string) => void;
+  /** Facts settled before the server started (e.g. which ONNX Runtime build and CUDA libraries), logged once. */
+  startupLog?: Record<string, unknown>;
 }
 
 const STATS_INTERVAL_MS = 500;
@@ -58,6 +65,11 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  preflightServeConfig(config);
+  if (options.startupLog) {
+    log.info(options.startupLog, 'execution provider');
+    for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
+  }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
@@ -75,11 +87,16 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
       throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
     }
+    const workerSecurity = shardClientSecurity(config);
+    if (config.workers.length > 0) {
+      log.info({ controllerId: workerSecurity.controllerId, tls: workerSecurity.tls !== null, mutualTls: workerSecurity.tls?.cert != null, secret: workerSecurity.secret !== null }, 'leasing remote shard workers');
+      if (!workerSecurity.tls && !workerSecurity.secret) log.warn('remote shard workers without TLS or a shared secret (--worker-tls-ca, --worker-secret-file): the shard link is plaintext and unauthenticated');
+    }
     const executor = await ShardController.start({
       modelDir,
       tp: config.tp,
       pp: config.pp,
-      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers, { security: workerSecurity }) } : {}),
       ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
       // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
       onHealth: (serving) => {
@@ -160,6 +177,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
       encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
+      ...(tokenizer ? { tokenText: (id: number) => tokenizer.decode([id]) } : {}),
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -195,14 +213,41 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     cleanups.push(() => grpc.shutdown(0));
     grpcServer = grpc;
 
+    // The OpenAI-compatible face: same backend, auth, limits, and the gRPC server's admission gate.
+    let http: RunningHttpServer | null = null;
+    if (config.httpPort !== null) {
+      const running = await startHttpServer({
+        backend,
+        host: config.host,
+        port: config.httpPort,
+        limits,
+        auth,
+        gate: grpc.gate,
+        logger: componentLogger(logger, 'http'),
+        metrics: metrics?.instruments ?? null,
+        tracer: tracing.tracer,
+        maxBodyBytes: config.maxMessageBytes,
+        requestTimeoutMs: config.httpRequestTimeoutMs,
+        metricsHandler: metrics ? (req, res) => metrics!.handler(req, res) : null,
+      });
+      http = running;
+      cleanups.push(() => running.shutdown(0));
+    }
+
+    if (metrics && adapters) {
+      // The inference gateway's LoRA affinity reads which adapters each replica runs and queues.
+      metrics.setLoraInfo(() => ({ maxLora: config.adapterSlots, ...engine.adapterActivity() }));
+    }
     if (metrics) {
       const instruments = metrics.instruments;
-      const timer = setInterval(() => {
+      const sample = (): void => {
         const stats = engine.stats();
         instruments.queueLength.record(stats.queued);
         instruments.runningSequences.record(stats.running);
         instruments.kvUsageRatio.record(stats.kvBlocksTotal > 0 ? stats.kvBlocksUsed / stats.kvBlocksTotal : 0);
-      }, STATS_INTERVAL_MS);
+      };
+      sample(); // the gauges exist from the first scrape on
+      const timer = setInterval(sample, STATS_INTERVAL_MS);
       timer.unref();
       cleanups.push(() => clearInterval(timer));
     }
@@ -214,6 +259,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         log.warn('stopping now: cancelling the requests still draining');
         void engine.drain(Date.now());
         void grpc.shutdown(0);
+        void http?.shutdown(0);
       }
       stopping ??= (async () => {
         draining = true;
@@ -223,7 +269,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
           // The gRPC grace outlasts the engine deadline a little, so requests the engine cancels at the deadline still
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
-          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
+          const graceMs = Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS;
+          await Promise.all([grpc.shutdown(graceMs), http?.shutdown(graceMs), engine.drain(deadlineMs)]);
         } else {
           grpc.setServing(false, 'stopping');
         }
@@ -232,12 +279,15 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       })();
       return stopping;
     };
-    log.info({ host: config.host, port: grpc.port, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
+    log.info({ host: config.host, port: grpc.port, httpPort: http?.port ?? null, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
     options.announce?.(`listening on ${config.host}:${grpc.port}`);
+    if (http) options.announce?.(`http listening on ${config.host}:${http.port}`);
+    if (metrics?.port != null) options.announce?.(`metrics listening on ${config.metricsHost}:${metrics.port}`);
     return {
       host: config.host,
       port: grpc.port,
       metricsPort: metrics?.port ?? null,
+      httpPort: http?.port ?? null,
       modelDir,
       engine,
       executor,

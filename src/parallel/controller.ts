@@ -152,11 +152,13 @@ export class ShardController implements Executor {
       numAdapterSlots: options.numAdapterSlots ?? 8,
     };
     const controller = new ShardController(config, shards, options, layout, manifest.modelId);
-    try {
-      await Promise.all(shards.map((s) => controller.connect(s)));
-    } catch (err) {
+    // Every connect settles before a failure is reported, so the workers that did accept are shut down (told goodbye,
+    // which frees a remote worker's lease at once) rather than left attached; the first failing worker is named.
+    const settled = await Promise.allSettled(shards.map((s) => controller.connect(s)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
       await controller.shutdown();
-      throw err;
+      throw failed.reason;
     }
     // A whole-model worker's runner may run k steps per call or sample in its graph; a split model runs single steps.
     if (shards.length === 1) controller.groupLayout = { ...layout, ...shards[0].can };

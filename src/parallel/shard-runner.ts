@@ -6,7 +6,7 @@ import type { LoraKernel } from '../model/graph/llama-layers.ts';
 import { serializeModel } from '../model/graph/onnx-serialize.ts';
 import { LORA_TARGETS, loraTargetShape, type ModelConfig } from '../model/model-config.ts';
 import { AdapterSlotStacks, type LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
-import { runHostKvBatch, type HostKvState } from '../model/runner/host-kv-batch.ts';
+import { runHostKvBatch, type HostKvHooks, type HostKvState } from '../model/runner/host-kv-batch.ts';
 import { openSession, runnerSessionOptions } from '../model/runner/open-session.ts';
 import { PackedLoraStacks } from '../model/runner/packed-lora-stacks.ts';
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
@@ -39,6 +39,7 @@ export class ShardRunner {
     readonly manifest: ModelManifest,
     private readonly weights: ConvertedWeights,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions,
+    onRunPhases: HostKvHooks['onRunPhases'],
   ) {
     const p = spec.position;
     const config = manifest.config;
@@ -47,7 +48,7 @@ export class ShardRunner {
     const kv = new PagedKvCache({ numLayers: local.numLayers, numKvHeads: local.numKvHeads, headDim: local.headDim, numBlocks: spec.numKvBlocks, blockSizeTokens: spec.blockSizeTokens });
     const slots = new AdapterSlotStacks(local, spec.numAdapterSlots, spec.maxAdapterRank);
     this.loraKernel = manifest.graphs.loraPacked !== undefined ? 'packed' : 'gather';
-    this.state = { config: local, layerStart: p.layerStart, kv, slots, packed: this.loraKernel === 'packed' ? new PackedLoraStacks(local, slots) : null };
+    this.state = { config: local, layerStart: p.layerStart, kv, slots, packed: this.loraKernel === 'packed' ? new PackedLoraStacks(local, slots) : null, onRunPhases };
     if (this.slices) {
       this.stage = null;
       this.tp = new TpSegmentBuilder(config, weights, this.slices, p.tpRank, this.loraKernel);
@@ -58,12 +59,14 @@ export class ShardRunner {
     }
   }
 
-  static async create(spec: ShardSpec): Promise<ShardRunner> {
+  /** `hooks`: in-process instrumentation of the host-KV batch path for benchmarks; serving passes none. */
+  static async create(spec: ShardSpec, hooks: HostKvHooks = {}): Promise<ShardRunner> {
     const p = spec.position;
     if (p.tpSize === 1 && p.numStages === 1) throw new TesseraError('INTERNAL', 'a worker holding the whole model hosts a StepRunner (WholeModelShardRunner), not a ShardRunner');
     if (spec.runnerKind !== 'host-kv') throw new TesseraError('CONFIG_INVALID', `a model split over several workers runs host-kv shards, not ${spec.runnerKind}`);
     const manifest = readManifest(spec.modelDir);
-    const runner = new ShardRunner(spec, manifest, new ConvertedWeights(spec.modelDir, manifest), runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads));
+    const sessionOptions = { ...runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads), ...hooks.sessionOptions };
+    const runner = new ShardRunner(spec, manifest, new ConvertedWeights(spec.modelDir, manifest), sessionOptions, hooks.onRunPhases);
     await runner.warm();
     return runner;
   }

@@ -3,6 +3,7 @@ import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { readManifest, type ModelManifest } from '../model/converted-model.ts';
 import type { LoraWeights } from '../model/runner/adapter-slot-stacks.ts';
 import { createStepRunner } from '../model/runner/create-step-runner.ts';
+import type { HostKvHooks } from '../model/runner/host-kv-batch.ts';
 import { PagedKvCache } from '../model/runner/paged-kv-cache.ts';
 import { checkRow } from '../model/runner/step-batches.ts';
 import type { StepRunner } from '../model/runner/step-runner.ts';
@@ -20,7 +21,8 @@ export class WholeModelShardRunner {
     return this.runner.manifest;
   }
 
-  static async create(spec: ShardSpec): Promise<WholeModelShardRunner> {
+  /** `hooks`: in-process instrumentation of the host-KV batch path for benchmarks (bench/cases/profile.ts); serving passes none. */
+  static async create(spec: ShardSpec, hooks?: HostKvHooks): Promise<WholeModelShardRunner> {
     const c = readManifest(spec.modelDir).config;
     const perBlock = PagedKvCache.bytesPerBlock({ numLayers: c.numLayers, numKvHeads: c.numKvHeads, headDim: c.headDim, blockSizeTokens: spec.blockSizeTokens });
     const runner = await createStepRunner(spec.runnerKind, {
@@ -31,7 +33,9 @@ export class WholeModelShardRunner {
       blockSizeTokens: spec.blockSizeTokens,
       numAdapterSlots: spec.numAdapterSlots,
       maxAdapterRank: spec.maxAdapterRank,
+      loraSessionOnFirstUse: true,
       ...(spec.maxDecodeStepsPerRun !== undefined ? { maxDecodeStepsPerRun: spec.maxDecodeStepsPerRun } : {}),
+      ...(hooks ? { hooks } : {}),
     });
     return new WholeModelShardRunner(runner);
   }

@@ -6,7 +6,7 @@
  * writes them, attribute keys scanned from src/, the client's adapter header constant.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,17 +19,22 @@ import { PersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClai
 import { PodTemplateSpec } from 'kubernetes-models/v1/PodTemplateSpec';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import { HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { SERVE_SETTINGS, loadServeConfig, type ServeConfig } from '../../src/cli/config.ts';
 import { splitFlags } from '../../src/cli/commands/serve.ts';
-import { workerSpec } from '../../src/cli/commands/worker.ts';
-import { parseCommandArgs } from '../../src/cli/args.ts';
+import { parseWorkerArgs } from '../../src/cli/commands/worker.ts';
+import { shardClientSecurity, shardServerSecurity } from '../../src/cli/shard-security.ts';
 import { ADAPTER_HEADER } from '../../src/loadgen/generation-client.ts';
 import { hashApiKey, loadApiKeyFile } from '../../src/server/auth.ts';
+import { LORA_INFO_METRIC } from '../../src/telemetry/lora-info.ts';
 import { TIME_TO_FIRST_TOKEN_BUCKETS_S, startMetrics } from '../../src/telemetry/metrics.ts';
 import { contextCopies, execForm, parseDockerfile, stageEnv } from './dockerfile.ts';
 import { podTemplatesOf, readYamlObjects, renderKustomization, type K8sObject } from './render-kustomization.ts';
@@ -50,14 +55,20 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
   'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
   'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
+  'v1/ServiceAccount': ServiceAccount,
+  'rbac.authorization.k8s.io/v1/Role': Role,
+  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
+  'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
 };
 const LWS_API = 'leaderworkerset.x-k8s.io/v1';
+const INFERENCE_POOL_API = 'inference.networking.k8s.io/v1';
 
 /** YAML files that are not Kubernetes objects, each checked by its own test below. */
-const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml']);
+const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml', 'kubernetes/inference-gateway/epp-config.yaml']);
 
+/** Files under `dir` (installed packages, e.g. `npm run install:cuda`'s deploy/cuda-provider/node_modules, skipped). */
 function filesUnder(dir: string, ext: RegExp): string[] {
-  return readdirSync(dir).flatMap((name) => {
+  return readdirSync(dir).filter((name) => name !== 'node_modules').flatMap((name) => {
     const p = join(dir, name);
     return statSync(p).isDirectory() ? filesUnder(p, ext) : ext.test(name) ? [p] : [];
   });
@@ -66,6 +77,10 @@ function filesUnder(dir: string, ext: RegExp): string[] {
 function validateObject(o: K8sObject, where: string): void {
   if (o.apiVersion === LWS_API && o.kind === 'LeaderWorkerSet') {
     validateLeaderWorkerSet(o, where);
+    return;
+  }
+  if (o.apiVersion === INFERENCE_POOL_API && o.kind === 'InferencePool') {
+    validateInferencePool(o, where);
     return;
   }
   const Model = MODELS[`${o.apiVersion}/${o.kind}`];
@@ -96,6 +111,27 @@ function validateLeaderWorkerSet(o: K8sObject, where: string): void {
   }
 }
 
+/**
+ * No model package for the Gateway API Inference Extension's CRDs: InferencePool v1's fields checked by hand, after
+ * its published schema (selector.matchLabels, 1-8 targetPorts, endpointPickerRef with name, port, failureMode).
+ */
+function validateInferencePool(o: K8sObject, where: string): void {
+  const spec = o.spec;
+  const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+  expect(typeof o.metadata?.name, where).toBe('string');
+  expect(Object.keys(spec).sort(), `${where}: spec fields`).toEqual(expect.arrayContaining(['endpointPickerRef', 'selector', 'targetPorts']));
+  for (const key of Object.keys(spec)) expect(['selector', 'targetPorts', 'endpointPickerRef', 'appProtocol'], `${where}: spec.${key}`).toContain(key);
+  expect(Object.keys(spec.selector), `${where}: selector`).toEqual(['matchLabels']);
+  for (const v of Object.values(spec.selector.matchLabels as Record<string, string>)) expect(LABEL_VALUE.test(v), `${where}: label value ${v}`).toBe(true);
+  expect(spec.targetPorts.length >= 1 && spec.targetPorts.length <= 8, `${where}: targetPorts`).toBe(true);
+  for (const p of spec.targetPorts) expect(Number.isInteger(p.number) && p.number >= 1 && p.number <= 65535, `${where}: targetPorts number`).toBe(true);
+  const ref = spec.endpointPickerRef;
+  expect(typeof ref.name === 'string' && ref.name.length > 0, `${where}: endpointPickerRef.name`).toBe(true);
+  expect(['Service', undefined]).toContain(ref.kind);
+  expect(['FailOpen', 'FailClose', undefined]).toContain(ref.failureMode);
+  expect(Number.isInteger(ref.port?.number) && ref.port.number >= 1 && ref.port.number <= 65535, `${where}: endpointPickerRef.port`).toBe(true);
+}
+
 /** Every TESSERA_* name that appears in src/ (SERVE_SETTINGS env vars, TESSERA_CONFIG, TESSERA_CACHE_DIR, ...). */
 function envNamesInCode(): Set<string> {
   const names = new Set<string>();
@@ -118,6 +154,7 @@ function labelNamesInCode(): Set<string> {
 /** Series names the real exporter writes for every instrument (histograms: _bucket/_sum/_count; counters: _total). */
 async function exportedSeries(path: string): Promise<{ names: Set<string>; status: number }> {
   const metrics = await startMetrics({ port: 0, host: '127.0.0.1' });
+  metrics.setLoraInfo(() => ({ maxLora: 2, running: ['a'], waiting: [] }));
   try {
     for (const inst of Object.values(metrics.instruments) as Array<{ add?: (v: number) => void; record?: (v: number) => void }>) {
       if (inst.add) inst.add(1);
@@ -189,6 +226,7 @@ async function checkServePod(template: K8sObject, c: K8sObject, config: ServeCon
   const port = (name: string) => (c.ports as K8sObject[]).find((p) => p.name === name)?.containerPort;
   expect(port('grpc'), `${where}: grpc containerPort`).toBe(config.port);
   expect(port('metrics'), `${where}: metrics containerPort`).toBe(config.metricsPort);
+  expect(port('http'), `${where}: http containerPort (OpenAI-compatible face)`).toBe(config.httpPort);
   expect(config.host, `${where}: gRPC must listen on all interfaces`).toBe('0.0.0.0');
   expect(config.metricsHost, `${where}: metrics must listen on all interfaces`).toBe('0.0.0.0');
   for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
@@ -229,7 +267,7 @@ let series: { names: Set<string>; status: number };
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'tessera-deploy-'));
-  renders = new Map(['overlays/cpu', 'overlays/gpu', 'lws', 'envoy'].map((d) => [d, renderKustomization(join(K8S, d))]));
+  renders = new Map(['overlays/cpu', 'overlays/gpu', 'lws', 'envoy', 'inference-gateway'].map((d) => [d, renderKustomization(join(K8S, d))]));
   for (const objects of renders.values()) {
     for (const o of objects) {
       if (o.kind === 'ConfigMap') configMaps.set(o.metadata.name, o);
@@ -486,6 +524,77 @@ describe('Envoy adapter-affinity router', () => {
   });
 });
 
+describe('Gateway API Inference Extension (InferencePool, HTTPRoute, endpoint picker)', () => {
+  const objects = () => renders.get('inference-gateway')!;
+  const pool = () => find(objects(), 'InferencePool', 'tessera');
+  const epp = () => find(objects(), 'Deployment', 'tessera-epp');
+  const eppArgs = (): Map<string, string> => {
+    const args = container(epp().spec.template, 'epp').args as string[];
+    const out = new Map<string, string>();
+    for (let i = 0; i < args.length; i += 2) {
+      expect(args[i].startsWith('--'), `EPP argument ${args[i]} is a flag followed by its value`).toBe(true);
+      out.set(args[i].slice(2), args[i + 1]);
+    }
+    return out;
+  };
+
+  it('pools the server pods on the port of their OpenAI-compatible face', () => {
+    const server = renders.get('overlays/cpu')!;
+    const template = find(server, 'Deployment', 'tessera').spec.template;
+    const c = container(template, 'tessera');
+    const imageEnv = stageEnv(parseDockerfile(join(DEPLOY, 'docker/Dockerfile.cpu')).stages.at(-1)!);
+    const config = effectiveServeConfig(template, c, c.args.slice(1), imageEnv, scratch);
+    for (const [k, v] of Object.entries(pool().spec.selector.matchLabels as Record<string, string>)) expect(template.metadata.labels[k], `pool selector ${k}`).toBe(v);
+    expect(pool().spec.targetPorts.map((p: K8sObject) => p.number)).toEqual([config.httpPort]);
+    expect((c.ports as K8sObject[]).find((p) => p.name === 'http')!.containerPort).toBe(config.httpPort);
+  });
+
+  it('routes the OpenAI paths of the Gateway to the pool, and the pool to its endpoint picker', () => {
+    const route = find(objects(), 'HTTPRoute', 'tessera');
+    const backends = route.spec.rules.flatMap((r: K8sObject) => r.backendRefs);
+    expect(backends).toEqual([{ group: 'inference.networking.k8s.io', kind: 'InferencePool', name: pool().metadata.name }]);
+    const paths = route.spec.rules.flatMap((r: K8sObject) => r.matches.map((m: K8sObject) => m.path.value as string));
+    for (const api of ['/v1/completions', '/v1/chat/completions', '/v1/models']) expect(paths.some((p: string) => api.startsWith(p)), api).toBe(true);
+    const ref = pool().spec.endpointPickerRef;
+    const service = find(objects(), 'Service', ref.name);
+    const servicePort = (service.spec.ports as K8sObject[]).find((p) => p.port === ref.port.number)!;
+    expect(servicePort, 'the picker Service exposes the referenced port').toBeDefined();
+    const eppContainer = container(epp().spec.template, 'epp');
+    expect((eppContainer.ports as K8sObject[]).find((p) => p.name === servicePort.targetPort)!.containerPort).toBe(Number(eppArgs().get('grpc-port')));
+    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>)) expect(epp().spec.template.metadata.labels[k]).toBe(v);
+    expect(eppArgs().get('pool-name')).toBe(pool().metadata.name);
+    expect(eppContainer.readinessProbe.grpc.port).toBe(Number(eppArgs().get('grpc-health-port')));
+  });
+
+  it("points the picker at Tessera's metrics, exported with the model-server protocol's types and labels", () => {
+    const args = eppArgs();
+    for (const flag of ['total-queued-requests-metric', 'total-running-requests-metric', 'kv-cache-usage-percentage-metric', 'lora-info-metric']) {
+      expect(series.names.has(args.get(flag)!), `--${flag} ${args.get(flag)} is exported`).toBe(true);
+    }
+    expect(args.get('lora-info-metric')).toBe(LORA_INFO_METRIC);
+  });
+
+  it('mounts the scheduling profile, whose plugins are declared, and may read pods and pools', () => {
+    const args = eppArgs();
+    const template = epp().spec.template;
+    const c = container(template, 'epp');
+    const file = args.get('config-file')!;
+    const mount = (c.volumeMounts as K8sObject[]).find((m) => file.startsWith(`${m.mountPath}/`))!;
+    const volume = (template.spec.volumes as K8sObject[]).find((v) => v.name === mount.name)!;
+    const cm = find(objects(), 'ConfigMap', volume.configMap.name);
+    const config = parseYaml(cm.data[relative(mount.mountPath, file)]);
+    expect(config.kind).toBe('EndpointPickerConfig');
+    const declared = new Set((config.plugins as K8sObject[]).map((p) => p.name ?? p.type));
+    for (const profile of config.schedulingProfiles) for (const p of profile.plugins) expect(declared.has(p.pluginRef), p.pluginRef).toBe(true);
+    expect(declared.has('lora-affinity-scorer')).toBe(true);
+    const role = find(objects(), 'Role', 'tessera-epp');
+    const grants = (group: string, resource: string) => (role.rules as K8sObject[]).some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && ['get', 'list', 'watch'].every((v) => r.verbs.includes(v)));
+    expect(grants('', 'pods') && grants('inference.networking.k8s.io', 'inferencepools')).toBe(true);
+    const binding = find(objects(), 'RoleBinding', 'tessera-epp');
+    expect(binding.subjects[0].name).toBe(template.spec.serviceAccountName);
+  });
+});
+
 describe('LeaderWorkerSet shard groups', () => {
   const lws = () => find(renders.get('lws')!, 'LeaderWorkerSet', 'tessera-shards');
 
@@ -539,9 +648,7 @@ describe('LeaderWorkerSet shard groups', () => {
     const template = lws().spec.leaderWorkerTemplate.workerTemplate;
     const worker = container(template, 'worker');
     expect(worker.args[0]).toBe('worker');
-    const parsed = parseCommandArgs(workerSpec, worker.args.slice(1));
-    if (parsed === 'help') throw new Error('worker args asked for help');
-    const listen = String(parsed.values.listen);
+    const listen = parseWorkerArgs(worker.args.slice(1)).listen;
     expect(listen.startsWith('0.0.0.0:')).toBe(true);
     const port = Number(listen.split(':')[1]);
     expect(worker.ports.find((p: K8sObject) => p.name === 'shard').containerPort).toBe(port);
@@ -551,6 +658,50 @@ describe('LeaderWorkerSet shard groups', () => {
     const models = (c: K8sObject) => (c.volumeMounts as K8sObject[]).find((m) => m.name === 'models')?.mountPath;
     expect(models(worker)).toBe(models(leader));
     expect(lws().spec.leaderWorkerTemplate.restartPolicy).toBe('RecreateGroupOnPodRestart');
+  });
+
+  it('the shard link is mutual TLS from one Secret: workers demand the leader\'s certificate, the leader checks theirs', () => {
+    const t = lws().spec.leaderWorkerTemplate;
+    const worker = container(t.workerTemplate, 'worker');
+    const leader = container(t.leaderTemplate, 'leader');
+    const envOf = (c: K8sObject) => Object.fromEntries(((c.env ?? []) as K8sObject[]).filter((e) => e.value !== undefined).map((e) => [e.name, String(e.value)]));
+    const workerConfig = parseWorkerArgs(worker.args.slice(1), envOf(worker));
+    const leaderConfig = loadServeConfig(new Map(), envOf(leader));
+    /** Where a file path of a container comes from: the Secret and key mounted there, and the file mode. */
+    const source = (template: K8sObject, c: K8sObject, path: string | null) => {
+      expect(path, 'a shard-link file is configured').not.toBeNull();
+      const mount = (c.volumeMounts as K8sObject[]).find((m) => path!.startsWith(`${m.mountPath}/`));
+      expect(mount, `${path} is on a mounted volume`).toBeDefined();
+      expect(mount!.readOnly).toBe(true);
+      const volume = (template.spec.volumes as K8sObject[]).find((v) => v.name === mount!.name)!;
+      expect(volume.secret, `${path} comes from a Secret`).toBeDefined();
+      // Readable by the pod's group (fsGroup) and root only: 0440.
+      expect(volume.secret.defaultMode).toBe(0o440);
+      expect(t.workerTemplate.spec.securityContext.fsGroup).toBe(t.leaderTemplate.spec.securityContext.fsGroup);
+      return `${volume.secret.secretName}/${path!.slice(mount!.mountPath.length + 1)}`;
+    };
+    const w = (p: string | null) => source(t.workerTemplate, worker, p);
+    const l = (p: string | null) => source(t.leaderTemplate, leader, p);
+    // Mutual TLS: the worker's client CA is the CA the leader trusts; both certificates come from the same Secret.
+    expect(w(workerConfig.tlsClientCa)).toBe(l(leaderConfig.workerTlsCa));
+    expect(w(workerConfig.tlsCert)).toBe(l(leaderConfig.workerTlsCert));
+    expect(w(workerConfig.tlsKey)).toBe(l(leaderConfig.workerTlsKey));
+    expect(w(workerConfig.tlsCert)).toBe('tessera-shard-tls/tls.crt');
+    // The real validators accept both sides (files stand in for the Secret's keys); a worker on 0.0.0.0 is authenticated.
+    const keys = join(scratch, 'shard-tls');
+    mkdirSync(keys, { recursive: true });
+    for (const k of ['tls.crt', 'tls.key', 'ca.crt']) writeFileSync(join(keys, k), 'PEM');
+    const local = (p: string | null) => (p === null ? null : join(keys, p.slice(p.lastIndexOf('/') + 1)));
+    expect(workerConfig.listen.startsWith('0.0.0.0:')).toBe(true);
+    expect(workerConfig.insecure).toBe(false);
+    const warnings: string[] = [];
+    const server = shardServerSecurity({ ...workerConfig, tlsCert: local(workerConfig.tlsCert), tlsKey: local(workerConfig.tlsKey), tlsClientCa: local(workerConfig.tlsClientCa) }, (x) => warnings.push(x));
+    expect(server.tls?.clientCa).not.toBeNull();
+    expect(warnings).toEqual([]);
+    const client = shardClientSecurity({ ...leaderConfig, workerTlsCa: local(leaderConfig.workerTlsCa), workerTlsCert: local(leaderConfig.workerTlsCert), workerTlsKey: local(leaderConfig.workerTlsKey) });
+    expect(client.tls?.cert).not.toBeNull();
+    // The leader dials workers by their LWS names; those are what the certificate's SAN must cover (docs/deploy.md).
+    expect(leaderConfig.workerTlsServerName).toBeNull();
   });
 });
 
@@ -563,7 +714,14 @@ describe('container images', () => {
       const deps = df.stages.find((s) => s.name === 'deps')!;
       const install = deps.instructions.find((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args))!;
       expect(install.args).toContain('--omit=dev');
-      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe(file === 'Dockerfile.gpu' ? 'cuda12' : 'skip');
+      // Only the npm registry: onnxruntime-node's download from NuGet stays off in both images; the GPU image adds the
+      // CUDA build with `npm run install:cuda`'s script and carries it into the runtime stage.
+      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe('skip');
+      if (file === 'Dockerfile.gpu') {
+        expect(install.args).toMatch(/\bnpm ci\b[^&]*&& node scripts\/install-cuda\.mjs\b/);
+        expect(contextCopies(deps).flatMap((c) => c.sources)).toEqual(expect.arrayContaining(['scripts/install-cuda.mjs', 'deploy/cuda-provider/package.json', 'deploy/cuda-provider/package-lock.json']));
+        expect(runtime.instructions.some((i) => i.keyword === 'COPY' && i.args === '--from=deps /app/deploy/cuda-provider ./deploy/cuda-provider')).toBe(true);
+      }
 
       const user = runtime.instructions.filter((i) => i.keyword === 'USER').at(-1)!.args;
       expect(Number(user.split(':')[0])).toBeGreaterThan(0);
@@ -580,7 +738,7 @@ describe('container images', () => {
       const env = stageEnv(runtime);
       const config = loadServeConfig(new Map(), env);
       const exposed = runtime.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(' ').map(Number));
-      expect(exposed).toEqual(expect.arrayContaining([config.port, config.metricsPort]));
+      expect(exposed).toEqual(expect.arrayContaining([config.port, config.httpPort, config.metricsPort]));
       expect(config.device).toBe(file === 'Dockerfile.gpu' ? 'cuda' : 'cpu');
 
       for (const stage of df.stages) for (const { sources } of contextCopies(stage)) for (const src of sources) expect(statSync(join(ROOT, src)), `${file}: COPY ${src}`).toBeDefined();

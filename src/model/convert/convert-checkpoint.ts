@@ -7,7 +7,7 @@ import { checkRegularFile } from '../checkpoint/regular-file.ts';
 import { openCheckpointTensors } from '../checkpoint/safetensors-reader.ts';
 import type { TensorSource } from '../checkpoint/tensor.ts';
 import { MANIFEST_FILE, type ModelManifest, type QuantKind } from '../converted-model.ts';
-import { buildLlamaGraph, type GraphWeights } from '../graph/llama-graph.ts';
+import { buildLlamaGraph, GRAPH_VERSION, type GraphWeights } from '../graph/llama-graph.ts';
 import { serializeModel, writeExternalData } from '../graph/onnx-serialize.ts';
 import type { ModelConfig } from '../model-config.ts';
 import type { LinearWeight } from '../../../kernels/linear.ts';
@@ -85,6 +85,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
     const manifest: ModelManifest = {
       format: 'tessera-onnx',
       formatVersion: 1,
+      graphVersion: GRAPH_VERSION,
       modelId: modelIdOf(hfDir, configJson, configSha),
       config,
       quant: { kind: options.quant, blockSize, outlierFraction, ...(options.quant === 'int4' ? { int4AccuracyLevel: options.int4AccuracyLevel ?? 4 } : {}) },

@@ -9,6 +9,21 @@ import type { PackedLoraStacks } from './packed-lora-stacks.ts';
 import type { PagedKvCache } from './paged-kv-cache.ts';
 import type { StepInputs } from './step-inputs.ts';
 
+/** Where one run's time went: building the feeds (step inputs, past KV gather), inside session.run, reading outputs back (KV scatter). */
+export interface RunPhasesMs {
+  inputsMs: number;
+  runMs: number;
+  outputsMs: number;
+}
+
+/** Opt-in instrumentation of the host-KV runners for benchmarks (bench/cases/profile.ts); serving passes none. */
+export interface HostKvHooks {
+  /** Merged over every session's options, e.g. `{ enableProfiling: true, profileFilePrefix }`. */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+  /** Called after each run with its phases. */
+  onRunPhases?: (phases: RunPhasesMs) => void;
+}
+
 /** What a host-KV graph runs over: the KV cache and adapter slots of the layers (and heads, columns) a runner holds. */
 export interface HostKvState {
   /** The model as this runner holds it: the whole model, or a shard's heads, MLP columns and layers. */
@@ -19,6 +34,7 @@ export interface HostKvState {
   readonly slots: AdapterSlotStacks;
   /** Packed copies of the slots, for graphs built with the packed LoRA kernel; null when none is. */
   readonly packed: PackedLoraStacks | null;
+  readonly onRunPhases?: HostKvHooks['onRunPhases'];
 }
 
 const inputNamesOf = new WeakMap<ort.InferenceSession, ReadonlySet<string>>();
@@ -38,6 +54,7 @@ export async function runHostKvBatch(
   inputs: StepInputs,
   options: { kvLayers: readonly number[]; hidden?: Float32Array | null },
 ): Promise<ort.InferenceSession.ReturnType> {
+  const started = performance.now();
   let names = inputNamesOf.get(session);
   if (!names) inputNamesOf.set(session, (names = new Set(session.inputNames)));
   const { batch, stepLength, pastLength } = inputs;
@@ -65,9 +82,12 @@ export async function runHostKvBatch(
   if (names.has(GRAPH_IO.loraSelect)) addPackedLoraFeeds(feeds, state.packed!, rows.map((r) => r.adapterSlot), scope);
   else if (names.has(GRAPH_IO.loraSlot)) addGatherLoraFeeds(feeds, state.slots, state.config, rows.map((r) => r.adapterSlot), scope);
 
+  const feedsReady = performance.now();
   const out = await session.run(feeds);
+  const ran = performance.now();
   for (const layer of options.kvLayers) {
     state.kv.scatter(layer - state.layerStart, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
   }
+  state.onRunPhases?.({ inputsMs: feedsReady - started, runMs: ran - feedsReady, outputsMs: performance.now() - ran });
   return out;
 }

@@ -10,7 +10,8 @@ import { openSession, runnerSessionOptions } from './open-session.ts';
 import { PackedLoraStacks } from './packed-lora-stacks.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { executeStep, type BatchOutput } from './step-batches.ts';
-import { stepInputs } from './step-inputs.ts';
+import { needsSingleRowPadding } from './single-row-padding.ts';
+import { padSingleRow, stepInputs } from './step-inputs.ts';
 import { DEFAULT_KV_CACHE_BYTES, type RunnerMemory, type RunnerOptions, type StepRunner } from './step-runner.ts';
 
 export type { Device, RunnerMemory, RunnerOptions } from './step-runner.ts';
@@ -25,49 +26,52 @@ export class ModelRunner implements StepRunner {
   readonly layout: ExecutorLayout;
   /** Which multi-LoRA kernel LoRA batches run on (kernels/multi-lora-packed.ts or kernels/multi-lora.ts). */
   readonly loraKernel: 'packed' | 'gather';
-  private readonly state: HostKvState;
   private readonly kvLayers: number[];
+  private loraSession: Promise<ort.InferenceSession> | null = null;
 
   private constructor(
     readonly manifest: ModelManifest,
     private readonly baseSession: ort.InferenceSession,
-    /** The multi-LoRA graph: the packed one when `packedLora` is set, else the gather graph. */
-    private readonly loraSession: ort.InferenceSession,
-    kv: PagedKvCache,
-    slots: AdapterSlotStacks,
-    /** Packed copies of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
-    packed: PackedLoraStacks | null,
+    /** Opens the multi-LoRA graph: the packed one when `packedLora` is set, else the gather graph. */
+    private readonly openLoraSession: () => Promise<ort.InferenceSession>,
+    /** The host paged KV cache, the adapter slot stacks and their packed copies (quantized models with the packed LoRA graph). */
+    private readonly state: HostKvState,
+    /** One-row batches run with a padding row (batch invariance on CPUs whose one-row kernel path differs). */
+    readonly padSingleRows: boolean,
   ) {
-    this.state = { config: manifest.config, layerStart: 0, kv, slots, packed };
     this.kvLayers = Array.from({ length: manifest.config.numLayers }, (_, i) => i);
-    this.loraKernel = packed ? 'packed' : 'gather';
+    this.loraKernel = state.packed ? 'packed' : 'gather';
     this.layout = {
       vocabSize: manifest.config.vocabSize,
       maxContextTokens: manifest.config.maxPositionEmbeddings,
-      numKvBlocks: kv.options.numBlocks,
-      blockSizeTokens: kv.options.blockSizeTokens,
-      numAdapterSlots: slots.numSlots,
+      numKvBlocks: state.kv.options.numBlocks,
+      blockSizeTokens: state.kv.options.blockSizeTokens,
+      numAdapterSlots: state.slots.numSlots,
     };
   }
 
   static async create(options: RunnerOptions): Promise<ModelRunner> {
     const manifest = readManifest(options.modelDir);
     const config = manifest.config;
-    const sessionOptions = runnerSessionOptions(options.device ?? 'cpu', options.intraOpThreads);
+    const sessionOptions = { ...runnerSessionOptions(options.device ?? 'cpu', options.intraOpThreads), ...options.hooks?.sessionOptions };
     const open = (file: string) => {
       const path = join(options.modelDir, file);
       return openSession(path, path, sessionOptions);
     };
     const baseSession = await open(manifest.graphs.base);
     const packed = manifest.graphs.loraPacked !== undefined && (options.packedLora ?? true);
-    const loraSession = await open(packed ? manifest.graphs.loraPacked! : manifest.graphs.lora);
+    const openLoraSession = () => open(packed ? manifest.graphs.loraPacked! : manifest.graphs.lora);
     const blockSizeTokens = options.blockSizeTokens ?? 16;
     const kvShape = { numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens };
     const numBlocks = Math.floor((options.kvCacheBytes ?? DEFAULT_KV_CACHE_BYTES) / PagedKvCache.bytesPerBlock(kvShape));
     if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `kvCacheBytes ${options.kvCacheBytes} holds no KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes`);
     const kv = new PagedKvCache({ ...kvShape, numBlocks });
     const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
-    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packed ? new PackedLoraStacks(config, slots) : null);
+    const padSingleRows = await needsSingleRowPadding(manifest.quant.kind, options.device ?? 'cpu', options.padSingleRows);
+    const state = { config, layerStart: 0, kv, slots, packed: packed ? new PackedLoraStacks(config, slots) : null, onRunPhases: options.hooks?.onRunPhases };
+    const runner = new ModelRunner(manifest, baseSession, openLoraSession, state, padSingleRows);
+    if (!options.loraSessionOnFirstUse) await runner.loraSessionOpened();
+    return runner;
   }
 
   /** The host paged KV cache, for a runner that adds its own graphs over this one (LoopDecodeRunner). */
@@ -102,18 +106,27 @@ export class ModelRunner implements StepRunner {
     return executeStep(this, plan);
   }
 
-  /** One batch, one session.run: the base graph, or the LoRA graph when a row has an adapter. Single steps only. */
+  /**
+   * One batch, one session.run: the base graph, or the LoRA graph when a row has an adapter. Single steps only. A batch
+   * of one decode row may get a padding row (padSingleRows), which gets no logits and writes no KV.
+   */
   async runBatch(rows: SequenceWork[], decodeSteps: number): Promise<BatchOutput> {
     if (decodeSteps !== 1) throw new TesseraError('INTERNAL', `the host-KV runner runs one decode step per batch. Given: ${decodeSteps}`);
-    const session = rows.some((r) => r.adapterSlot !== 0) ? this.loraSession : this.baseSession;
-    const out = await runHostKvBatch(this.state, session, rows, stepInputs(rows), { kvLayers: this.kvLayers });
+    const batch = this.padSingleRows ? padSingleRow(rows) : rows;
+    const session = batch.some((r) => r.adapterSlot !== 0) ? await this.loraSessionOpened() : this.baseSession;
+    const out = await runHostKvBatch(this.state, session, batch, stepInputs(batch), { kvLayers: this.kvLayers });
     // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
     const lse = out[GRAPH_IO.logitsLogSumExp];
     return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: null };
   }
 
+  private loraSessionOpened(): Promise<ort.InferenceSession> {
+    this.loraSession ??= this.openLoraSession();
+    return this.loraSession;
+  }
+
   async release(): Promise<void> {
     await this.baseSession.release();
-    await this.loraSession.release();
+    await (await this.loraSession)?.release();
   }
 }

@@ -1,6 +1,7 @@
 import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../engine/executor.ts';
 import type { ModelManifest } from '../converted-model.ts';
 import type { AdapterSlotStacks, LoraWeights } from './adapter-slot-stacks.ts';
+import type { HostKvHooks } from './host-kv-batch.ts';
 import type { BatchOutput } from './step-batches.ts';
 
 /**
@@ -61,8 +62,17 @@ export interface RunnerOptions {
    * false: the per-row gather graph (e.g. as the reference for runners that use that graph).
    */
   packedLora?: boolean;
+  /**
+   * host-kv: open the multi-LoRA session on the first batch with an adapter instead of at create (the serving worker
+   * does, so a server that serves no adapter holds one session; default false).
+   */
+  loraSessionOnFirstUse?: boolean;
+  /** Pad one-row steps to two rows (step-inputs.ts padSingleRow); default: where this CPU's kernels need it (single-row-padding.ts). */
+  padSingleRows?: boolean;
   /** loop-decode: the largest number of decode steps one run may take (StepPlan.decodeSteps). Default 64. */
   maxDecodeStepsPerRun?: number;
+  /** In-process only (functions): the host-KV batch path's instrumentation for benchmarks; the device-KV runner has none. */
+  hooks?: HostKvHooks;
 }
 
 export interface RunnerMemory {
