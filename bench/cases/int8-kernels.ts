@@ -8,7 +8,7 @@
  *   B. The whole model: int8 now (block 32 and 64), int8 as before (per-tensor activations, bench/lib/per-tensor-int8.ts)
  *      and int4: decode step at batch 1 and 16, prefill, next-token quality vs fp32 (alone and as a batch of 16), and
  *      engine throughput at concurrency 16 (full mode).
- *   C. The int8 kernel check (src/model/quantization/int8-kernel-check.ts) natively and, where valgrind is installed,
+ *   C. The int8 kernel check (src/model/quantization/kernel-check.ts) natively and, where valgrind is installed,
  *      on the AVX2-only CPU valgrind shows ORT: error vs the format's bound, and whether u8 x s8 pair sums saturate.
  */
 import { execFile } from 'node:child_process';
@@ -24,7 +24,7 @@ import type { ModelConfig } from '../../src/model/model-config.ts';
 import { serializeModel } from '../../src/model/graph/onnx-serialize.ts';
 import { quantizeInt8 } from '../../src/model/quantization/int8-block.ts';
 import { compareLogits } from '../../src/model/quantization/quality.ts';
-import { checkInt8Kernels, type Int8KernelCheck } from '../../src/model/quantization/int8-kernel-check.ts';
+import { checkInt8Kernels, type Int8KernelCheck } from '../../src/model/quantization/kernel-check.ts';
 import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
 import { executorStepCosts, type StepCosts } from '../lib/batching-ceiling.ts';
@@ -300,7 +300,7 @@ async function kernelChecks(s: Settings): Promise<Array<{ where: string; check: 
   const out = [{ where: `native (${cpuKernelFeatures().int8Class})`, check: await checkInt8Kernels() }];
   if (!s.valgrind) return out;
   try {
-    const { stdout } = await promisify(execFile)('valgrind', ['--tool=none', '--quiet', process.execPath, 'bin/run-ts.mjs', 'scripts/int8-kernel-check.ts'], { maxBuffer: 1 << 20 });
+    const { stdout } = await promisify(execFile)('valgrind', ['--tool=none', '--quiet', process.execPath, 'bin/run-ts.mjs', 'scripts/kernel-check.ts'], { maxBuffer: 1 << 20 });
     const { check } = JSON.parse(stdout.trim().split('\n').at(-1)!) as { check: Int8KernelCheck };
     out.push({ where: 'valgrind (an AVX2-only CPU to ORT)', check });
   } catch {
@@ -352,7 +352,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
         ],
       },
       {
-        title: 'The int8 kernel check on this machine (src/model/quantization/int8-kernel-check.ts)',
+        title: 'The int8 kernel check on this machine (src/model/quantization/kernel-check.ts)',
         columns: ['where', 'int8 error / format bound', 'RMS error / expected', 'batch dependence', 'u8 x s8 pair sums saturate', 'u8 x s8 deviation'],
         rows: checks.map((c) => [c.where, significant(c.check.errorToBound, 3), significant(c.check.rmsRatio, 3), c.check.batchDiff, c.check.u8s8Saturates ? 'yes' : 'no', significant(c.check.u8s8Deviation, 2)]),
         notes: ['valgrind emulates no AVX-512 and no VNNI, so ORT runs its AVX2 kernels: the class of CPUs whose u8 x s8 kernels saturate (the control column)'],

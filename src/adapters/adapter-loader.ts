@@ -6,14 +6,12 @@
  * Host items: for `.cpeft` sources the compressed file bytes (decoded into the slot by the worker when it can); for
  * PEFT directories the float32 factors at the adapter's own rank (no padding).
  */
-import fs from 'node:fs';
 import { TesseraError, isTesseraError } from '../errors.ts';
 import type { LoraWeights, ModelConfig } from '../model/model-config.ts';
-import { fetchWithLimit, readLocalFile, resolveAdapterSource, type ResolvedSource, type SourcePolicy } from './adapter-source.ts';
+import { fetchWithLimit, readLocalFile, readPeftSource, resolveAdapterSource, type ResolvedSource, type SourcePolicy } from './adapter-source.ts';
 import { checkCompeftCompatible } from './compeft/compeft-compat.ts';
 import { decodeToPeftLike } from './compeft/compeft-decode.ts';
 import { parseCompeft } from './compeft/compeft-reader.ts';
-import { readPeftAdapter } from './peft/peft-adapter.ts';
 
 interface HostItemSizes {
   rank: number;
@@ -75,8 +73,8 @@ export function createAdapterLoader(opts: AdapterLoaderOptions): AdapterLoader {
 
   async function read(resolved: ResolvedSource, adapterId: string): Promise<HostItem> {
     if (resolved.kind === 'peft-dir') {
-      const compressedSizeBytes = fs.statSync(resolved.weightsPath).size;
-      const adapter = readPeftAdapter(resolved.path, config);
+      // Both files read through descriptors opened beneath the root (adapter-source.ts): what was checked is read.
+      const { adapter, weightsFileBytes: compressedSizeBytes } = await readPeftSource(resolved, policy.maxFileBytes, config);
       checkRank(adapter.rank, adapterId);
       checkBaseModel(adapter.baseModel, adapterId);
       const weights: LoraWeights = { rank: adapter.rank, scale: adapter.scale, layers: adapter.layers };
@@ -84,7 +82,7 @@ export function createAdapterLoader(opts: AdapterLoaderOptions): AdapterLoader {
     }
     const bytes =
       resolved.kind === 'cpeft-file'
-        ? await readLocalFile(resolved.path, policy.maxFileBytes)
+        ? await readLocalFile(resolved, policy.maxFileBytes)
         : await fetchWithLimit(resolved.url, { maxBytes: policy.maxFileBytes, timeoutMs: opts.fetchTimeoutMs });
     const file = parseCompeft(bytes, { source: adapterId });
     checkRank(file.header.rank, adapterId);

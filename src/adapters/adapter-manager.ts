@@ -103,7 +103,7 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
     config: opts.config,
     modelId: opts.modelId,
     maxRank: opts.maxRank,
-    policy: { allowedRoots: opts.allowedRoots, allowedUrlPrefixes: opts.allowedUrlPrefixes ?? [], maxFileBytes: opts.maxAdapterFileBytes ?? 1 << 30 },
+    policy: { allowedRoots: opts.allowedRoots, allowedUrlPrefixes: opts.allowedUrlPrefixes ?? [], maxFileBytes: opts.maxAdapterFileBytes ?? 1 << 30, logger: log },
     fetchTimeoutMs: opts.fetchTimeoutMs ?? 30_000,
   });
   const cache = new AdapterCache({
@@ -353,7 +353,8 @@ export function createAdapterManager(opts: AdapterManagerOptions): AdapterManage
           log?.warn({ dir, entry: name }, `adapter skipped: ${(err as Error).message}`);
           continue;
         }
-        register(adapterId, tenantId, full, resolved, false);
+        // Clients see the entry's path below its root, never where the server keeps it.
+        register(adapterId, tenantId, resolved.kind === 'url' ? resolved.url : resolved.local.shown, resolved, false);
         ids.push(adapterId);
       }
       log?.info({ dir, count: ids.length }, 'adapters registered from directory');

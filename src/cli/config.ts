@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import { TesseraError } from '../errors.ts';
 
 /**
- * The one schema of `tessera serve` settings: each has a key (config file), a flag, an environment variable, a default,
- * a unit and a description. Precedence: flag > environment > config file > default. Parsed once, frozen, passed down
- * as typed slices; `--help` and docs/config.md are generated from it.
+ * The one schema of settings, per command (`tessera serve`, `tessera worker`): each has a key (config file), a flag, an
+ * environment variable, a default, a unit and a description. Precedence: flag > environment > config file > default.
+ * Parsed once, frozen, passed down as typed slices; `--help` and docs/config.md are generated from it.
  */
 type Kind = 'string' | 'int' | 'number' | 'bool' | 'list';
 
@@ -20,7 +20,8 @@ interface Setting<K extends Kind = Kind> {
   doc: string;
 }
 
-const s = <K extends Kind>(x: Setting<K>): Setting<K> => x;
+/** Keeps each setting's own default type, so a setting that defaults to null is nullable in the parsed config. */
+const s = <K extends Kind, D extends Setting<K>['default']>(x: Setting<K> & { default: D }): Setting<K> & { default: D } => x;
 
 export const SERVE_SETTINGS = {
   model: s({ kind: 'string', flag: 'model', env: 'TESSERA_MODEL', default: null, doc: 'HF checkpoint or converted model directory; unset = the embedded default model (generated once into the cache)' }),
@@ -32,6 +33,13 @@ export const SERVE_SETTINGS = {
   pp: s({ kind: 'int', flag: 'pp', env: 'TESSERA_PP', default: 1, min: 1, max: 64, doc: 'pipeline stages (contiguous layer ranges balanced by parameter count)' }),
   workers: s({ kind: 'list', flag: 'workers', env: 'TESSERA_WORKERS', default: [], doc: 'remote `tessera worker` addresses host:port (tp x pp of them, stage-major); unset = worker threads on this host' }),
   workerModelDir: s({ kind: 'string', flag: 'worker-model-dir', env: 'TESSERA_WORKER_MODEL_DIR', default: null, doc: 'the converted model directory as remote workers see it (default: the same path)' }),
+  workerSecretFile: s({ kind: 'string', flag: 'worker-secret-file', env: 'TESSERA_WORKER_SECRET_FILE', default: null, doc: 'file holding the shared secret remote workers expect (their --secret-file); sent on every shard connection' }),
+  workerTlsCa: s({ kind: 'string', flag: 'worker-tls-ca', env: 'TESSERA_WORKER_TLS_CA', default: null, doc: 'PEM CA bundle that signed the remote workers\' certificates: TLS on the shard link' }),
+  workerTlsCert: s({ kind: 'string', flag: 'worker-tls-cert', env: 'TESSERA_WORKER_TLS_CERT', default: null, doc: 'PEM client certificate this controller shows remote workers (mutual TLS; with --worker-tls-key)' }),
+  workerTlsKey: s({ kind: 'string', flag: 'worker-tls-key', env: 'TESSERA_WORKER_TLS_KEY', default: null, doc: 'PEM private key of --worker-tls-cert' }),
+  workerTlsServerName: s({ kind: 'string', flag: 'worker-tls-server-name', env: 'TESSERA_WORKER_TLS_SERVER_NAME', default: null, doc: 'name the workers\' certificates must carry when it is not the host in --workers' }),
+  controllerId: s({ kind: 'string', flag: 'controller-id', env: 'TESSERA_CONTROLLER_ID', default: null, doc: 'name under which this controller leases remote workers (unset = host-pid-random, new at each start); a restart under the same name reclaims its workers at once' }),
+  cudaLibPath: s({ kind: 'list', flag: 'cuda-lib-path', env: 'TESSERA_CUDA_LIB_PATH', default: [], doc: 'directories searched first for the CUDA libraries of --device cuda (`*` matches one path segment, e.g. /venv/lib/python3.12/site-packages/nvidia/*/lib); then LD_LIBRARY_PATH and the system library path (docs/gpu.md)' }),
   intraOpThreads: s({ kind: 'int', flag: 'threads', env: 'TESSERA_THREADS', default: null, min: 1, max: 1024, doc: 'ORT intra-op threads per worker (unset = all cores)' }),
   host: s({ kind: 'string', flag: 'host', env: 'TESSERA_HOST', default: '127.0.0.1', doc: 'address the gRPC server binds' }),
   port: s({ kind: 'int', flag: 'port', env: 'TESSERA_PORT', default: 50051, min: 0, max: 65535, doc: 'gRPC port (0 = any free port; the bound one is printed)' }),
@@ -64,15 +72,42 @@ export const SERVE_SETTINGS = {
   traceComponents: s({ kind: 'list', flag: 'trace', env: 'TESSERA_TRACE', default: [], doc: 'components logged at trace level, e.g. scheduler,kv-cache' }),
 } as const;
 
-type Settings = typeof SERVE_SETTINGS;
+/** `tessera worker`: one model shard served to one controller at a time over tessera.shard.v1 (docs/parallel.md). */
+export const WORKER_SETTINGS = {
+  listen: s({ kind: 'string', flag: 'listen', env: 'TESSERA_SHARD_LISTEN', default: '127.0.0.1:0', doc: 'address to listen on (port 0 picks a free port, printed on start)' }),
+  secretFile: s({ kind: 'string', flag: 'secret-file', env: 'TESSERA_SHARD_SECRET_FILE', default: null, doc: 'file holding the shared secret a controller must present (at least 16 bytes, e.g. `openssl rand -hex 32`)' }),
+  tlsCert: s({ kind: 'string', flag: 'tls-cert', env: 'TESSERA_SHARD_TLS_CERT', default: null, doc: 'PEM certificate chain of this worker (with --tls-key: TLS on the shard link)' }),
+  tlsKey: s({ kind: 'string', flag: 'tls-key', env: 'TESSERA_SHARD_TLS_KEY', default: null, doc: 'PEM private key of --tls-cert' }),
+  tlsClientCa: s({ kind: 'string', flag: 'tls-client-ca', env: 'TESSERA_SHARD_TLS_CLIENT_CA', default: null, doc: 'PEM CA bundle: controllers must present a certificate it signed (mutual TLS)' }),
+  leaseMs: s({ kind: 'int', flag: 'lease-ms', env: 'TESSERA_SHARD_LEASE_MS', default: 15_000, min: 0, max: 3_600_000, unit: 'ms', doc: 'how long a controller whose connection dropped keeps this worker (only it may reconnect); then another controller may take it' }),
+  insecure: s({ kind: 'bool', flag: 'insecure', env: 'TESSERA_SHARD_INSECURE', default: false, doc: 'serve controllers on a non-loopback address without a secret or client certificates (only on a network you trust)' }),
+} as const;
+
+type Schema = Record<string, Setting>;
 type ValueOf<S> = S extends Setting<infer K> ? (K extends 'string' ? string | null : K extends 'int' | 'number' ? number | null : K extends 'bool' ? boolean : string[]) : never;
-export type ServeConfig = { readonly [K in keyof Settings]: Settings[K]['default'] extends null ? ValueOf<Settings[K]> : NonNullable<ValueOf<Settings[K]>> };
+export type ConfigOf<S extends Schema> = { readonly [K in keyof S]: S[K]['default'] extends null ? ValueOf<S[K]> : NonNullable<ValueOf<S[K]>> };
+export type ServeConfig = ConfigOf<typeof SERVE_SETTINGS>;
+export type WorkerConfig = ConfigOf<typeof WORKER_SETTINGS>;
 
 export const CONFIG_FILE_FLAG = 'config';
 
-/** Parses settings from flags (already split into name -> raw values), environment and an optional JSON config file. */
+/** Parses `tessera serve` settings from flags (already split into name -> raw values), environment and an optional JSON config file. */
 export function loadServeConfig(flags: Map<string, string[]>, env: NodeJS.ProcessEnv = {}): ServeConfig {
-  const configFile = flags.get(CONFIG_FILE_FLAG)?.at(-1) ?? env.TESSERA_CONFIG;
+  return loadSettings(SERVE_SETTINGS, flags, env, 'TESSERA_CONFIG');
+}
+
+/** Parses `tessera worker` settings, the same way (config file: --config or TESSERA_SHARD_CONFIG). */
+export function loadWorkerConfig(flags: Map<string, string[]>, env: NodeJS.ProcessEnv = {}): WorkerConfig {
+  return loadSettings(WORKER_SETTINGS, flags, env, 'TESSERA_SHARD_CONFIG');
+}
+
+/** The flags of a schema that take no value (`--insecure` alone means true). */
+export function booleanFlags(schema: Schema): Set<string> {
+  return new Set(Object.values(schema).filter((st) => st.kind === 'bool').map((st) => st.flag));
+}
+
+function loadSettings<S extends Schema>(schema: S, flags: Map<string, string[]>, env: NodeJS.ProcessEnv, configEnv: string): ConfigOf<S> {
+  const configFile = flags.get(CONFIG_FILE_FLAG)?.at(-1) ?? env[configEnv];
   let fileValues: Record<string, unknown> = {};
   if (configFile) {
     try {
@@ -84,16 +119,16 @@ export function loadServeConfig(flags: Map<string, string[]>, env: NodeJS.Proces
       throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: must be a JSON object of settings`);
     }
     for (const key of Object.keys(fileValues)) {
-      if (!(key in SERVE_SETTINGS)) throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}" (known: ${Object.keys(SERVE_SETTINGS).join(', ')})`);
+      if (!(key in schema)) throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}" (known: ${Object.keys(schema).join(', ')})`);
     }
   }
   for (const flag of flags.keys()) {
-    if (flag !== CONFIG_FILE_FLAG && !Object.values(SERVE_SETTINGS).some((setting) => setting.flag === flag)) {
+    if (flag !== CONFIG_FILE_FLAG && !Object.values(schema).some((setting) => setting.flag === flag)) {
       throw new TesseraError('CONFIG_INVALID', `unknown flag --${flag}`);
     }
   }
   const out: Record<string, unknown> = {};
-  for (const [key, setting] of Object.entries(SERVE_SETTINGS) as Array<[string, Setting]>) {
+  for (const [key, setting] of Object.entries(schema) as Array<[string, Setting]>) {
     const fromFlag = flags.get(setting.flag);
     const fromEnv = env[setting.env];
     if (fromFlag !== undefined) out[key] = parseRaw(setting, setting.kind === 'list' ? fromFlag.join(',') : fromFlag.at(-1)!, `--${setting.flag}`);
@@ -101,7 +136,7 @@ export function loadServeConfig(flags: Map<string, string[]>, env: NodeJS.Proces
     else if (key in fileValues) out[key] = parseFileValue(setting, fileValues[key], `config key "${key}"`);
     else out[key] = setting.default;
   }
-  return Object.freeze(out) as ServeConfig;
+  return Object.freeze(out) as ConfigOf<S>;
 }
 
 function parseRaw(setting: Setting, raw: string, where: string): unknown {
@@ -153,30 +188,47 @@ function check(setting: Setting, value: string | number, where: string, given: u
 
 /** `tessera serve --help` text, generated from the schema. */
 export function serveHelp(): string {
-  const lines = ['usage: tessera serve [--model DIR] [--host H] [--port P] [--config FILE] [options]', '', 'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection). Flag > environment > config file > default.', '', 'options:', `  --${CONFIG_FILE_FLAG} FILE`.padEnd(34) + 'JSON config file with the keys below (env TESSERA_CONFIG)'];
-  for (const setting of Object.values(SERVE_SETTINGS) as Setting[]) {
+  return settingsHelp(SERVE_SETTINGS, ['usage: tessera serve [--model DIR] [--host H] [--port P] [--config FILE] [options]', '', 'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection). Flag > environment > config file > default.'], 'TESSERA_CONFIG');
+}
+
+/** `tessera worker --help` text, generated from the schema. */
+export function workerHelp(): string {
+  return settingsHelp(WORKER_SETTINGS, ['usage: tessera worker [--listen HOST:PORT] [--secret-file FILE] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [options]', '', 'Serves one model shard to one controller at a time over tessera.shard.v1 (the controller sends the model directory and the shard position). Flag > environment > config file > default.'], 'TESSERA_SHARD_CONFIG');
+}
+
+function settingsHelp(schema: Schema, head: string[], configEnv: string): string {
+  const lines = [...head, '', 'options:', `  --${CONFIG_FILE_FLAG} FILE`.padEnd(34) + `JSON config file with the keys below (env ${configEnv})`];
+  for (const setting of Object.values(schema)) {
     const flag = `  --${setting.flag}${setting.kind === 'bool' ? '' : ' VALUE'}`;
     lines.push(`${flag.padEnd(34)}${setting.doc}${setting.default !== null && !(Array.isArray(setting.default) && setting.default.length === 0) ? ` (default: ${setting.default})` : ''}`);
   }
   return lines.join('\n');
 }
 
-/** docs/config.md body, generated from the schema (a test keeps the committed file fresh). */
-export function configMarkdown(): string {
-  const rows = (Object.entries(SERVE_SETTINGS) as Array<[string, Setting]>).map(([key, st]) => {
+function settingsTable(schema: Schema): string[] {
+  const rows = Object.entries(schema).map(([key, st]) => {
     const def = st.default === null ? '—' : Array.isArray(st.default) ? (st.default.length ? st.default.join(',') : '—') : String(st.default);
     const range = st.choices ? st.choices.join(' \\| ') : st.min !== undefined ? `${st.min} … ${st.max}` : '';
     return `| \`${key}\` | \`--${st.flag}\` | \`${st.env}\` | ${def} | ${st.unit ?? ''} | ${range} | ${st.doc} |`;
   });
+  return ['| key (config file) | flag | environment | default | unit | range | meaning |', '| --- | --- | --- | --- | --- | --- | --- |', ...rows];
+}
+
+/** docs/config.md body, generated from the schemas (src/cli/config.test.ts keeps the committed file fresh). */
+export function configMarkdown(): string {
   return [
     '# `tessera serve` configuration',
     '',
     'Generated from `src/cli/config.ts` by `node bin/run-ts.mjs scripts/gen-config-doc.ts`; a test fails when this file is stale.',
     'Precedence: flag > environment variable > JSON config file (`--config FILE` or `TESSERA_CONFIG`) > default.',
     '',
-    '| key (config file) | flag | environment | default | unit | range | meaning |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
-    ...rows,
+    ...settingsTable(SERVE_SETTINGS),
+    '',
+    '## `tessera worker`',
+    '',
+    'A remote model shard (docs/parallel.md). Same precedence; its config file is `--config FILE` or `TESSERA_SHARD_CONFIG`.',
+    '',
+    ...settingsTable(WORKER_SETTINGS),
     '',
   ].join('\n');
 }

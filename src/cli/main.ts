@@ -69,21 +69,25 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
       return { spec: m.inspectSpec, run: m.runInspect };
     },
   },
+];
+
+/** `serve` and `worker` take their settings from the config schemas (src/cli/config.ts), not from a CommandSpec. */
+const SETTINGS_COMMANDS: Array<{ name: string; summary: string; load: () => Promise<(argv: string[], io: CommandIo) => Promise<number>> }> = [
+  {
+    name: 'serve',
+    summary: 'serve the model over gRPC (health, reflection, metrics); no --model = the embedded default model',
+    load: async () => (await import('./commands/serve.ts')).runServe,
+  },
   {
     name: 'worker',
-    summary: 'serve one model shard to a controller over tessera.shard.v1 (multi-host tensor/pipeline parallel)',
-    load: async () => {
-      const m = await import('./commands/worker.ts');
-      return { spec: m.workerSpec, run: m.runWorker };
-    },
+    summary: 'serve one model shard to one controller at a time over tessera.shard.v1 (multi-host tensor/pipeline parallel)',
+    load: async () => (await import('./commands/worker.ts')).runWorker,
   },
 ];
 
-/** `serve` takes its settings from the config schema (src/cli/config.ts), not from a CommandSpec. */
-const SERVE_SUMMARY = 'serve the model over gRPC (health, reflection, metrics); no --model = the embedded default model';
-
 function usage(): string {
-  return ['usage: tessera COMMAND [options]', '', 'commands:', `  ${'serve'.padEnd(12)} ${SERVE_SUMMARY}`, ...COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`), '', 'tessera COMMAND --help shows its options.'].join('\n');
+  const lines = [...SETTINGS_COMMANDS, ...COMMANDS].map((c) => `  ${c.name.padEnd(12)} ${c.summary}`);
+  return ['usage: tessera COMMAND [options]', '', 'commands:', ...lines, '', 'tessera COMMAND --help shows its options.'].join('\n');
 }
 
 /** Entry point of the `tessera` command; returns the process exit code. */
@@ -93,13 +97,14 @@ export async function main(argv: string[], io: CommandIo = defaultIo): Promise<n
     io.out(`${usage()}\n`);
     return name ? 0 : 2;
   }
-  if (name === 'serve') {
-    const { runServe } = await import('./commands/serve.ts');
+  const settingsCommand = SETTINGS_COMMANDS.find((c) => c.name === name);
+  if (settingsCommand) {
+    const run = await settingsCommand.load();
     try {
-      return await runServe(rest, io);
+      return await run(rest, io);
     } catch (err) {
       if (isTesseraError(err)) {
-        io.err(`tessera serve: ${err.message}\n`);
+        io.err(`tessera ${name}: ${err.message}\n`);
         return err.code === 'CONFIG_INVALID' ? 2 : 1;
       }
       throw err;

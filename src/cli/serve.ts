@@ -10,7 +10,7 @@ import { createAdapterManager, type AdapterManager } from '../adapters/adapter-m
 import { createVtcPolicy, meterOutput } from '../engine/scheduler/scheduler-policy-vtc.ts';
 import { systemClock } from '../engine/clock.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer/tokenizer.ts';
-import { renderChat } from '../model/tokenizer/chat-template.ts';
+import { TokenizerThread } from '../model/tokenizer/tokenizer-thread.ts';
 import { ShardController } from '../parallel/controller.ts';
 import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
@@ -21,6 +21,7 @@ import { componentLogger, createLogger, type Logger } from '../telemetry/logger.
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
 import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
+import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
 
 export interface RunningServer {
@@ -35,7 +36,7 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Health NOT_SERVING, refuse new calls, let in-flight ones finish until the drain deadline, then stop. Idempotent. */
   drain(deadlineMs?: number): Promise<void>;
-  /** Stops at once (in-flight calls are cancelled). Idempotent. */
+  /** Stops at once (in-flight calls are cancelled), also during a drain, which it cuts short. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -44,6 +45,8 @@ export interface StartServerOptions {
   logDestination?: pino.DestinationStream;
   /** Lines for a person (default: nothing). */
   announce?: (line: string) => void;
+  /** Facts settled before the server started (e.g. which ONNX Runtime build and CUDA libraries), logged once. */
+  startupLog?: Record<string, unknown>;
 }
 
 const STATS_INTERVAL_MS = 500;
@@ -56,9 +59,13 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  if (options.startupLog) {
+    log.info(options.startupLog, 'execution provider');
+    for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
+  }
   const modelDir = await resolveModelDir({ model: config.model ?? undefined, quant: config.quant as 'int4', outlierFraction: config.outliers, int4AccuracyLevel: config.int4Accuracy === 0 ? 0 : 4, log: (line) => log.info(line) });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) log.warn({ modelDir }, 'model has no tokenizer.json: only token-id prompts are accepted');
 
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -73,17 +80,22 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     if (config.workers.length > 0 && config.workers.length !== config.tp * config.pp) {
       throw new TesseraError('CONFIG_INVALID', `--workers lists ${config.workers.length} addresses; --tp ${config.tp} x --pp ${config.pp} needs ${config.tp * config.pp}`);
     }
+    const workerSecurity = shardClientSecurity(config);
+    if (config.workers.length > 0) {
+      log.info({ controllerId: workerSecurity.controllerId, tls: workerSecurity.tls !== null, mutualTls: workerSecurity.tls?.cert != null, secret: workerSecurity.secret !== null }, 'leasing remote shard workers');
+      if (!workerSecurity.tls && !workerSecurity.secret) log.warn('remote shard workers without TLS or a shared secret (--worker-tls-ca, --worker-secret-file): the shard link is plaintext and unauthenticated');
+    }
     const executor = await ShardController.start({
       modelDir,
       tp: config.tp,
       pp: config.pp,
-      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers) } : {}),
+      ...(config.workers.length > 0 ? { openLink: grpcLinks(config.workers, { security: workerSecurity }) } : {}),
       ...(config.workerModelDir ? { workerModelDir: config.workerModelDir } : {}),
       // A worker down (restarting or reconnecting) makes health NOT_SERVING until the shard group is whole again.
       onHealth: (serving) => {
         workersHealthy = serving;
         log.warn({ serving }, serving ? 'shard group whole again' : 'a shard worker is down');
-        grpcServer?.setServing(serving && !draining);
+        grpcServer?.setServing(serving && !draining, draining ? 'stopping' : 'worker-down');
       },
       device: config.device as 'cpu',
       intraOpThreads: config.intraOpThreads ?? undefined,
@@ -150,11 +162,13 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       limits: { maxNewTokens: limits.maxNewTokens, maxStopSequences: limits.maxStopSequences, maxTopNLogprobs: limits.maxTopNLogprobs },
     });
     cleanups.push(() => engine.shutdown());
+    const tokenizerThread = tokenizer ? await TokenizerThread.start({ modelDir, vocabSize: manifest.config.vocabSize }) : null;
+    if (tokenizerThread) cleanups.push(() => tokenizerThread.close());
 
     const backend: ServingBackend = {
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
-      encoder: tokenizer ? promptEncoder(tokenizer) : null,
+      encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -204,6 +218,12 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
 
     let stopping: Promise<void> | null = null;
     const stop = (deadlineMs: number | null) => {
+      if (stopping !== null && deadlineMs === null) {
+        // shutdown() during a drain: cut the drain short; what is still running is cancelled now.
+        log.warn('stopping now: cancelling the requests still draining');
+        void engine.drain(Date.now());
+        void grpc.shutdown(0);
+      }
       stopping ??= (async () => {
         draining = true;
         if (deadlineMs !== null) {
@@ -214,7 +234,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
           await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
         } else {
-          grpc.setServing(false);
+          grpc.setServing(false, 'stopping');
         }
         await cleanup();
         log.info('stopped');
@@ -255,9 +275,11 @@ function observeSteps(executor: Executor, onStep: (plan: StepPlan) => void): Exe
   };
 }
 
-function promptEncoder(tokenizer: Tokenizer): ServingBackend['encoder'] {
+/** Prompts are tokenized in the tokenizer thread; the main thread's tokenizer only detokenizes. */
+function promptEncoder(tokenizer: Tokenizer, thread: TokenizerThread): ServingBackend['encoder'] {
   return {
-    encode: (text) => tokenizer.encode(text),
-    encodeChat: tokenizer.chatTemplate ? (messages) => tokenizer.encode(renderChat(tokenizer, messages), { addSpecialTokens: false }) : null,
+    encode: (text, opts) => thread.encodeText(text, opts),
+    encodeChat: tokenizer.chatTemplate ? (messages, opts) => thread.encodeChat(messages, opts) : null,
+    maxBytesPerToken: tokenizer.maxBytesPerToken,
   };
 }

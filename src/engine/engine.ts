@@ -220,7 +220,7 @@ export function createEngine(opts: EngineOptions): Engine {
   async function runLoop(): Promise<void> {
     while (!stopped) {
       if (draining && clock.nowMs() >= drainDeadlineMs) {
-        scheduler.abortAll('cancelled', new TesseraError('DRAINING', `cancelled: the engine drain deadline (${drainDeadlineMs} ms) passed`));
+        scheduler.abortAll('cancelled', new TesseraError('DRAINING', 'server shut down before the request finished (its drain timeout passed); retry on another replica'));
       }
       if (!scheduler.hasWork()) {
         settleDrain();

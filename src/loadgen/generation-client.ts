@@ -58,6 +58,8 @@ export interface CallRecord {
   firstTokenMs: number | null;
   /** Streaming only: gaps between consecutive token-carrying messages, ms. */
   interTokenGapsMs: number[];
+  /** The generated token ids (to compare a run against another with the same seed). */
+  outputTokenIds: number[];
 }
 
 export interface RunningCall {
@@ -139,6 +141,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         outputTokens: 0,
         firstTokenMs: null,
         interTokenGapsMs: [],
+        outputTokenIds: [],
       };
       const callOptions = { deadline: Date.now() + timeoutMs };
       let call: grpc.ClientUnaryCall | grpc.ClientReadableStream<unknown>;
@@ -154,7 +157,10 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         };
         if (!stream) {
           call = client.Generate(body, metadata(req.adapterId), callOptions, (err: grpc.ServiceError | null, res: any) => {
-            if (!err) record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+            if (!err) {
+              record.outputTokens = res.usage?.generated_tokens ?? res.token_ids.length;
+              record.outputTokenIds = res.token_ids;
+            }
             finish(err);
           });
           return;
@@ -170,6 +176,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
           else record.interTokenGapsMs.push(now - lastTokenMs);
           lastTokenMs = now;
           record.outputTokens += n;
+          record.outputTokenIds.push(...(m.token_ids as number[]));
         });
         s.on('error', (err: grpc.ServiceError) => finish(err));
         s.on('status', (st: grpc.StatusObject) => {

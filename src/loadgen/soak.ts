@@ -3,9 +3,18 @@
  * rest: KV usage, running sequences and queue back to 0 (from its /metrics), RSS back near the baseline (from a local
  * pid, or a process-memory gauge on /metrics), and no errors (the load generator's own count and the server's
  * tessera_errors_total, cancellations by the load generator excepted).
+ *
+ * With `hostile`, a quiet reference run of the same load (same seed, so request i is the same request) comes first;
+ * then the load runs again beside the hostile mix (hostile-mix.ts). Further checks: every normal request's tokens
+ * equal its tokens in the quiet run, the p99 inter-token gap stays within `itlRatioMax` (default 2) of the quiet
+ * run's, every hostile call ended with a status it may end with; the server-error check then counts only server
+ * faults (INTERNAL, UNKNOWN, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS), since hostile calls are meant to fail.
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TargetOptions } from './generation-client.ts';
+import { startHostileMix, type HostileMixOptions, type HostileResult } from './hostile-mix.ts';
+import { percentile } from './latency-stats.ts';
 import { runLoad, type LoadOptions, type LoadResult } from './load-run.ts';
 import { scrapeMetrics, sumSamples, type MetricSample } from './prometheus-text.ts';
 
@@ -48,11 +57,19 @@ export interface SoakOptions {
   rssSlackBytes?: number;
   /** Sampling period during load and idle (default 500 ms). */
   sampleIntervalMs?: number;
-  onPhase?: (phase: 'warmup' | 'baseline' | 'load' | 'idle', detail: string) => void;
+  /** Run the load beside the hostile mix, after a quiet reference run (see the top of this file). */
+  hostile?: (HostileMixOptions & { target: TargetOptions; itlRatioMax?: number }) | null;
+  onPhase?: (phase: 'warmup' | 'quiet' | 'baseline' | 'load' | 'idle', detail: string) => void;
 }
+
+/** Status names that are the server's fault; hostile calls must never end with them. */
+const SERVER_FAULTS = new Set(['INTERNAL', 'UNKNOWN', 'UNAVAILABLE', 'DEADLINE_EXCEEDED', 'DATA_LOSS']);
 
 export interface SoakResult {
   run: LoadResult;
+  /** The quiet reference run and the hostile calls (hostile soaks only). */
+  quiet: LoadResult | null;
+  hostile: HostileResult[] | null;
   baseline: SoakSample;
   /** Largest values seen while the load ran. */
   peak: SoakSample;
@@ -80,7 +97,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       kvUsageRatio: sumSamples(samples, 'tessera_kv_usage_ratio'),
       runningSequences: sumSamples(samples, 'tessera_running_sequences'),
       queueLength: sumSamples(samples, 'tessera_queue_length'),
-      serverErrors: metricsUrl ? (sumSamples(samples, 'tessera_errors_total', { code: (c) => c !== 'CANCELLED' }) ?? 0) : null,
+      serverErrors: metricsUrl ? (sumSamples(samples, 'tessera_errors_total', { code: opts.hostile ? (c) => c !== undefined && SERVER_FAULTS.has(c) : (c) => c !== 'CANCELLED' }) ?? 0) : null,
       rssBytes: rss,
     };
   };
@@ -89,6 +106,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   if (warmup > 0) {
     opts.onPhase?.('warmup', `${warmup} requests`);
     await runLoad({ ...opts.load, numRequests: warmup, ratePerS: null, concurrency: opts.load.concurrency ?? 1, onProgress: undefined, requestIdPrefix: 'soak-warmup', seed: (opts.load.seed ?? 1) + 1 });
+  }
+  let quiet: LoadResult | null = null;
+  if (opts.hostile) {
+    opts.onPhase?.('quiet', `${(opts.soakMs / 1000).toFixed(1)} s reference run without hostile calls`);
+    quiet = await runLoad({ ...opts.load, durationMs: opts.soakMs, numRequests: null });
   }
   // Let the server's gauges (sampled periodically) catch up with the end of the warmup.
   await sleep(intervalMs);
@@ -113,10 +135,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     }
   })();
   let run: LoadResult;
+  const mix = opts.hostile ? startHostileMix(opts.hostile.target, opts.load.model, opts.hostile) : null;
+  let hostile: HostileResult[] | null = null;
   try {
     run = await runLoad({ ...opts.load, durationMs: opts.soakMs, numRequests: null });
   } finally {
     sampling = false;
+    hostile = (await mix?.stop()) ?? null;
     await sampler;
   }
 
@@ -158,7 +183,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   if (final.serverErrors === null || baseline.serverErrors === null) checks.push({ name: 'no errors counted by the server', result: 'skip', detail: 'no --metrics-url' });
   else {
     const delta = final.serverErrors - baseline.serverErrors;
-    checks.push({ name: 'no errors counted by the server', result: delta === 0 ? 'pass' : 'fail', detail: `tessera_errors_total (CANCELLED excepted) grew by ${delta}` });
+    const counted = opts.hostile ? `server faults (${[...SERVER_FAULTS].join(', ')})` : 'CANCELLED excepted';
+    checks.push({ name: 'no errors counted by the server', result: delta === 0 ? 'pass' : 'fail', detail: `tessera_errors_total (${counted}) grew by ${delta}` });
   }
   if (final.rssBytes === null || baseline.rssBytes === null) {
     checks.push({ name: 'RSS back near baseline', result: 'skip', detail: 'no RSS source (--server-pid, or a process memory gauge on /metrics)' });
@@ -171,5 +197,45 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       detail: `baseline ${mib(baseline.rssBytes)}, peak ${mib(peak.rssBytes ?? final.rssBytes)}, after idle ${mib(final.rssBytes)} (limit ${mib(limit)})`,
     });
   }
-  return { run, baseline, peak, final, idleMs, checks, ok: checks.every((c) => c.result !== 'fail') };
+  if (quiet !== null && hostile !== null) checks.push(...hostileChecks(quiet, run, hostile, opts.hostile?.itlRatioMax ?? 2));
+  return { run, quiet, hostile, baseline, peak, final, idleMs, checks, ok: checks.every((c) => c.result !== 'fail') };
+}
+
+/** The checks of a hostile soak: same tokens as the quiet run, p99 ITL within `ratioMax` of it, hostile statuses. */
+function hostileChecks(quiet: LoadResult, run: LoadResult, hostile: HostileResult[], ratioMax: number): SoakCheck[] {
+  const checks: SoakCheck[] = [];
+  const reference = new Map(quiet.records.filter((r) => r.status === 'OK').map((r) => [r.requestId, r.outputTokenIds]));
+  let compared = 0;
+  const differing: string[] = [];
+  for (const r of run.records) {
+    const ref = reference.get(r.requestId);
+    if (r.status !== 'OK' || ref === undefined) continue;
+    compared++;
+    if (ref.length !== r.outputTokenIds.length || ref.some((t, i) => t !== r.outputTokenIds[i])) differing.push(r.requestId);
+  }
+  checks.push({
+    name: 'normal outputs identical to the quiet run',
+    result: compared > 0 && differing.length === 0 ? 'pass' : 'fail',
+    detail: `${compared} requests compared${differing.length > 0 ? `, ${differing.length} differ (e.g. ${differing.slice(0, 3).join(', ')})` : ', all identical'}`,
+  });
+  const p99 = (r: LoadResult) => percentile(r.records.flatMap((x) => x.interTokenGapsMs).sort((a, b) => a - b), 99);
+  const quietP99 = p99(quiet);
+  const hostileP99 = p99(run);
+  if (Number.isNaN(quietP99) || Number.isNaN(hostileP99)) checks.push({ name: `p99 inter-token gap within ${ratioMax}x of the quiet run`, result: 'skip', detail: 'no streamed gaps (--unary?)' });
+  else {
+    checks.push({
+      name: `p99 inter-token gap within ${ratioMax}x of the quiet run`,
+      result: hostileP99 <= ratioMax * quietP99 ? 'pass' : 'fail',
+      detail: `quiet ${quietP99.toFixed(1)} ms, with hostile calls ${hostileP99.toFixed(1)} ms (x${(hostileP99 / quietP99).toFixed(2)})`,
+    });
+  }
+  const byOutcome = new Map<string, number>();
+  for (const h of hostile) byOutcome.set(`${h.action}:${h.status}`, (byOutcome.get(`${h.action}:${h.status}`) ?? 0) + 1);
+  const unexpected = hostile.filter((h) => !h.expected);
+  checks.push({
+    name: 'hostile calls answered as expected',
+    result: hostile.length > 0 && unexpected.length === 0 ? 'pass' : 'fail',
+    detail: `${hostile.length} calls: ${[...byOutcome].map(([k, n]) => `${k} x${n}`).join(', ')}${unexpected.length > 0 ? `; unexpected: ${unexpected.slice(0, 2).map((h) => `${h.action} ${h.status} ${h.details}`).join('; ')}` : ''}`,
+  });
+  return checks;
 }

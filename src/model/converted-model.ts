@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../errors.ts';
+import { GRAPH_VERSION } from './graph/llama-graph.ts';
 import type { ModelConfig } from './model-config.ts';
 
 export type QuantKind = 'fp32' | 'int8' | 'int4';
@@ -9,6 +10,8 @@ export type QuantKind = 'fp32' | 'int8' | 'int4';
 export interface ModelManifest {
   format: 'tessera-onnx';
   formatVersion: 1;
+  /** GRAPH_VERSION of the builder that wrote the graphs: the runners feed exactly the inputs that version declares. */
+  graphVersion: number;
   /** Identifies the base model (adapters declaring another base model are rejected). */
   modelId: string;
   config: ModelConfig;
@@ -41,6 +44,12 @@ export function readManifest(dir: string): ModelManifest {
   const m = parsed as Partial<ModelManifest>;
   if (m.format !== 'tessera-onnx' || m.formatVersion !== 1 || !m.config || !m.graphs || !m.weightsFile) {
     throw new TesseraError('CHECKPOINT_INVALID', `${file}: not a tessera-onnx v1 manifest`);
+  }
+  if (m.graphVersion !== GRAPH_VERSION) {
+    throw new TesseraError(
+      'CHECKPOINT_INVALID',
+      `${dir}: converted by graph version ${m.graphVersion ?? '5 or older'}; this server runs graph version ${GRAPH_VERSION}: convert the checkpoint again (\`tessera convert\`; models converted into the cache by \`serve\` are redone automatically)`,
+    );
   }
   return m as ModelManifest;
 }

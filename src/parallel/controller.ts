@@ -151,11 +151,13 @@ export class ShardController implements Executor {
       ...(deviceResidentKv && !options.openLink ? { samplesInGraph: true } : {}),
     };
     const controller = new ShardController(config, shards, options, layout, manifest.modelId);
-    try {
-      await Promise.all(shards.map((s) => controller.connect(s)));
-    } catch (err) {
+    // Every connect settles before a failure is reported, so the workers that did accept are shut down (told goodbye,
+    // which frees a remote worker's lease at once) rather than left attached; the first failing worker is named.
+    const settled = await Promise.allSettled(shards.map((s) => controller.connect(s)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
       await controller.shutdown();
-      throw err;
+      throw failed.reason;
     }
     return controller;
   }

@@ -1,7 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
+import { randomBytes } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { TesseraError } from '../errors.ts';
 import { startTsWorker } from '../util/ts-worker.ts';
+import { clientChannelOptions, clientCredentials, connectMetadata, LEASE_FREE_IN_TRAILER, LEASE_HEADER, type ShardClientSecurity } from './shard-auth.ts';
 import { decodeWorkerFrame, encodeControllerMessage, shardServiceClient } from './shard-grpc.ts';
 import type { ControllerMessage, WithoutId, WorkerMessage } from './wire.ts';
 
@@ -163,18 +165,42 @@ export class GrpcLink implements ShardLink {
     stream.on('end', () => this.calls.down('stream ended'));
   }
 
-  /** Connects to `address` (host:port), waiting at most `timeoutMs` for the channel. */
-  static async connect(address: string, timeoutMs = 5000): Promise<GrpcLink> {
+  /**
+   * Connects to the worker at `address` (host:port) and claims it: retries while it cannot be reached, for at most
+   * `timeoutMs`, and resolves once the worker accepted this controller (its lease header). A worker that refuses
+   * (credentials, or another controller holds it) fails at once, with the worker's reason.
+   */
+  static async connect(address: string, options: GrpcLinkOptions = {}): Promise<GrpcLink> {
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const security = options.security ?? { tls: null, secret: null, controllerId: anonymousControllerId };
     const Ctor = shardServiceClient();
-    const client = new Ctor(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
-    try {
-      await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + timeoutMs, (err?: Error) => (err ? reject(err) : resolve())));
-    } catch (err) {
+    const client = new Ctor(address, clientCredentials(security), { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1, ...clientChannelOptions(security) });
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const stream = (client as unknown as { Connect: (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown> }).Connect(connectMetadata(security));
+      const outcome = await new Promise<'accepted' | grpc.ServiceError>((resolve) => {
+        stream.on('metadata', (md: grpc.Metadata) => {
+          if (md.get(LEASE_HEADER)[0] === 'granted') resolve('accepted');
+        });
+        stream.once('error', (err: grpc.ServiceError) => resolve(err));
+      });
+      stream.removeAllListeners('metadata');
+      stream.removeAllListeners('error');
+      if (outcome === 'accepted') return new GrpcLink(address, client, stream);
+      if (outcome.code === grpc.status.UNAVAILABLE && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
+        continue;
+      }
+      // The worker's last controller is gone and its lease runs out soon: wait for it (a controller replacing a dead
+      // one), as long as the worker keeps saying so; a holder that reconnects makes the next answer a plain refusal.
+      const freeInMs = Number(outcome.metadata?.get(LEASE_FREE_IN_TRAILER)[0] ?? NaN);
+      if (outcome.code === grpc.status.FAILED_PRECONDITION && Number.isFinite(freeInMs) && freeInMs <= (options.maxLeaseWaitMs ?? 60_000)) {
+        await new Promise((r) => setTimeout(r, Math.min(Math.max(freeInMs, 0) + CONNECT_RETRY_MS, 5000)));
+        continue;
+      }
       client.close();
-      throw new TesseraError('WORKER_UNAVAILABLE', `shard worker ${address} not reachable: ${(err as Error).message}`);
+      throw refusal(address, outcome, timeoutMs, security);
     }
-    const stream = (client as unknown as { Connect: () => grpc.ClientDuplexStream<unknown, unknown> }).Connect();
-    return new GrpcLink(address, client, stream);
   }
 
   call(msg: WithoutId<ControllerMessage>, options: { timeoutMs?: number } = {}): Promise<WorkerMessage> {
@@ -195,11 +221,45 @@ export class GrpcLink implements ShardLink {
   }
 }
 
+export interface GrpcLinkOptions {
+  /** How long to keep trying to reach the worker. Default 5 s. */
+  timeoutMs?: number;
+  /** TLS, shared secret and the controller's id (shard-auth.ts); default: plaintext, no secret, an id per process. */
+  security?: ShardClientSecurity;
+  /** Wait for a worker whose previous controller is gone when its lease ends within this. Default 60 s. */
+  maxLeaseWaitMs?: number;
+}
+
+const CONNECT_RETRY_MS = 200;
+const anonymousControllerId = `controller-${process.pid}-${randomBytes(4).toString('hex')}`;
+
+/** A refused or failed Connect as a Tessera error naming the worker and its reason. */
+function refusal(address: string, err: grpc.ServiceError, timeoutMs: number, security: ShardClientSecurity): TesseraError {
+  // grpc-js appends a timestamp and an empty resolution note to connection errors.
+  const details = (err.details || err.message).replace(/\s*\(\d{4}-\d\d-\d\dT[\d:.]+Z\)/g, '').replace(/\.?\s*Resolution note:\s*$/, '').trim();
+  switch (err.code) {
+    case grpc.status.UNAUTHENTICATED:
+    case grpc.status.INVALID_ARGUMENT:
+      return new TesseraError('CONFIG_INVALID', `shard worker ${address} refused this controller: ${details}`);
+    case grpc.status.FAILED_PRECONDITION:
+      return new TesseraError('WORKER_UNAVAILABLE', `shard worker ${address} refused this controller: ${details}`);
+    case grpc.status.UNAVAILABLE:
+      return new TesseraError('WORKER_UNAVAILABLE', `shard worker ${address} not reachable within ${timeoutMs} ms: ${details} (is it running, and does its TLS match this controller's: ${linkSecurity(security)}?)`);
+    default:
+      return new TesseraError('WORKER_UNAVAILABLE', `shard worker ${address}: ${grpc.status[err.code] ?? err.code}: ${details}`);
+  }
+}
+
+function linkSecurity(security: ShardClientSecurity): string {
+  if (!security.tls) return 'plaintext, no --worker-tls-ca';
+  return security.tls.cert ? 'mutual TLS' : 'TLS without a client certificate (--worker-tls-cert)';
+}
+
 /** Link factory for a controller whose workers are remote: worker index i is `addresses[i]` (stage-major). */
-export function grpcLinks(addresses: string[], connectTimeoutMs = 5000): (index: number) => Promise<ShardLink> {
+export function grpcLinks(addresses: string[], options: GrpcLinkOptions = {}): (index: number) => Promise<ShardLink> {
   return (index) => {
     const address = addresses[index];
     if (address === undefined) return Promise.reject(new TesseraError('CONFIG_INVALID', `\`workers\` lists ${addresses.length} addresses; the shard group needs one for worker ${index}`));
-    return GrpcLink.connect(address, connectTimeoutMs);
+    return GrpcLink.connect(address, options);
   };
 }

@@ -10,12 +10,29 @@ export interface ChatTurn {
   content: string;
 }
 
-/** Turns prompts into token ids, the way the served model expects them. */
+/** How prompt text is tokenized. */
+export interface PromptEncodeOptions {
+  /**
+   * false: special-token strings in the text (chat: in the message contents) are tokenized as text, never as control
+   * tokens; true: parsed as control tokens (the client's explicit opt-in, `parse_special_tokens`).
+   */
+  parseSpecialTokens: boolean;
+}
+
+/**
+ * Turns prompts into token ids, the way the served model expects them, off the event loop (a long prompt must not
+ * stall other requests' streams).
+ */
 export interface PromptEncoder {
   /** Tokenizes prompt text (adding the model's usual special tokens, if any). */
-  encode(text: string): number[];
+  encode(text: string, opts: PromptEncodeOptions): Promise<number[]>;
   /** Renders chat messages with the model's chat template and tokenizes them; null when the model has no template. */
-  encodeChat: ((messages: ChatTurn[]) => number[]) | null;
+  encodeChat: ((messages: ChatTurn[], opts: PromptEncodeOptions) => Promise<number[]>) | null;
+  /**
+   * Most UTF-8 bytes of prompt text one token can stand for (null: no such bound for this tokenizer): text longer than
+   * maxPromptTokens times this is refused from its length, before it is tokenized.
+   */
+  maxBytesPerToken: number | null;
 }
 
 export interface ModelInfo {

@@ -72,7 +72,7 @@ async function runGeneration(
   let ticket: { release(): void } | null = null;
   try {
     const tenantId = tenantOf(call.metadata, deps.auth);
-    const req = validateGenerateRequest(msg, {
+    const req = await validateGenerateRequest(msg, {
       limits: deps.limits,
       encoder: backend.encoder,
       tenantId,
@@ -156,8 +156,9 @@ export function createGenerationHandlers(deps: GenerationServiceDeps): grpc.Unty
     tenantOf(call.metadata, deps.auth);
     if (backend.encoder === null) throw new TesseraError('UNIMPLEMENTED', '`Tokenize` needs a tokenizer and this server has none');
     const msg = call.request;
-    if (msg.input === 'text') return { token_ids: encodeText(msg.text ?? '', backend.encoder, 'text') };
-    if (msg.input === 'chat') return { token_ids: encodeChatMessages(msg.chat ?? null, 'chat', limits, backend.encoder) };
+    const parseSpecialTokens = msg.parse_special_tokens ?? false;
+    if (msg.input === 'text') return { token_ids: await encodeText(msg.text ?? '', backend.encoder, 'text', limits, parseSpecialTokens) };
+    if (msg.input === 'chat') return { token_ids: await encodeChatMessages(msg.chat ?? null, 'chat', limits, backend.encoder, parseSpecialTokens) };
     throw new TesseraError('INVALID_ARGUMENT', '`input` is required: set `text` or `chat`');
   });
 

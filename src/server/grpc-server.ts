@@ -15,7 +15,7 @@ import type { Authenticator } from './auth.ts';
 import type { ServingBackend } from './backend.ts';
 import { createGenerationHandlers } from './generation-service.ts';
 import { ADAPTERS_SERVICE_NAME, GENERATION_SERVICE_NAME, loadPublicApi } from './proto-loader.ts';
-import { createRequestGate } from './request-gate.ts';
+import { createRequestGate, type NotServingReason } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
 import { rejectUndecodableRequests } from './undecodable-request.ts';
 
@@ -52,10 +52,13 @@ export interface RunningGrpcServer {
   /** The bound port. */
   readonly port: number;
   readonly server: grpc.Server;
-  /** Health of every service and admission of new calls. */
-  setServing(serving: boolean): void;
+  /** Health of every service and admission of new calls; `reason` picks the error new calls get while not serving. */
+  setServing(serving: boolean, reason?: NotServingReason): void;
   readonly numInFlight: number;
-  /** Graceful shutdown within `graceMs`; resolves when the server is closed. Idempotent. */
+  /**
+   * Graceful shutdown within `graceMs`; resolves when the server is closed. Idempotent; a later call with a shorter
+   * grace cuts the wait short (a second signal: cancel what is still in flight now).
+   */
   shutdown(graceMs: number): Promise<void>;
 }
 
@@ -98,7 +101,13 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
     for (const name of HEALTH_SERVICES) health.setStatus(name, status);
   };
   setHealth(gate.serving ? 'SERVING' : 'NOT_SERVING');
-  health.addToServer(server);
+  // The health service's own deserializer throws on garbage bytes (grpc-js: INTERNAL); answer INVALID_ARGUMENT instead.
+  health.addToServer({
+    addService: (service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => {
+      const checked = rejectUndecodableRequests(service, impl, { metrics });
+      server.addService(checked.service, checked.impl);
+    },
+  } as grpc.Server);
 
   // Reflection describes our services and the health service, so generic tools see everything served.
   const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
@@ -110,18 +119,24 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
   });
 
   let shutdownPromise: Promise<void> | null = null;
+  let shutdownGraceMs = Infinity;
   return {
     port,
     server,
     get numInFlight() {
       return gate.numInFlight;
     },
-    setServing(serving) {
+    setServing(serving, reason) {
       if (shutdownPromise) return;
-      gate.setServing(serving);
+      gate.setServing(serving, reason);
       setHealth(serving ? 'SERVING' : 'NOT_SERVING');
     },
     shutdown(graceMs) {
+      if (shutdownPromise !== null && graceMs < shutdownGraceMs) {
+        shutdownGraceMs = graceMs;
+        void gate.drain(graceMs);
+      }
+      shutdownGraceMs = Math.min(shutdownGraceMs, graceMs);
       shutdownPromise ??= (async () => {
         setHealth('NOT_SERVING');
         const inFlight = gate.numInFlight;

@@ -34,7 +34,7 @@ describe('public API protos', () => {
 
   it('keeps snake_case field names in the descriptors served by reflection', () => {
     const fields = reflectedFields();
-    expect(fields.get('GenerateRequest')).toEqual(['request_id', 'adapter_id', 'text', 'token_ids', 'chat', 'sampling', 'stopping', 'top_n_logprobs']);
+    expect(fields.get('GenerateRequest')).toEqual(['request_id', 'adapter_id', 'text', 'token_ids', 'chat', 'sampling', 'stopping', 'top_n_logprobs', 'parse_special_tokens']);
     expect(fields.get('SamplingParameters')).toEqual(['temperature', 'top_k', 'top_p', 'min_p', 'seed', 'repetition_penalty', 'presence_penalty', 'frequency_penalty']);
     expect(fields.get('StoppingCriteria')).toEqual(['max_new_tokens', 'stop_sequences', 'stop_token_ids', 'ignore_eos']);
     expect(fields.get('GenerateResponse')).toEqual(['request_id', 'token_ids', 'text', 'finish_reason', 'usage', 'logprobs']);

@@ -53,6 +53,40 @@ describe('request gate', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(25);
     expect(c.signal.aborted).toBe(true);
     expect((c.signal.reason as TesseraError).code).toBe('DRAINING');
+    // The client reads this: no computed grace or clock value in it.
+    expect((c.signal.reason as TesseraError).message).toBe('server shut down before the request finished (its drain timeout passed); retry on another replica');
+  });
+
+  it('a second, shorter drain cancels what the first still waits for', async () => {
+    const gate = createRequestGate({ maxConcurrentRequests: 4 });
+    const c = new AbortController();
+    const ticket = gate.admit(c);
+    c.signal.addEventListener('abort', () => ticket.release());
+    const first = gate.drain(60_000);
+    expect(await gate.drain(0)).toBe(1);
+    expect(await first).toBe(0);
+    expect(c.signal.aborted).toBe(true);
+  });
+
+  it('says why it refuses: starting (DRAINING, not ready), a worker down (WORKER_UNAVAILABLE), stopping (DRAINING)', () => {
+    const gate = createRequestGate({ maxConcurrentRequests: 2 });
+    const messageOf = (fn: () => unknown): string => {
+      try {
+        fn();
+      } catch (err) {
+        return `${(err as TesseraError).code}: ${(err as TesseraError).message}`;
+      }
+      return 'admitted';
+    };
+    gate.setServing(false, 'worker-down');
+    expect(messageOf(() => gate.checkOpen())).toBe('WORKER_UNAVAILABLE: a model worker is down and restarting; retry shortly');
+    expect(messageOf(() => gate.admit(new AbortController()))).toMatch(/^WORKER_UNAVAILABLE/);
+    gate.setServing(true);
+    expect(messageOf(() => gate.checkOpen())).toBe('admitted');
+    gate.setServing(false);
+    expect(messageOf(() => gate.checkOpen())).toBe('DRAINING: server is not ready yet; retry shortly');
+    gate.setServing(false, 'stopping');
+    expect(messageOf(() => gate.checkOpen())).toBe('DRAINING: server is shutting down; retry on another replica');
   });
 });
 

@@ -10,7 +10,8 @@ export interface RequestGate {
   checkOpen(): void;
   /** Admits a generation request; DRAINING when closed, QUEUE_FULL at the limit. Call `release` exactly once. */
   admit(controller: AbortController): { release(): void };
-  setServing(serving: boolean): void;
+  /** `reason` says why new calls are refused while not serving (default 'starting'). */
+  setServing(serving: boolean, reason?: NotServingReason): void;
   readonly serving: boolean;
   readonly numInFlight: number;
   /**
@@ -19,6 +20,9 @@ export interface RequestGate {
    */
   drain(graceMs: number): Promise<number>;
 }
+
+/** Why the server is not serving: still starting, a model worker down (restarting), or stopping. */
+export type NotServingReason = 'starting' | 'worker-down' | 'stopping';
 
 export interface RequestGateOptions {
   maxConcurrentRequests: number;
@@ -29,11 +33,14 @@ export interface RequestGateOptions {
 export function createRequestGate(opts: RequestGateOptions): RequestGate {
   const inFlight = new Set<AbortController>();
   let serving = opts.serving ?? true;
+  let notServingReason: NotServingReason = 'starting';
   let draining = false;
   let idleWaiters: (() => void)[] = [];
 
   function closedError(): TesseraError {
-    return new TesseraError('DRAINING', draining ? 'server is shutting down; retry on another replica' : 'server is not ready yet; retry shortly');
+    if (draining || notServingReason === 'stopping') return new TesseraError('DRAINING', 'server is shutting down; retry on another replica');
+    if (notServingReason === 'worker-down') return new TesseraError('WORKER_UNAVAILABLE', 'a model worker is down and restarting; retry shortly');
+    return new TesseraError('DRAINING', 'server is not ready yet; retry shortly');
   }
 
   return {
@@ -43,8 +50,9 @@ export function createRequestGate(opts: RequestGateOptions): RequestGate {
     get numInFlight() {
       return inFlight.size;
     },
-    setServing(b) {
+    setServing(b, reason = 'starting') {
       serving = b;
+      if (!b) notServingReason = reason;
     },
     checkOpen() {
       if (!serving || draining) throw closedError();
@@ -83,7 +91,7 @@ export function createRequestGate(opts: RequestGateOptions): RequestGate {
         clearTimeout(timer);
       }
       const left = [...inFlight];
-      for (const c of left) c.abort(new TesseraError('DRAINING', `server shut down before the request finished (drain deadline ${graceMs} ms)`));
+      for (const c of left) c.abort(new TesseraError('DRAINING', 'server shut down before the request finished (its drain timeout passed); retry on another replica'));
       return left.length;
     },
   };

@@ -12,10 +12,12 @@ function decode(req: object): GenerateRequestMsg {
   return generate.requestDeserialize(generate.requestSerialize(req)) as GenerateRequestMsg;
 }
 
-// A byte-level encoder: one token per UTF-8 byte (vocab 256); chat rendered as "role: content\n" lines.
+// A byte-level encoder: one token per UTF-8 byte (vocab 256); chat rendered as "role: content\n" lines. It declares no
+// byte bound, so the token count check is what these tests see (the bound has its own test below).
 const byteEncoder: PromptEncoder = {
-  encode: (text) => [...Buffer.from(text, 'utf8')],
-  encodeChat: (messages) => [...Buffer.from(messages.map((m) => `${m.role}: ${m.content}\n`).join(''), 'utf8')],
+  encode: async (text) => [...Buffer.from(text, 'utf8')],
+  encodeChat: async (messages) => [...Buffer.from(messages.map((m) => `${m.role}: ${m.content}\n`).join(''), 'utf8')],
+  maxBytesPerToken: null,
 };
 
 const limits = resolveRequestLimits({
@@ -38,10 +40,10 @@ function validate(req: object, opts: Partial<ValidateOptions> = {}) {
   return validateGenerateRequest(decode(req), { ...base, ...opts });
 }
 
-function rejects(req: object, code: string, ...fragments: string[]): void {
+async function rejects(req: object, code: string, ...fragments: string[]): Promise<void> {
   let caught: unknown;
   try {
-    validate(req);
+    await validate(req);
   } catch (err) {
     caught = err;
   }
@@ -52,8 +54,8 @@ function rejects(req: object, code: string, ...fragments: string[]): void {
 }
 
 describe('validateGenerateRequest', () => {
-  it('fills defaults for every unset field', () => {
-    const v = validate({ text: 'hi' });
+  it('fills defaults for every unset field', async () => {
+    const v = await validate({ text: 'hi' });
     expect(v).toEqual({
       requestId: 'gen-1',
       promptTokenIds: [104, 105],
@@ -66,16 +68,16 @@ describe('validateGenerateRequest', () => {
     });
   });
 
-  it('keeps explicit zeros distinct from unset (temperature 0 = greedy)', () => {
-    const v = validate({ text: 'a', sampling: { temperature: 0, top_p: 0.5, min_p: 0, seed: '0', presence_penalty: 0 } });
+  it('keeps explicit zeros distinct from unset (temperature 0 = greedy)', async () => {
+    const v = await validate({ text: 'a', sampling: { temperature: 0, top_p: 0.5, min_p: 0, seed: '0', presence_penalty: 0 } });
     expect(v.sampling.temperature).toBe(0);
     expect(v.sampling.topP).toBe(0.5);
     expect(v.sampling.seed).toBe(0);
-    expect(validate({ text: 'a', sampling: {} }).sampling).toEqual(DEFAULT_SAMPLING);
+    expect((await validate({ text: 'a', sampling: {} })).sampling).toEqual(DEFAULT_SAMPLING);
   });
 
-  it('passes every sampling and stopping field through', () => {
-    const v = validate({
+  it('passes every sampling and stopping field through', async () => {
+    const v = await validate({
       request_id: 'r-7',
       adapter_id: 'math_v2',
       token_ids: { ids: [1, 2, 255] },
@@ -91,46 +93,46 @@ describe('validateGenerateRequest', () => {
     expect(v.topNLogprobs).toBe(5);
   });
 
-  it('renders chat prompts with the encoder', () => {
-    const v = validate({ chat: { messages: [{ role: 'user', content: 'yo' }] } });
+  it('renders chat prompts with the encoder', async () => {
+    const v = await validate({ chat: { messages: [{ role: 'user', content: 'yo' }] } });
     expect(Buffer.from(v.promptTokenIds).toString()).toBe('user: yo\n');
   });
 
-  it('requires a prompt and rejects empty ones', () => {
-    rejects({}, 'INVALID_ARGUMENT', '`prompt` is required');
-    rejects({ text: '' }, 'INVALID_ARGUMENT', '`text`', 'Given: ""');
-    rejects({ token_ids: { ids: [] } }, 'INVALID_ARGUMENT', '`token_ids.ids`', 'at least 1 token', 'Given: 0');
-    rejects({ chat: { messages: [] } }, 'INVALID_ARGUMENT', '`chat.messages`', 'Given: 0');
+  it('requires a prompt and rejects empty ones', async () => {
+    await rejects({}, 'INVALID_ARGUMENT', '`prompt` is required');
+    await rejects({ text: '' }, 'INVALID_ARGUMENT', '`text`', 'Given: ""');
+    await rejects({ token_ids: { ids: [] } }, 'INVALID_ARGUMENT', '`token_ids.ids`', 'at least 1 token', 'Given: 0');
+    await rejects({ chat: { messages: [] } }, 'INVALID_ARGUMENT', '`chat.messages`', 'Given: 0');
   });
 
-  it('bounds the prompt length and token ids', () => {
-    rejects({ text: 'x'.repeat(41) }, 'PROMPT_TOO_LONG', '`text`', 'at most 40 tokens', 'Given: 41 tokens');
-    expect(validate({ text: 'x'.repeat(40) }).promptTokenIds).toHaveLength(40);
-    rejects({ token_ids: { ids: [3, 256] } }, 'INVALID_ARGUMENT', '`token_ids.ids[1]`', '< 256', 'Given: 256');
+  it('bounds the prompt length and token ids', async () => {
+    await rejects({ text: 'x'.repeat(41) }, 'PROMPT_TOO_LONG', '`text`', 'at most 40 tokens', 'Given: 41 tokens');
+    expect((await validate({ text: 'x'.repeat(40) })).promptTokenIds).toHaveLength(40);
+    await rejects({ token_ids: { ids: [3, 256] } }, 'INVALID_ARGUMENT', '`token_ids.ids[1]`', '< 256', 'Given: 256');
   });
 
-  it('checks chat messages and needs a chat template', () => {
-    rejects({ chat: { messages: [{ role: '', content: 'x' }] } }, 'INVALID_ARGUMENT', '`chat.messages[0].role`');
-    rejects({ chat: { messages: Array(4).fill({ role: 'user', content: 'x' }) } }, 'INVALID_ARGUMENT', 'at most 3 messages', 'Given: 4');
-    expect(() => validate({ chat: { messages: [{ role: 'user', content: 'x' }] } }, { encoder: { ...byteEncoder, encodeChat: null } })).toThrow(/chat template/);
+  it('checks chat messages and needs a chat template', async () => {
+    await rejects({ chat: { messages: [{ role: '', content: 'x' }] } }, 'INVALID_ARGUMENT', '`chat.messages[0].role`');
+    await rejects({ chat: { messages: Array(4).fill({ role: 'user', content: 'x' }) } }, 'INVALID_ARGUMENT', 'at most 3 messages', 'Given: 4');
+    await expect(validate({ chat: { messages: [{ role: 'user', content: 'x' }] } }, { encoder: { ...byteEncoder, encodeChat: null } })).rejects.toThrow(/chat template/);
   });
 
-  it('rejects text prompts without a tokenizer', () => {
-    expect(() => validate({ text: 'hi' }, { encoder: null })).toThrow(/needs a tokenizer/);
-    expect(validate({ token_ids: { ids: [5] } }, { encoder: null }).promptTokenIds).toEqual([5]);
+  it('rejects text prompts without a tokenizer', async () => {
+    await expect(validate({ text: 'hi' }, { encoder: null })).rejects.toThrow(/needs a tokenizer/);
+    expect((await validate({ token_ids: { ids: [5] } }, { encoder: null })).promptTokenIds).toEqual([5]);
   });
 
-  it('checks request ids', () => {
-    rejects({ text: 'a', request_id: '123456789' }, 'INVALID_ARGUMENT', '`request_id`', 'at most 8 characters');
-    rejects({ text: 'a', request_id: 'a b' }, 'INVALID_ARGUMENT', '`request_id`', 'printable ASCII');
-    expect(validate({ text: 'a', request_id: '12345678' }).requestId).toBe('12345678');
-    expect(validateGenerateRequest(decode({ text: 'a' }), { ...base, newRequestId: undefined }).requestId).toMatch(/^[0-9a-f-]{36}$/);
+  it('checks request ids', async () => {
+    await rejects({ text: 'a', request_id: '123456789' }, 'INVALID_ARGUMENT', '`request_id`', 'at most 8 characters');
+    await rejects({ text: 'a', request_id: 'a b' }, 'INVALID_ARGUMENT', '`request_id`', 'printable ASCII');
+    expect((await validate({ text: 'a', request_id: '12345678' })).requestId).toBe('12345678');
+    expect((await validateGenerateRequest(decode({ text: 'a' }), { ...base, newRequestId: undefined })).requestId).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it('checks adapter ids', () => {
-    expect(validate({ text: 'a', adapter_id: 'acme/v2' }).adapterId).toBe('acme/v2');
-    rejects({ text: 'a', adapter_id: 'a/b/c' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b/c"');
-    rejects({ text: 'a', adapter_id: 'abcdefghijk' }, 'INVALID_ARGUMENT', '`adapter_id`', 'at most 10 characters');
+  it('checks adapter ids', async () => {
+    expect((await validate({ text: 'a', adapter_id: 'acme/v2' })).adapterId).toBe('acme/v2');
+    await rejects({ text: 'a', adapter_id: 'a/b/c' }, 'INVALID_ARGUMENT', '`adapter_id`', 'Given: "a/b/c"');
+    await rejects({ text: 'a', adapter_id: 'abcdefghijk' }, 'INVALID_ARGUMENT', '`adapter_id`', 'at most 10 characters');
   });
 
   it.each([
@@ -145,42 +147,78 @@ describe('validateGenerateRequest', () => {
     ['repetition_penalty', 11, '> 0 and <= 10'],
     ['presence_penalty', -2.5, '>= -2 and <= 2'],
     ['frequency_penalty', 3, '>= -2 and <= 2'],
-  ])('rejects sampling.%s = %s', (field, value, bound) => {
-    rejects({ text: 'a', sampling: { [field]: value } }, 'INVALID_ARGUMENT', `\`sampling.${field}\``, bound, 'Given:');
+  ])('rejects sampling.%s = %s', async (field, value, bound) => {
+    await rejects({ text: 'a', sampling: { [field]: value } }, 'INVALID_ARGUMENT', `\`sampling.${field}\``, bound, 'Given:');
   });
 
-  it('rejects seeds above 2^53 - 1 without rounding them', () => {
-    rejects({ text: 'a', sampling: { seed: '18446744073709551615' } }, 'INVALID_ARGUMENT', '`sampling.seed`', 'Given: "18446744073709551615"');
+  it('rejects seeds above 2^53 - 1 without rounding them', async () => {
+    await rejects({ text: 'a', sampling: { seed: '18446744073709551615' } }, 'INVALID_ARGUMENT', '`sampling.seed`', 'Given: "18446744073709551615"');
   });
 
-  it('checks stopping criteria', () => {
-    rejects({ text: 'a', stopping: { max_new_tokens: 0 } }, 'INVALID_ARGUMENT', '`stopping.max_new_tokens`', '>= 1 and <= 32', 'Given: 0');
-    rejects({ text: 'a', stopping: { max_new_tokens: 33 } }, 'INVALID_ARGUMENT', '`stopping.max_new_tokens`', 'Given: 33');
-    rejects({ text: 'x'.repeat(40), stopping: { max_new_tokens: 25 } }, 'PROMPT_TOO_LONG', '<= 24', 'Given: 25');
-    expect(validate({ text: 'x'.repeat(40) }).stopping.maxNewTokens).toBe(16);
-    rejects({ text: 'a', stopping: { stop_sequences: ['a', 'b', 'c'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences`', 'at most 2', 'Given: 3');
-    rejects({ text: 'a', stopping: { stop_sequences: [''] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
-    rejects({ text: 'a', stopping: { stop_sequences: ['ok', 'abcde'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[1]`', '1 to 4 UTF-16 code units');
+  it('checks stopping criteria', async () => {
+    await rejects({ text: 'a', stopping: { max_new_tokens: 0 } }, 'INVALID_ARGUMENT', '`stopping.max_new_tokens`', '>= 1 and <= 32', 'Given: 0');
+    await rejects({ text: 'a', stopping: { max_new_tokens: 33 } }, 'INVALID_ARGUMENT', '`stopping.max_new_tokens`', 'Given: 33');
+    await rejects({ text: 'x'.repeat(40), stopping: { max_new_tokens: 25 } }, 'PROMPT_TOO_LONG', '<= 24', 'Given: 25');
+    expect((await validate({ text: 'x'.repeat(40) })).stopping.maxNewTokens).toBe(16);
+    await rejects({ text: 'a', stopping: { stop_sequences: ['a', 'b', 'c'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences`', 'at most 2', 'Given: 3');
+    await rejects({ text: 'a', stopping: { stop_sequences: [''] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
+    await rejects({ text: 'a', stopping: { stop_sequences: ['ok', 'abcde'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[1]`', '1 to 4 UTF-16 code units');
     // UTF-16 code units, as the engine counts them: an emoji is two.
-    expect(validate({ text: 'a', stopping: { stop_sequences: ['😀😀'] } }).stopping.stopSequences).toEqual(['😀😀']);
-    rejects({ text: 'a', stopping: { stop_sequences: ['😀😀😀'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
-    rejects({ text: 'a', stopping: { stop_token_ids: [1, 2, 3, 4] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids`', 'Given: 4');
-    rejects({ text: 'a', stopping: { stop_token_ids: [300] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids[0]`', 'Given: 300');
+    expect((await validate({ text: 'a', stopping: { stop_sequences: ['😀😀'] } })).stopping.stopSequences).toEqual(['😀😀']);
+    await rejects({ text: 'a', stopping: { stop_sequences: ['😀😀😀'] } }, 'INVALID_ARGUMENT', '`stopping.stop_sequences[0]`');
+    await rejects({ text: 'a', stopping: { stop_token_ids: [1, 2, 3, 4] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids`', 'Given: 4');
+    await rejects({ text: 'a', stopping: { stop_token_ids: [300] } }, 'INVALID_ARGUMENT', '`stopping.stop_token_ids[0]`', 'Given: 300');
   });
 
-  it('lowers the default max_new_tokens to fit the context', () => {
+  it('lowers the default max_new_tokens to fit the context', async () => {
     const tight = resolveRequestLimits({ vocabSize: 256, maxContextTokens: 10, maxPromptTokens: 10, defaultMaxNewTokens: 8 });
-    expect(validate({ text: 'abcdef' }, { limits: tight }).stopping.maxNewTokens).toBe(4);
-    expect(() => validate({ text: 'abcdefghij' }, { limits: tight })).toThrow(/room for 1 new token/);
+    expect((await validate({ text: 'abcdef' }, { limits: tight })).stopping.maxNewTokens).toBe(4);
+    await expect(validate({ text: 'abcdefghij' }, { limits: tight })).rejects.toThrow(/room for 1 new token/);
   });
 
-  it('bounds top_n_logprobs', () => {
-    rejects({ text: 'a', top_n_logprobs: 6 }, 'INVALID_ARGUMENT', '`top_n_logprobs`', '<= 5', 'Given: 6');
+  it('refuses text longer than max_prompt_tokens x the bytes one token can hold before tokenizing it', async () => {
+    let encoded = 0;
+    const bounded: PromptEncoder = {
+      encode: async (text) => (encoded++, [...Buffer.from(text, 'utf8')]),
+      encodeChat: async (messages) => (encoded++, [...Buffer.from(messages.map((m) => `${m.role}: ${m.content}\n`).join(''), 'utf8')]),
+      maxBytesPerToken: 4,
+    };
+    // 40 tokens x 4 bytes: 160 bytes may need tokenizing (41 bytes here: the token count refuses it), 161 may not.
+    await expect(validate({ text: 'x'.repeat(41) }, { encoder: bounded })).rejects.toThrow(/Given: 41 tokens/);
+    expect(encoded).toBe(1);
+    const huge = 'é'.repeat(81); // 162 bytes
+    await expect(validate({ text: huge }, { encoder: bounded })).rejects.toMatchObject({
+      code: 'PROMPT_TOO_LONG',
+      message: '`text` must be at most 40 tokens. Given: 162 bytes of text, more than 40 tokens of at most 4 bytes each can hold',
+    });
+    await expect(validate({ chat: { messages: [{ role: 'user', content: 'y'.repeat(157) }] } }, { encoder: bounded })).rejects.toMatchObject({
+      code: 'PROMPT_TOO_LONG',
+      message: expect.stringContaining('`chat.messages` must be at most 40 tokens. Given: 161 bytes'),
+    });
+    expect(encoded).toBe(1); // neither was tokenized
+  });
+
+  it('passes parse_special_tokens (default false) to the encoder', async () => {
+    const seen: boolean[] = [];
+    const spy: PromptEncoder = {
+      encode: async (_text, opts) => (seen.push(opts.parseSpecialTokens), [1]),
+      encodeChat: async (_m, opts) => (seen.push(opts.parseSpecialTokens), [1]),
+      maxBytesPerToken: null,
+    };
+    await validate({ text: 'a' }, { encoder: spy });
+    await validate({ text: 'a', parse_special_tokens: true }, { encoder: spy });
+    await validate({ chat: { messages: [{ role: 'user', content: 'x' }] } }, { encoder: spy });
+    await validate({ chat: { messages: [{ role: 'user', content: 'x' }] }, parse_special_tokens: true }, { encoder: spy });
+    expect(seen).toEqual([false, true, false, true]);
+  });
+
+  it('bounds top_n_logprobs', async () => {
+    await rejects({ text: 'a', top_n_logprobs: 6 }, 'INVALID_ARGUMENT', '`top_n_logprobs`', '<= 5', 'Given: 6');
   });
 });
 
 describe('resolveRequestLimits', () => {
-  it('derives defaults from the context and rejects bad values', () => {
+  it('derives defaults from the context and rejects bad values', async () => {
     const l = resolveRequestLimits({ vocabSize: 10, maxContextTokens: 100 });
     expect(l.maxPromptTokens).toBe(99);
     expect(l.defaultMaxNewTokens).toBe(100);

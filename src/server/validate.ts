@@ -41,15 +41,16 @@ export interface ValidateOptions {
   adapterHeader?: string;
 }
 
-export function validateGenerateRequest(msg: GenerateRequestMsg, opts: ValidateOptions): ValidGenerateRequest {
+/** Checks every field; the prompt is tokenized last (off the event loop), after the checks that cost nothing. */
+export async function validateGenerateRequest(msg: GenerateRequestMsg, opts: ValidateOptions): Promise<ValidGenerateRequest> {
   const { limits } = opts;
   const requestId = validateRequestId(msg.request_id ?? '', limits, opts.newRequestId ?? randomUUID);
   const adapterId = validateAdapterId(adapterIdOf(msg.adapter_id ?? '', opts.adapterHeader ?? ''), 'adapter_id', limits, true);
-  const promptTokenIds = validatePrompt(msg, limits, opts.encoder);
   const sampling = validateSampling(msg.sampling ?? null, limits);
-  const stopping = validateStopping(msg.stopping ?? null, limits, promptTokenIds.length);
   const topNLogprobs = msg.top_n_logprobs ?? 0;
   checkInteger('top_n_logprobs', topNLogprobs, 0, limits.maxTopNLogprobs);
+  const promptTokenIds = await validatePrompt(msg, limits, opts.encoder);
+  const stopping = validateStopping(msg.stopping ?? null, limits, promptTokenIds.length);
   return { requestId, promptTokenIds, adapterId, tenantId: opts.tenantId, sampling, stopping, topNLogprobs, deadlineMs: opts.deadlineMs };
 }
 
@@ -76,13 +77,14 @@ export function validateAdapterId(given: string, field: string, limits: RequestL
   return parseAdapterId(given, { field, maxLength: limits.maxAdapterIdLength });
 }
 
-function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder: PromptEncoder | null): number[] {
+async function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder: PromptEncoder | null): Promise<number[]> {
   let ids: number[];
+  const parseSpecialTokens = msg.parse_special_tokens ?? false;
   switch (msg.prompt) {
     case 'text': {
       const text = msg.text ?? '';
       if (text === '') throw outOfRange('text', 'a non-empty string', text);
-      ids = encodeText(text, encoder, 'text');
+      ids = await encodeText(text, encoder, 'text', limits, parseSpecialTokens);
       break;
     }
     case 'token_ids': {
@@ -91,7 +93,7 @@ function validatePrompt(msg: GenerateRequestMsg, limits: RequestLimits, encoder:
       break;
     }
     case 'chat':
-      ids = encodeChatMessages(msg.chat ?? null, 'chat', limits, encoder);
+      ids = await encodeChatMessages(msg.chat ?? null, 'chat', limits, encoder, parseSpecialTokens);
       break;
     default:
       throw new TesseraError('INVALID_ARGUMENT', '`prompt` is required: set one of `text`, `token_ids` or `chat`');
@@ -110,14 +112,40 @@ function promptField(kind: GenerateRequestMsg['prompt']): string {
   return kind === 'token_ids' ? 'token_ids.ids' : kind === 'chat' ? 'chat.messages' : 'text';
 }
 
-/** Tokenizes text with the model's encoder; INVALID_ARGUMENT when the server has none. */
-export function encodeText(text: string, encoder: PromptEncoder | null, field: string): number[] {
-  if (!encoder) throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a tokenizer and this server has none; send \`token_ids\``);
-  return encoder.encode(text);
+/**
+ * Refuses text that must be longer than `maxPromptTokens` from its byte length alone, before it is tokenized: each
+ * token stands for at most `maxBytesPerToken` bytes (PromptEncoder), so more bytes than maxPromptTokens times that
+ * cannot fit. A 4 MB prompt is refused here in microseconds instead of costing seconds of tokenizing.
+ */
+function checkPromptBytes(field: string, texts: readonly string[], limits: RequestLimits, encoder: PromptEncoder): void {
+  const perToken = encoder.maxBytesPerToken;
+  if (perToken === null) return;
+  const maxBytes = limits.maxPromptTokens * perToken;
+  let bytes = 0;
+  for (const t of texts) bytes += Buffer.byteLength(t, 'utf8');
+  if (bytes > maxBytes) {
+    throw new TesseraError(
+      'PROMPT_TOO_LONG',
+      `\`${field}\` must be at most ${limits.maxPromptTokens} tokens. Given: ${bytes} bytes of text, more than ${limits.maxPromptTokens} tokens of at most ${perToken} bytes each can hold`,
+    );
+  }
 }
 
-/** Checks chat messages and renders + tokenizes them with the model's chat template. */
-export function encodeChatMessages(chat: ChatMessagesMsg | null, field: string, limits: RequestLimits, encoder: PromptEncoder | null): number[] {
+/** Tokenizes text with the model's encoder (after the byte bound); INVALID_ARGUMENT when the server has none. */
+export async function encodeText(text: string, encoder: PromptEncoder | null, field: string, limits: RequestLimits, parseSpecialTokens: boolean): Promise<number[]> {
+  if (!encoder) throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a tokenizer and this server has none; send \`token_ids\``);
+  checkPromptBytes(field, [text], limits, encoder);
+  return encoder.encode(text, { parseSpecialTokens });
+}
+
+/** Checks chat messages and renders + tokenizes them with the model's chat template (after the byte bound). */
+export async function encodeChatMessages(
+  chat: ChatMessagesMsg | null,
+  field: string,
+  limits: RequestLimits,
+  encoder: PromptEncoder | null,
+  parseSpecialTokens: boolean,
+): Promise<number[]> {
   const messages = chat?.messages ?? [];
   if (messages.length === 0) throw outOfRange(`${field}.messages`, 'at least 1 message', 0);
   if (messages.length > limits.maxChatMessages) throw outOfRange(`${field}.messages`, `at most ${limits.maxChatMessages} messages`, messages.length);
@@ -128,7 +156,8 @@ export function encodeChatMessages(chat: ChatMessagesMsg | null, field: string, 
   if (!encoder?.encodeChat) {
     throw new TesseraError('INVALID_ARGUMENT', `\`${field}\` needs a model with a chat template and this model has none; send \`text\` or \`token_ids\``);
   }
-  return encoder.encodeChat(turns);
+  checkPromptBytes(`${field}.messages`, turns.flatMap((t) => [t.role, t.content]), limits, encoder);
+  return encoder.encodeChat(turns, { parseSpecialTokens });
 }
 
 function checkTokenIds(field: string, ids: number[], vocabSize: number): void {

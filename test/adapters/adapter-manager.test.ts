@@ -287,16 +287,16 @@ describe('adapter manager: registry, tiers and slots', () => {
     const load = (source: string, adapterId = 'bad') => m.load({ adapterId, source, pin: false, tenantId: null });
     const cases: Array<[string, string, RegExp]> = [];
     // path traversal and absolute paths outside the roots
-    cases.push(['../../etc/passwd', 'INVALID_ARGUMENT', /must resolve inside the adapter roots/]);
-    cases.push(['/etc/passwd', 'INVALID_ARGUMENT', /must resolve inside the adapter roots/]);
+    cases.push(['../../etc/passwd', 'INVALID_ARGUMENT', /must resolve inside the server's adapter roots\. Given/]);
+    cases.push(['/etc/passwd', 'INVALID_ARGUMENT', /must resolve inside the server's adapter roots\. Given/]);
     // a symlink inside the root pointing outside, and a PEFT dir whose weights file links outside
     fs.cpSync(hf.adapterDirs[0], path.join(outside, 'real'), { recursive: true });
     fs.symlinkSync(path.join(outside, 'real'), path.join(root, 'link-out'));
-    cases.push(['link-out', 'INVALID_ARGUMENT', /must resolve inside the adapter roots/]);
+    cases.push(['link-out', 'INVALID_ARGUMENT', /must resolve inside the server's adapter roots\. Given/]);
     fs.mkdirSync(path.join(root, 'half-out'));
     fs.copyFileSync(path.join(hf.adapterDirs[0], 'adapter_config.json'), path.join(root, 'half-out', 'adapter_config.json'));
     fs.symlinkSync(path.join(outside, 'real', 'adapter_model.safetensors'), path.join(root, 'half-out', 'adapter_model.safetensors'));
-    cases.push(['half-out', 'INVALID_ARGUMENT', /must resolve inside the adapter roots/]);
+    cases.push(['half-out', 'INVALID_ARGUMENT', /must resolve inside the server's adapter roots\. Given/]);
     // not regular files, missing, not an adapter
     execFileSync('mkfifo', [path.join(root, 'fifo.cpeft')]);
     cases.push(['fifo.cpeft', 'INVALID_ARGUMENT', /not a regular file/]);
@@ -332,10 +332,17 @@ describe('adapter manager: registry, tiers and slots', () => {
     expect((await errorOf(small.load({ adapterId: 'h', source: `${baseUrl}/ok/huge.cpeft`, pin: false, tenantId: null }))).code).toBe('ADAPTER_LOAD_FAILED');
     await small.shutdown();
 
+    // A symlink inside the root to a file inside it, in place of a PEFT directory's file: refused (never followed).
+    fs.mkdirSync(path.join(root, 'half-in'));
+    fs.copyFileSync(path.join(hf.adapterDirs[0], 'adapter_config.json'), path.join(root, 'half-in', 'adapter_config.json'));
+    fs.symlinkSync(path.join(root, 'a0', 'adapter_model.safetensors'), path.join(root, 'half-in', 'adapter_model.safetensors'));
+    cases.push(['half-in', 'INVALID_ARGUMENT', /"half-in\/adapter_model.safetensors" is a symlink/]);
     for (const [source, code, message] of cases) {
       const err = await errorOf(load(source));
       expect({ source, code: err.code }).toEqual({ source, code });
       expect(err.message).toMatch(message);
+      // What the client reads names files below the root: no absolute server path, no list of roots.
+      expect({ source, message: err.message.includes(path.dirname(root)) }).toEqual({ source, message: false });
     }
     // same-size model with a different seed has the same shapes: the shape check needs a real mismatch; rank 8 > max 4
     const tight = createAdapterManager(options({ slots: writer, maxRank: 4 }));
@@ -351,6 +358,9 @@ describe('adapter manager: registry, tiers and slots', () => {
     expect(typeof (await acquireSettled(m, 'remote'))).toBe('number');
     await m.load({ adapterId: 'good', source: 'a3', pin: false, tenantId: null });
     expect(typeof (await acquireSettled(m, 'good'))).toBe('number');
+    // A directory symlink inside the root to an adapter inside it is fine: it resolves (once) to the real directory.
+    fs.symlinkSync(path.join(root, 'a2'), path.join(root, 'link-in'));
+    expect(await m.load({ adapterId: 'linked', source: 'link-in', pin: false, tenantId: null })).toMatchObject({ version: 1 });
     await m.shutdown();
   });
 

@@ -6,7 +6,7 @@
  * writes them, attribute keys scanned from src/, the client's adapter header constant.
  */
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,8 +26,8 @@ import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitorin
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { SERVE_SETTINGS, loadServeConfig, type ServeConfig } from '../../src/cli/config.ts';
 import { splitFlags } from '../../src/cli/commands/serve.ts';
-import { workerSpec } from '../../src/cli/commands/worker.ts';
-import { parseCommandArgs } from '../../src/cli/args.ts';
+import { parseWorkerArgs } from '../../src/cli/commands/worker.ts';
+import { shardClientSecurity, shardServerSecurity } from '../../src/cli/shard-security.ts';
 import { ADAPTER_HEADER } from '../../src/loadgen/generation-client.ts';
 import { hashApiKey, loadApiKeyFile } from '../../src/server/auth.ts';
 import { TIME_TO_FIRST_TOKEN_BUCKETS_S, startMetrics } from '../../src/telemetry/metrics.ts';
@@ -56,8 +56,9 @@ const LWS_API = 'leaderworkerset.x-k8s.io/v1';
 /** YAML files that are not Kubernetes objects, each checked by its own test below. */
 const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml']);
 
+/** Files under `dir` (installed packages, e.g. `npm run install:cuda`'s deploy/cuda-provider/node_modules, skipped). */
 function filesUnder(dir: string, ext: RegExp): string[] {
-  return readdirSync(dir).flatMap((name) => {
+  return readdirSync(dir).filter((name) => name !== 'node_modules').flatMap((name) => {
     const p = join(dir, name);
     return statSync(p).isDirectory() ? filesUnder(p, ext) : ext.test(name) ? [p] : [];
   });
@@ -539,9 +540,7 @@ describe('LeaderWorkerSet shard groups', () => {
     const template = lws().spec.leaderWorkerTemplate.workerTemplate;
     const worker = container(template, 'worker');
     expect(worker.args[0]).toBe('worker');
-    const parsed = parseCommandArgs(workerSpec, worker.args.slice(1));
-    if (parsed === 'help') throw new Error('worker args asked for help');
-    const listen = String(parsed.values.listen);
+    const listen = parseWorkerArgs(worker.args.slice(1)).listen;
     expect(listen.startsWith('0.0.0.0:')).toBe(true);
     const port = Number(listen.split(':')[1]);
     expect(worker.ports.find((p: K8sObject) => p.name === 'shard').containerPort).toBe(port);
@@ -551,6 +550,50 @@ describe('LeaderWorkerSet shard groups', () => {
     const models = (c: K8sObject) => (c.volumeMounts as K8sObject[]).find((m) => m.name === 'models')?.mountPath;
     expect(models(worker)).toBe(models(leader));
     expect(lws().spec.leaderWorkerTemplate.restartPolicy).toBe('RecreateGroupOnPodRestart');
+  });
+
+  it('the shard link is mutual TLS from one Secret: workers demand the leader\'s certificate, the leader checks theirs', () => {
+    const t = lws().spec.leaderWorkerTemplate;
+    const worker = container(t.workerTemplate, 'worker');
+    const leader = container(t.leaderTemplate, 'leader');
+    const envOf = (c: K8sObject) => Object.fromEntries(((c.env ?? []) as K8sObject[]).filter((e) => e.value !== undefined).map((e) => [e.name, String(e.value)]));
+    const workerConfig = parseWorkerArgs(worker.args.slice(1), envOf(worker));
+    const leaderConfig = loadServeConfig(new Map(), envOf(leader));
+    /** Where a file path of a container comes from: the Secret and key mounted there, and the file mode. */
+    const source = (template: K8sObject, c: K8sObject, path: string | null) => {
+      expect(path, 'a shard-link file is configured').not.toBeNull();
+      const mount = (c.volumeMounts as K8sObject[]).find((m) => path!.startsWith(`${m.mountPath}/`));
+      expect(mount, `${path} is on a mounted volume`).toBeDefined();
+      expect(mount!.readOnly).toBe(true);
+      const volume = (template.spec.volumes as K8sObject[]).find((v) => v.name === mount!.name)!;
+      expect(volume.secret, `${path} comes from a Secret`).toBeDefined();
+      // Readable by the pod's group (fsGroup) and root only: 0440.
+      expect(volume.secret.defaultMode).toBe(0o440);
+      expect(t.workerTemplate.spec.securityContext.fsGroup).toBe(t.leaderTemplate.spec.securityContext.fsGroup);
+      return `${volume.secret.secretName}/${path!.slice(mount!.mountPath.length + 1)}`;
+    };
+    const w = (p: string | null) => source(t.workerTemplate, worker, p);
+    const l = (p: string | null) => source(t.leaderTemplate, leader, p);
+    // Mutual TLS: the worker's client CA is the CA the leader trusts; both certificates come from the same Secret.
+    expect(w(workerConfig.tlsClientCa)).toBe(l(leaderConfig.workerTlsCa));
+    expect(w(workerConfig.tlsCert)).toBe(l(leaderConfig.workerTlsCert));
+    expect(w(workerConfig.tlsKey)).toBe(l(leaderConfig.workerTlsKey));
+    expect(w(workerConfig.tlsCert)).toBe('tessera-shard-tls/tls.crt');
+    // The real validators accept both sides (files stand in for the Secret's keys); a worker on 0.0.0.0 is authenticated.
+    const keys = join(scratch, 'shard-tls');
+    mkdirSync(keys, { recursive: true });
+    for (const k of ['tls.crt', 'tls.key', 'ca.crt']) writeFileSync(join(keys, k), 'PEM');
+    const local = (p: string | null) => (p === null ? null : join(keys, p.slice(p.lastIndexOf('/') + 1)));
+    expect(workerConfig.listen.startsWith('0.0.0.0:')).toBe(true);
+    expect(workerConfig.insecure).toBe(false);
+    const warnings: string[] = [];
+    const server = shardServerSecurity({ ...workerConfig, tlsCert: local(workerConfig.tlsCert), tlsKey: local(workerConfig.tlsKey), tlsClientCa: local(workerConfig.tlsClientCa) }, (x) => warnings.push(x));
+    expect(server.tls?.clientCa).not.toBeNull();
+    expect(warnings).toEqual([]);
+    const client = shardClientSecurity({ ...leaderConfig, workerTlsCa: local(leaderConfig.workerTlsCa), workerTlsCert: local(leaderConfig.workerTlsCert), workerTlsKey: local(leaderConfig.workerTlsKey) });
+    expect(client.tls?.cert).not.toBeNull();
+    // The leader dials workers by their LWS names; those are what the certificate's SAN must cover (docs/deploy.md).
+    expect(leaderConfig.workerTlsServerName).toBeNull();
   });
 });
 
@@ -563,7 +606,14 @@ describe('container images', () => {
       const deps = df.stages.find((s) => s.name === 'deps')!;
       const install = deps.instructions.find((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args))!;
       expect(install.args).toContain('--omit=dev');
-      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe(file === 'Dockerfile.gpu' ? 'cuda12' : 'skip');
+      // Only the npm registry: onnxruntime-node's download from NuGet stays off in both images; the GPU image adds the
+      // CUDA build with `npm run install:cuda`'s script and carries it into the runtime stage.
+      expect(stageEnv(deps).ONNXRUNTIME_NODE_INSTALL).toBe('skip');
+      if (file === 'Dockerfile.gpu') {
+        expect(install.args).toMatch(/\bnpm ci\b[^&]*&& node scripts\/install-cuda\.mjs\b/);
+        expect(contextCopies(deps).flatMap((c) => c.sources)).toEqual(expect.arrayContaining(['scripts/install-cuda.mjs', 'deploy/cuda-provider/package.json', 'deploy/cuda-provider/package-lock.json']));
+        expect(runtime.instructions.some((i) => i.keyword === 'COPY' && i.args === '--from=deps /app/deploy/cuda-provider ./deploy/cuda-provider')).toBe(true);
+      }
 
       const user = runtime.instructions.filter((i) => i.keyword === 'USER').at(-1)!.args;
       expect(Number(user.split(':')[0])).toBeGreaterThan(0);

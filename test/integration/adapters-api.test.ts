@@ -4,7 +4,7 @@
  * sources, unload.
  */
 import { cpSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { beforeAll, describe, expect, it, afterAll } from 'vitest';
 import type { RunningServer } from '../../src/cli/serve.ts';
@@ -59,8 +59,10 @@ afterAll(async () => {
 describe('adapters through the gRPC API', () => {
   it('lists the adapters registered at start, shared by every tenant', async () => {
     for (const key of [ACME, GLOBEX]) {
-      const list = await unary<{ adapters: Array<{ adapter_id: string }> }>(admin, 'ListAdapters', {}, bearer(key));
+      const list = await unary<{ adapters: Array<{ adapter_id: string; source: string }> }>(admin, 'ListAdapters', {}, bearer(key));
       expect(list.adapters.map((a) => a.adapter_id).sort()).toEqual(['alpha', 'beta']);
+      // where the server keeps them is not the client's business: the path below the adapters directory only
+      expect(list.adapters.map((a) => a.source).sort()).toEqual(['alpha', 'beta']);
     }
   });
 
@@ -110,6 +112,8 @@ describe('adapters through the gRPC API', () => {
     for (const source of ['../../etc/passwd', '/etc/passwd', join(privateRoot, 'escape', 'passwd'), join(privateRoot, 'missing')]) {
       const st = await statusOf(unary(admin, 'LoadAdapter', { adapter_id: 'evil', source }, bearer(ACME)));
       expect([grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]).toContain(st.code);
+      // The client reads no server path it did not send itself, and not the list of adapter roots.
+      expect({ source, details: st.details.replace(JSON.stringify(source), '"<given>"') }).not.toEqual({ source, details: expect.stringContaining(dirname(privateRoot)) });
     }
     expect(await tokens(prompt, bearer(ACME))).toHaveLength(8);
   });

@@ -234,4 +234,36 @@ describe('fuzzed GenerateRequest bytes', () => {
       });
     }
   });
+
+  it('answers truncated strings and fields overrunning their message with INVALID_ARGUMENT (protobufjs alone clamps them)', async () => {
+    const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    clients.push(client);
+    const cases: Array<[Method, string, RegExp]> = [
+      ['Generate', '1a7f61', /field 3 \(text\) of tessera.v1.GenerateRequest: length 127 runs past the end/],
+      ['GenerateStream', '2a060a040a057573120161', /field 1 \(role\) of tessera.v1.ChatMessage: length 5 runs past the end/],
+      ['Tokenize', '0a7f61', /length 127 runs past the end/],
+      ['Generate', '1a02c328', /not valid UTF-8/],
+    ];
+    for (const [method, hex, reason] of cases) {
+      const outcome = await call(client, method, Buffer.from(hex, 'hex'));
+      expect({ hex, ...outcome }).toMatchObject({ hex, code: grpc.status.INVALID_ARGUMENT, errorCode: 'INVALID_ARGUMENT', details: expect.stringMatching(reason) });
+    }
+    // The well-formed prefix of the first case still works: text "a".
+    expect((await call(client, 'Tokenize', Buffer.from('0a0161', 'hex'))).code).toBe(grpc.status.OK);
+  });
+
+  it('answers garbage bytes to grpc.health.v1.Health/Check with INVALID_ARGUMENT, not INTERNAL or a clamped service name', async () => {
+    const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    clients.push(client);
+    const check = (hex: string) =>
+      new Promise<Outcome>((resolve) => {
+        client.makeUnaryRequest('/grpc.health.v1.Health/Check', identity, identity, Buffer.from(hex, 'hex'), new grpc.Metadata(), { deadline: Date.now() + CALL_DEADLINE_MS }, (err) =>
+          resolve({ code: err?.code ?? grpc.status.OK, errorCode: err?.metadata?.get(ERROR_CODE_TRAILER)[0] as string | undefined, details: err?.details ?? '' }),
+        );
+      });
+    for (const hex of ['ffffff', '0a0561', '0b', '0a02c328']) {
+      expect({ hex, ...(await check(hex)) }).toMatchObject({ hex, code: grpc.status.INVALID_ARGUMENT, errorCode: 'INVALID_ARGUMENT', details: expect.stringContaining('/grpc.health.v1.Health/Check is not a valid protobuf message') });
+    }
+    expect(await check('')).toMatchObject({ code: grpc.status.OK });
+  });
 });

@@ -282,8 +282,34 @@ describe('admission limits (their own servers)', () => {
     const st = statusOf(unary(g, 'Generate', long));
     await waitFor(() => draining.engine.stats().running === 1);
     const started = Date.now();
-    await draining.drain(Date.now() + 200);
+    // A deadline that has passed: 400 tokens cannot finish first, however fast the machine (200 ms could, and did).
+    await draining.drain(Date.now());
     expect(Date.now() - started).toBeLessThan(3000);
-    expect(await st).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
+    const cancelled = await st;
+    expect(cancelled).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING', details: expect.stringContaining('drain timeout passed') });
+    // No internal clock value (an engine-clock deadline, a computed grace) in what the client reads.
+    expect(cancelled.details).not.toMatch(/\d{3,}/);
+  });
+
+  it('while a model worker is down and restarting, new calls get WORKER_UNAVAILABLE, not "not ready yet"', async () => {
+    const piped = await startTestServer({ pp: 2 });
+    onTestFinished(() => piped.shutdown());
+    const g = gen(piped.port);
+    const health = connect(HealthClient, piped.port, { closeWith: clients });
+    // The link goes down synchronously inside kill(); the restarted thread needs far longer than one loopback call.
+    // Should a restart ever win the race, the call succeeds: kill again (a few tries at most).
+    let refused: Awaited<ReturnType<typeof statusOf>> | null = null;
+    for (let attempt = 0; attempt < 5 && refused === null; attempt++) {
+      const link = piped.executor.links()[1] as unknown as { kill(reason?: string): Promise<void> };
+      const killed = link.kill('test kill');
+      const reply = unary(g, 'Generate', { text: 'x', sampling: greedy, stopping: { max_new_tokens: 1 } });
+      refused = await statusOf(reply).catch(() => null);
+      await killed;
+      await piped.executor.whenServing();
+    }
+    expect(refused).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'WORKER_UNAVAILABLE', details: expect.stringContaining('model worker is down') });
+    // Recovered: serving again.
+    await waitFor(async () => (await unary<{ status: string }>(health, 'Check', { service: '' })).status === 'SERVING', 10_000, 'health SERVING again');
+    expect((await unary(g, 'Generate', { text: 'x', sampling: greedy, stopping: { max_new_tokens: 2, ignore_eos: true } })).token_ids).toHaveLength(2);
   });
 });

@@ -56,4 +56,39 @@ describe('tessera serve (child process)', () => {
     const after = connect(GenerationClient, proc.port, { closeWith: clients });
     expect((await statusOf(unary(after, 'Generate', { text: 'x' }, new grpc.Metadata(), { deadline: Date.now() + 2000 }))).code).toBe(grpc.status.UNAVAILABLE);
   });
+
+  it('a second signal during the drain cancels the streams still running, stops at once and exits 1', async () => {
+    const modelDir = await tinyConvertedDir();
+    const proc = await spawnServe(['--model', modelDir, '--port', '0', '--threads', '1', '--kv-cache-bytes', String(16 << 20), '--adapter-slots', '0', '--drain-timeout-ms', '600000', '--max-new-tokens', '500', '--log-level', 'info']);
+    onTestFinished(() => proc.kill());
+    const clients: grpc.Client[] = [];
+    onTestFinished(() => clients.forEach((c) => c.close()));
+    const gen: DynamicClient = connect(GenerationClient, proc.port, { closeWith: clients });
+    const maxNewTokens = 500;
+    const streams = Array.from({ length: 8 }, (_, i) => {
+      const tokens: number[] = [];
+      const call = gen.GenerateStream({ text: `go ${i}`, sampling: { temperature: 0 }, stopping: { max_new_tokens: maxNewTokens, ignore_eos: true } });
+      const ended = new Promise<{ code: grpc.status; tokens: number }>((resolve) => {
+        call.on('data', (m: { token_ids: number[] }) => tokens.push(...m.token_ids));
+        call.on('error', (err: grpc.ServiceError) => resolve({ code: err.code, tokens: tokens.length }));
+        call.on('end', () => resolve({ code: grpc.status.OK, tokens: tokens.length }));
+      });
+      return { tokens, ended };
+    });
+    await waitFor(() => streams.every((s) => s.tokens.length > 0), 20_000, 'first tokens of every stream');
+
+    // Two different signals back to back (two SIGTERMs could merge while pending): the first drains (a 10-minute
+    // drain timeout), the second must cut it short.
+    expect(proc.child.kill('SIGTERM')).toBe(true);
+    expect(proc.child.kill('SIGINT')).toBe(true);
+    expect(await proc.exited).toEqual({ code: 1, signal: null });
+    const outcomes = await Promise.all(streams.map((s) => s.ended));
+    // Every stream was cut short, with a status (no stream ran on to its length).
+    for (const o of outcomes) {
+      expect(o.tokens).toBeLessThan(maxNewTokens);
+      expect([grpc.status.UNAVAILABLE, grpc.status.CANCELLED]).toContain(o.code);
+    }
+    const logs = jsonLines(proc.stderr());
+    expect(logs.some((l) => l.msg === 'second signal: stopping now')).toBe(true);
+  });
 });

@@ -10,7 +10,7 @@ import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
 import { openSafetensors } from '../../model/checkpoint/safetensors-reader.ts';
 import { firstNonFinite, type TensorSource } from '../../model/checkpoint/tensor.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../../model/model-config.ts';
-import { readPeftAdapterConfig } from './peft-config.ts';
+import { readPeftAdapterConfig, type PeftAdapterConfig } from './peft-config.ts';
 
 export { parsePeftAdapterConfig, readPeftAdapterConfig, type PeftAdapterConfig } from './peft-config.ts';
 
@@ -63,14 +63,29 @@ export function readPeftAdapter(dir: string, config: ModelConfig): PeftAdapter {
       hasBin ? `${dir}: adapter_model.bin (pickle) is not supported; save the adapter as safetensors` : `${file} does not exist`,
     );
   }
-  const { rank, targets } = adapterConfig;
-  const layerSet = adapterConfig.layers === null ? null : new Set(adapterConfig.layers);
-  if (adapterConfig.layers !== null && adapterConfig.layers.some((l) => l >= config.numLayers)) {
-    throw incompatible(`${dir}: layers_to_transform ${JSON.stringify(adapterConfig.layers)} names layers past the model's ${config.numLayers}`);
-  }
+  return readPeftAdapterFrom({ adapterConfig, weights: openSafetensors(file), weightsName: file, dirName: dir }, config);
+}
 
-  const weights = openSafetensors(file);
+/** A PEFT adapter whose files are already open (e.g. through descriptors checked beneath an adapter root). */
+export interface OpenedPeftAdapter {
+  adapterConfig: PeftAdapterConfig;
+  /** adapter_model.safetensors; closed by readPeftAdapterFrom. */
+  weights: TensorSource;
+  /** Names of the weights file and of the directory, for messages. */
+  weightsName: string;
+  dirName: string;
+}
+
+/** Reads the LoRA factors of an opened adapter, checked against the model; closes `weights`. */
+export function readPeftAdapterFrom(opened: OpenedPeftAdapter, config: ModelConfig): PeftAdapter {
+  const { adapterConfig, weights, weightsName: file, dirName: dir } = opened;
   try {
+    const { rank, targets } = adapterConfig;
+    const layerSet = adapterConfig.layers === null ? null : new Set(adapterConfig.layers);
+    if (adapterConfig.layers !== null && adapterConfig.layers.some((l) => l >= config.numLayers)) {
+      throw incompatible(`${dir}: layers_to_transform ${JSON.stringify(adapterConfig.layers)} names layers past the model's ${config.numLayers}`);
+    }
+
     const used = new Set<string>();
     const layers: PeftAdapter['layers'] = [];
     let sizeBytes = 0;

@@ -47,6 +47,10 @@ export const benchSpec: CommandSpec = {
     'metrics-url': { type: 'string', description: "soak: the server's Prometheus endpoint, e.g. http://127.0.0.1:9464/metrics" },
     'server-pid': { type: 'string', description: "soak: pid of a local server process whose RSS to check (else a process memory gauge on /metrics)" },
     'rss-tolerance': { type: 'string', description: 'soak: RSS after idle may exceed the baseline by this fraction (+64 MiB)', default: '0.25' },
+    hostile: { type: 'boolean', description: 'soak: a quiet reference run first, then the load beside hostile calls (bad bytes and arguments, huge prompts, cancels, adapter loads); checks outputs and p99 ITL against the quiet run', default: false },
+    'hostile-interval-ms': { type: 'string', description: 'soak --hostile: one hostile call every this many ms', default: '1000' },
+    'hostile-prompt-bytes': { type: 'string', description: 'soak --hostile: size of the huge text prompt', default: '3900000' },
+    'hostile-adapters': { type: 'string', description: 'soak --hostile: comma-separated adapter sources (readable by the server) to load, use and unload' },
   },
 };
 
@@ -85,10 +89,22 @@ export async function runBench(args: ParsedArgs, io: CommandIo): Promise<number>
   const json = args.values.json === true;
   const serverPid = intOpt(args, 'server-pid', { min: 1, max: 2 ** 31 - 1 }) ?? null;
   const metricsUrl = stringOpt(args, 'metrics-url') ?? null;
-  if (soakMinutes === null && (serverPid !== null || metricsUrl !== null)) throw new TesseraError('CONFIG_INVALID', '--metrics-url and --server-pid are soak settings: add --soak-minutes');
+  if (soakMinutes === null && (serverPid !== null || metricsUrl !== null || args.values.hostile === true)) {
+    throw new TesseraError('CONFIG_INVALID', '--metrics-url, --server-pid and --hostile are soak settings: add --soak-minutes');
+  }
   if (serverPid !== null) readProcessRssBytes(serverPid); // fail now, not after the load
 
-  const client = createGenerationClient({ target, tls: args.values.tls === true, caFile: stringOpt(args, 'ca') ?? null, apiKey: stringOpt(args, 'api-key') ?? process.env.TESSERA_API_KEY ?? null });
+  const targetOptions = { target, tls: args.values.tls === true, caFile: stringOpt(args, 'ca') ?? null, apiKey: stringOpt(args, 'api-key') ?? process.env.TESSERA_API_KEY ?? null };
+  const hostile =
+    args.values.hostile === true
+      ? {
+          target: targetOptions,
+          intervalMs: intOpt(args, 'hostile-interval-ms', { min: 10, max: 3_600_000 })!,
+          hugePromptBytes: intOpt(args, 'hostile-prompt-bytes', { min: 1, max: 1 << 30 })!,
+          adapterSources: (stringOpt(args, 'hostile-adapters') ?? '').split(',').map((x) => x.trim()).filter((x) => x !== ''),
+        }
+      : null;
+  const client = createGenerationClient(targetOptions);
   try {
     const model = await client.getModelInfo(Math.min(timeoutS, 30) * 1000);
     const config = {
@@ -146,6 +162,7 @@ export async function runBench(args: ParsedArgs, io: CommandIo): Promise<number>
       metricsUrl,
       readRssBytes: serverPid !== null ? () => readProcessRssBytes(serverPid) : null,
       rssToleranceFraction: floatOpt(args, 'rss-tolerance', { min: 0, max: 100 })!,
+      hostile,
       onPhase: (phase, detail) => {
         if (phase === 'idle') bar.stop();
         if (!json || phase !== 'load') io.err(`soak: ${phase}${detail ? ` (${detail})` : ''}`);
@@ -153,7 +170,15 @@ export async function runBench(args: ParsedArgs, io: CommandIo): Promise<number>
     });
     bar.stop();
     const report = buildBenchReport(soak.run, modelSummary, config);
-    const soakPart = { ok: soak.ok, checks: soak.checks, baseline: soak.baseline, peak: soak.peak, final: soak.final, idleS: soak.idleMs / 1000 };
+    const soakPart = {
+      ok: soak.ok,
+      checks: soak.checks,
+      baseline: soak.baseline,
+      peak: soak.peak,
+      final: soak.final,
+      idleS: soak.idleMs / 1000,
+      ...(soak.quiet ? { quiet: buildBenchReport(soak.quiet, modelSummary, config), hostileCalls: soak.hostile } : {}),
+    };
     if (json) io.out(`${JSON.stringify({ ...report, soak: soakPart })}\n`);
     else {
       const mark = { pass: 'PASS', fail: 'FAIL', skip: 'skip' } as const;

@@ -8,6 +8,7 @@ import { loadTokenizer } from '../../model/tokenizer/tokenizer.ts';
 import { ThreadExecutor } from '../../parallel/thread-executor.ts';
 import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import { resolveModelDir } from '../model-resolver.ts';
+import { selectCudaBinding } from '../cuda-provider.ts';
 import { DEVICES, QUANT_KINDS } from '../choices.ts';
 import { int4Accuracy } from './convert.ts';
 
@@ -26,6 +27,7 @@ export const generateSpec: CommandSpec = {
     outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
     'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level when converting: 4 (fast) or 0 (accurate)', default: '4' },
     device: { type: 'string', description: 'execution provider: cpu, cuda or webgpu', default: 'cpu' },
+    'cuda-lib-path': { type: 'string', description: 'with --device cuda: directories searched first for the CUDA libraries (comma-separated, `*` matches one path segment; docs/gpu.md)' },
     tp: { type: 'string', description: 'tensor-parallel worker threads per stage', default: '1' },
     pp: { type: 'string', description: 'pipeline stages (worker threads)', default: '1' },
     'ignore-eos': { type: 'boolean', description: 'keep generating past end-of-sequence tokens', default: false },
@@ -40,6 +42,9 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
   const prompt = stringOpt(args, 'prompt');
   const promptIds = stringOpt(args, 'prompt-ids');
   if ((prompt === undefined) === (promptIds === undefined)) throw new TesseraError('CONFIG_INVALID', 'give exactly one of --prompt and --prompt-ids');
+  const device = choiceOpt(args, 'device', DEVICES);
+  // Before anything loads ONNX Runtime: the CUDA build replaces the CPU one for this whole process.
+  if (device === 'cuda') selectCudaBinding({ libPath: (stringOpt(args, 'cuda-lib-path') ?? '').split(',').filter((p) => p !== ''), env: process.env });
   const maxTokens = intOpt(args, 'max-tokens', { min: 1, max: 1_000_000 })!;
   const topLogprobs = intOpt(args, 'top-logprobs', { min: 0, max: 20 })!;
   const modelDir = await resolveModelDir({
@@ -50,7 +55,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
     log: io.err,
   });
   const manifest = readManifest(modelDir);
-  const tokenizer = loadTokenizer(modelDir);
+  const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) io.err(`warning: ${modelDir} has no tokenizer.json: token-id prompts only, no text in the output`);
   let promptTokenIds: number[];
   if (prompt !== undefined) {
@@ -66,7 +71,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
 
   const executor = await ThreadExecutor.start({
     modelDir,
-    device: choiceOpt(args, 'device', DEVICES),
+    device,
     tp: intOpt(args, 'tp', { min: 1, max: 64 }),
     pp: intOpt(args, 'pp', { min: 1, max: 64 }),
     kvCacheBytes: 256 * 1024 * 1024,

@@ -1,10 +1,13 @@
 import { TesseraError } from '../../errors.ts';
 import { loadServeConfig, serveHelp } from '../config.ts';
-import { startServer } from '../serve.ts';
+import { selectCudaBinding } from '../cuda-provider.ts';
 import type { CommandIo } from '../main.ts';
 
-/** Splits `--name value` / `--name=value` pairs (repeatable) into name -> values. */
-export function splitFlags(argv: string[]): Map<string, string[]> {
+/**
+ * Splits `--name value` / `--name=value` pairs (repeatable) into name -> values; a flag in `booleans` may stand alone
+ * (`--insecure` = true).
+ */
+export function splitFlags(argv: string[], booleans: ReadonlySet<string> = new Set()): Map<string, string[]> {
   const flags = new Map<string, string[]>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -13,6 +16,7 @@ export function splitFlags(argv: string[]): Map<string, string[]> {
     const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     let value: string;
     if (eq >= 0) value = arg.slice(eq + 1);
+    else if (booleans.has(name) && (i + 1 >= argv.length || argv[i + 1].startsWith('--'))) value = 'true';
     else {
       if (i + 1 >= argv.length) throw new TesseraError('CONFIG_INVALID', `--${name} needs a value`);
       value = argv[++i];
@@ -22,26 +26,37 @@ export function splitFlags(argv: string[]): Map<string, string[]> {
   return flags;
 }
 
-/** `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0. */
+/**
+ * `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0; a second
+ * signal during the drain cancels what is still running, stops at once and exits 1.
+ */
 export async function runServe(argv: string[], io: CommandIo): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     io.out(`${serveHelp()}\n`);
     return 0;
   }
   const config = loadServeConfig(splitFlags(argv), process.env);
-  const server = await startServer(config, { announce: (line) => io.out(`${line}\n`) });
+  // --device cuda: the CUDA build of ONNX Runtime and its libraries are checked, and this process switched to it,
+  // before anything loads ONNX Runtime (the server and its worker threads are imported after this).
+  const cuda = config.device === 'cuda' ? selectCudaBinding({ libPath: config.cudaLibPath, env: process.env }) : null;
+  const { startServer } = await import('../serve.ts');
+  const server = await startServer(config, {
+    announce: (line) => io.out(`${line}\n`),
+    ...(cuda ? { startupLog: { onnxRuntime: cuda.ortVersion, binding: cuda.packageDir, cudaLibraries: cuda.loaded, warnings: cuda.warnings } } : {}),
+  });
   return await new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
+        // Cancels what the drain still waits for; the drain's promise then settles too, so both paths exit 1.
         server.logger.warn({ signal }, 'second signal: stopping now');
         void server.shutdown().then(() => resolve(1));
         return;
       }
       server.logger.info({ signal }, 'signal received: draining');
       void server.drain().then(
-        () => resolve(0),
+        () => resolve(signals > 1 ? 1 : 0),
         (err) => {
           server.logger.error({ err }, 'drain failed');
           resolve(1);

@@ -1,19 +1,26 @@
 import { cpuKernelFeatures } from '../../model/cpu-features.ts';
-import { startShardServer } from '../../parallel/shard-server.ts';
-import { stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
+import { booleanFlags, loadWorkerConfig, WORKER_SETTINGS, workerHelp, type WorkerConfig } from '../config.ts';
+import type { CommandIo } from '../main.ts';
+import { shardServerSecurity } from '../shard-security.ts';
+import { splitFlags } from './serve.ts';
 
-export const workerSpec: CommandSpec = {
-  name: 'worker',
-  usage: 'tessera worker --listen HOST:PORT',
-  summary: 'Serves one model shard to a controller over tessera.shard.v1 (the controller sends the model directory and the shard position).',
-  options: {
-    listen: { type: 'string', description: 'address to listen on (port 0 picks a free port, printed on start)', default: '127.0.0.1:0' },
-  },
-};
+/** Parses `tessera worker` arguments into its settings (flag > environment > config file > default). */
+export function parseWorkerArgs(argv: string[], env: NodeJS.ProcessEnv = {}): WorkerConfig {
+  return loadWorkerConfig(splitFlags(argv, booleanFlags(WORKER_SETTINGS)), env);
+}
 
-/** Runs until SIGINT/SIGTERM; prints `listening HOST:PORT` once bound. */
-export async function runWorker(args: ParsedArgs, io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
-  const server = await startShardServer({ listen: stringOpt(args, 'listen')! });
+/** `tessera worker`: runs until SIGINT/SIGTERM; prints `listening HOST:PORT` once bound. */
+export async function runWorker(argv: string[], io: CommandIo): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.out(`${workerHelp()}\n`);
+    return 0;
+  }
+  const config = parseWorkerArgs(argv, process.env);
+  const log = (line: string) => io.err(`tessera worker: ${line}\n`);
+  const security = shardServerSecurity(config, (line) => log(`warning: ${line}`));
+  // The shard server (and with it ONNX Runtime) loads only once the settings are known to be valid.
+  const { startShardServer } = await import('../../parallel/shard-server.ts');
+  const server = await startShardServer({ listen: config.listen, ...security, leaseMs: config.leaseMs, log });
   io.out(`listening ${server.address}\n`);
   const cpu = cpuKernelFeatures();
   io.out(`cpu ${cpu.model}: int8 kernels ${cpu.int8Class} (${cpu.flags.join(' ')})\n`);

@@ -9,6 +9,7 @@ import { TesseraError } from '../../errors.ts';
 import type { ModelConfig } from '../model-config.ts';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { parseHfConfig } from './hf-config.ts';
+import { readJsonFile } from './regular-file.ts';
 import { openCheckpointTensors } from './safetensors-reader.ts';
 import type { TensorSource } from './tensor.ts';
 
@@ -56,34 +57,50 @@ export function expectedTensorShapes(config: ModelConfig): Map<string, number[]>
   return shapes;
 }
 
-function readConfig(dir: string): ModelConfig {
+/** config.json of `dir`: the raw JSON (for the model id) and the checked config. */
+export function readHfConfig(dir: string): { json: unknown; config: ModelConfig } {
   const file = path.join(dir, 'config.json');
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new TesseraError('CHECKPOINT_INVALID', `${file}: cannot read JSON (${(err as Error).message})`, { cause: err });
-  }
-  return parseHfConfig(json, file);
+  const json = readJsonFile(file);
+  return { json, config: parseHfConfig(json, file) };
 }
 
-/** EOS ids from generation_config.json (chat models often list several there), merged into the config's. */
-function generationEosIds(dir: string, warnings: string[]): number[] {
+/**
+ * EOS ids from generation_config.json (chat models often list several there), merged into the config's. Values that
+ * are not token ids are ignored with a warning; ids past the vocabulary are CHECKPOINT_INVALID (they would never stop).
+ */
+function generationEosIds(dir: string, vocabSize: number, warnings: string[]): number[] {
   const file = path.join(dir, 'generation_config.json');
   if (!fs.existsSync(file)) return [];
+  let json: { eos_token_id?: unknown };
   try {
-    const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
-    const v = json.eos_token_id;
-    const ids = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
-    if (ids.every((id) => Number.isSafeInteger(id) && id >= 0)) return ids as number[];
-    warnings.push(`${file}: ignoring eos_token_id ${JSON.stringify(v)} (not token ids)`);
+    json = readJsonFile(file) as { eos_token_id?: unknown };
   } catch (err) {
-    warnings.push(`${file}: ignored, cannot read JSON (${(err as Error).message})`);
+    warnings.push(`${file}: ignored, ${(err as Error).message}`);
+    return [];
   }
-  return [];
+  const v = typeof json === 'object' && json !== null ? json.eos_token_id : undefined;
+  const ids = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
+  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+    warnings.push(`${file}: ignoring eos_token_id ${JSON.stringify(v)} (not token ids)`);
+    return [];
+  }
+  if (ids.some((id) => id >= vocabSize)) {
+    throw new TesseraError('CHECKPOINT_INVALID', `${file}: \`eos_token_id\` must be < vocab_size (${vocabSize}) of config.json. Given: ${JSON.stringify(v)}`);
+  }
+  return ids as number[];
 }
 
-function checkTensors(config: ModelConfig, tensors: TensorSource, warnings: string[]): void {
+/**
+ * The checkpoint's tokenizer checked against the model (every id within vocab_size), and the EOS ids of
+ * generation_config.json and the tokenizer; null tokenizer when the directory has no tokenizer.json.
+ */
+export function loadCheckpointTokenizer(dir: string, config: ModelConfig, warnings: string[] = []): { tokenizer: Tokenizer | null; extraEosTokenIds: number[] } {
+  const tokenizer = loadTokenizer(dir, { vocabSize: config.vocabSize });
+  return { tokenizer, extraEosTokenIds: [...generationEosIds(dir, config.vocabSize, warnings), ...(tokenizer?.eosTokenIds ?? [])] };
+}
+
+/** Checks that every tensor the architecture needs is present with the shape config.json implies (header only). */
+export function checkCheckpointTensors(config: ModelConfig, tensors: TensorSource, warnings: string[] = []): void {
   const expected = expectedTensorShapes(config);
   for (const [name, shape] of expected) {
     if (!tensors.has(name)) throw new TesseraError('CHECKPOINT_INVALID', `checkpoint is missing tensor "${name}" (expected shape ${JSON.stringify(shape)})`);
@@ -111,17 +128,14 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw new TesseraError('MODEL_NOT_FOUND', `checkpoint directory ${dir} does not exist`);
   }
   const warnings: string[] = [];
-  const config = readConfig(dir);
-  const tokenizer = loadTokenizer(dir);
+  const { config } = readHfConfig(dir);
+  const { tokenizer, extraEosTokenIds } = loadCheckpointTokenizer(dir, config, warnings);
   if (tokenizer === null) warnings.push(`${dir} has no tokenizer.json: only token-id prompts can be served`);
-  const eosTokenIds = [...new Set([...config.eosTokenIds, ...generationEosIds(dir, warnings), ...(tokenizer?.eosTokenIds ?? [])])];
+  const eosTokenIds = [...new Set([...config.eosTokenIds, ...extraEosTokenIds])];
   const bosTokenId = config.bosTokenId ?? tokenizer?.bosTokenId ?? null;
-  if (tokenizer !== null && tokenizer.vocabSize > config.vocabSize) {
-    warnings.push(`tokenizer has ${tokenizer.vocabSize} token ids but config.json vocab_size is ${config.vocabSize}: ids >= ${config.vocabSize} cannot be fed to the model`);
-  }
   const tensors = openCheckpointTensors(dir);
   try {
-    checkTensors(config, tensors, warnings);
+    checkCheckpointTensors(config, tensors, warnings);
   } catch (err) {
     tensors.close();
     throw err;

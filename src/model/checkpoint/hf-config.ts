@@ -18,20 +18,44 @@ function absent(json: Json, key: string): boolean {
   return json[key] === undefined || json[key] === null;
 }
 
-function positiveInt(json: Json, key: string, file: string, fallback?: number): number {
+/**
+ * Upper bounds checked before anything is allocated or looped over. Far above every released model of the supported
+ * families (largest: vocabularies ~256k, hidden 16384, intermediate 53248, 126 layers, 128 heads, head_dim 256,
+ * contexts ~1M), low enough that a hostile config.json fails here with its value named instead of later in an
+ * allocation, a loop or ONNX Runtime. The tensor shapes are then checked against these values (checkpoint.ts).
+ */
+export const CONFIG_BOUNDS = {
+  vocab_size: 1 << 24,
+  hidden_size: 1 << 16,
+  intermediate_size: 1 << 18,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  head_dim: 1024,
+  max_position_embeddings: 1 << 20,
+  /** max_position_embeddings x head_dim: the rotary cos/sin tables built into the graph (4 bytes x this). */
+  rotaryTableElements: 1 << 27,
+} as const;
+
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+function positiveInt(json: Json, key: string, file: string, fallback?: number, max = Number.MAX_SAFE_INTEGER): number {
   if (absent(json, key)) {
     if (fallback !== undefined) return fallback;
     throw fail(file, key, 'is required (a positive integer)', json[key]);
   }
   const v = json[key];
   if (!Number.isSafeInteger(v) || (v as number) <= 0) throw fail(file, key, 'must be a positive integer', v);
+  if ((v as number) > max) throw fail(file, key, `must be a positive integer <= ${max}`, v);
   return v as number;
 }
 
-function positiveNumber(json: Json, key: string, file: string, fallback: number): number {
+/** A positive number that float32 holds (the graph stores it as one), at most `max`. */
+function positiveNumber(json: Json, key: string, file: string, fallback: number, max = FLOAT32_MAX): number {
   if (absent(json, key)) return fallback;
   const v = json[key];
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw fail(file, key, 'must be a positive finite number', v);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > max) {
+    throw fail(file, key, `must be a positive finite number <= ${max === FLOAT32_MAX ? '3.4e38 (float32)' : max}`, v);
+  }
   return v;
 }
 
@@ -46,18 +70,20 @@ function tokenId(v: unknown): boolean {
   return Number.isSafeInteger(v) && (v as number) >= 0;
 }
 
-function bosOf(json: Json, file: string): number | null {
+function bosOf(json: Json, file: string, vocabSize: number): number | null {
   if (absent(json, 'bos_token_id')) return null;
   if (!tokenId(json.bos_token_id)) throw fail(file, 'bos_token_id', 'must be a non-negative integer or null', json.bos_token_id);
+  if ((json.bos_token_id as number) >= vocabSize) throw fail(file, 'bos_token_id', `must be < vocab_size (${vocabSize})`, json.bos_token_id);
   return json.bos_token_id as number;
 }
 
-function eosOf(json: Json, file: string): number[] {
+function eosOf(json: Json, file: string, vocabSize: number): number[] {
   const v = json.eos_token_id;
   if (v === undefined || v === null) return [];
-  if (tokenId(v)) return [v as number];
-  if (Array.isArray(v) && v.every(tokenId)) return [...new Set(v as number[])];
-  throw fail(file, 'eos_token_id', 'must be a non-negative integer, a list of them, or null', v);
+  const ids = tokenId(v) ? [v as number] : Array.isArray(v) && v.every(tokenId) ? [...new Set(v as number[])] : null;
+  if (ids === null) throw fail(file, 'eos_token_id', 'must be a non-negative integer, a list of them, or null', v);
+  if (ids.some((id) => id >= vocabSize)) throw fail(file, 'eos_token_id', `must be < vocab_size (${vocabSize})`, v);
+  return ids;
 }
 
 /** rope_theta from `rope_theta`, or from `rope_parameters` (newer transformers) when it describes default rotary. */
@@ -109,25 +135,29 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   const family = modelType as ModelFamily;
   checkUnsupportedFlags(c, family, file);
 
-  const vocabSize = positiveInt(c, 'vocab_size', file);
-  const hiddenSize = positiveInt(c, 'hidden_size', file);
-  const intermediateSize = positiveInt(c, 'intermediate_size', file);
-  const numLayers = positiveInt(c, 'num_hidden_layers', file);
-  const numHeads = positiveInt(c, 'num_attention_heads', file);
-  const numKvHeads = positiveInt(c, 'num_key_value_heads', file, numHeads);
+  const B = CONFIG_BOUNDS;
+  const vocabSize = positiveInt(c, 'vocab_size', file, undefined, B.vocab_size);
+  const hiddenSize = positiveInt(c, 'hidden_size', file, undefined, B.hidden_size);
+  const intermediateSize = positiveInt(c, 'intermediate_size', file, undefined, B.intermediate_size);
+  const numLayers = positiveInt(c, 'num_hidden_layers', file, undefined, B.num_hidden_layers);
+  const numHeads = positiveInt(c, 'num_attention_heads', file, undefined, B.num_attention_heads);
+  const numKvHeads = positiveInt(c, 'num_key_value_heads', file, numHeads, B.num_attention_heads);
   if (numHeads % numKvHeads !== 0) {
     throw fail(file, 'num_key_value_heads', `must divide num_attention_heads (${numHeads})`, numKvHeads);
   }
   if (absent(c, 'head_dim') && hiddenSize % numHeads !== 0) {
     throw fail(file, 'hidden_size', `must be a multiple of num_attention_heads (${numHeads}) when head_dim is not given`, hiddenSize);
   }
-  const headDim = positiveInt(c, 'head_dim', file, hiddenSize / numHeads);
+  const headDim = positiveInt(c, 'head_dim', file, hiddenSize / numHeads, B.head_dim);
   if (headDim % 2 !== 0) throw fail(file, 'head_dim', 'must be even (rotary embeddings rotate pairs)', headDim);
 
-  let maxPositionEmbeddings = positiveInt(c, 'max_position_embeddings', file);
+  let maxPositionEmbeddings = positiveInt(c, 'max_position_embeddings', file, undefined, B.max_position_embeddings);
   if (family === 'mistral' && !absent(c, 'sliding_window')) {
     const window = positiveInt(c, 'sliding_window', file);
     maxPositionEmbeddings = Math.min(maxPositionEmbeddings, window);
+  }
+  if (maxPositionEmbeddings * headDim > B.rotaryTableElements) {
+    throw fail(file, 'max_position_embeddings', `times head_dim (${headDim}) must be <= ${B.rotaryTableElements} (the rotary tables)`, maxPositionEmbeddings);
   }
 
   return {
@@ -140,13 +170,13 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: positiveNumber(c, 'rms_norm_eps', file, 1e-6),
+    rmsNormEps: positiveNumber(c, 'rms_norm_eps', file, 1e-6, 1),
     ropeTheta: ropeThetaOf(c, file),
     maxPositionEmbeddings,
     tieWordEmbeddings: bool(c, 'tie_word_embeddings', file, false),
     attentionBias: family === 'qwen2',
     qkNorm: family === 'qwen3',
-    bosTokenId: bosOf(c, file),
-    eosTokenIds: eosOf(c, file),
+    bosTokenId: bosOf(c, file, vocabSize),
+    eosTokenIds: eosOf(c, file, vocabSize),
   };
 }

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import { bf16ToF32, f16ToF32 } from './half-float.ts';
+import { readRegularTextFile } from './regular-file.ts';
 import { parseHeader, readHeaderLength, type HeaderEntry } from './safetensors-header.ts';
 import type { Float32Tensor, TensorInfo, TensorSource } from './tensor.ts';
 
@@ -55,14 +56,22 @@ class SafetensorsFile {
   readonly order: string[];
   private fd: number | null;
 
-  constructor(file: string) {
+  private readonly closesFd: boolean;
+
+  /** Opens `file`, or reads through `openedFd` (`file` then only names it in messages; closed by close() if `closesFd`). */
+  constructor(file: string, openedFd?: number, closesFd = true) {
     assertLittleEndianHost();
     this.file = file;
+    this.closesFd = closesFd;
     let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (err) {
-      throw invalid(`safetensors file ${file}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err);
+    if (openedFd !== undefined) fd = openedFd;
+    else {
+      try {
+        // O_NONBLOCK: opening a FIFO put in place of the file must not block; it is refused below as not regular.
+        fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      } catch (err) {
+        throw invalid(`safetensors file ${file}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err);
+      }
     }
     try {
       const stat = fs.fstatSync(fd);
@@ -78,7 +87,7 @@ class SafetensorsFile {
       this.entries = new Map(header.entries.map((e) => [e.name, e]));
       this.order = header.entries.map((e) => e.name);
     } catch (err) {
-      fs.closeSync(fd);
+      if (closesFd) fs.closeSync(fd);
       throw err;
     }
     this.fd = fd;
@@ -126,7 +135,7 @@ class SafetensorsFile {
 
   close(): void {
     if (this.fd !== null) {
-      fs.closeSync(this.fd);
+      if (this.closesFd) fs.closeSync(this.fd);
       this.fd = null;
     }
   }
@@ -195,6 +204,16 @@ export function openSafetensors(file: string): SafetensorsSource {
   return new MultiFileSource(file, [shard], new Map(shard.order.map((n) => [n, shard])));
 }
 
+/**
+ * The same over a descriptor the caller already opened and checked (e.g. beneath an allowed root); `shownName`
+ * names the file in messages. With `closesFd` (default true) the source owns `fd`: close() closes it, also when this
+ * throws; without it the caller keeps it open until it is done with the source and closes it itself.
+ */
+export function openSafetensorsFd(fd: number, shownName: string, opts: { closesFd?: boolean } = {}): SafetensorsSource {
+  const shard = new SafetensorsFile(shownName, fd, opts.closesFd ?? true);
+  return new MultiFileSource(shownName, [shard], new Map(shard.order.map((n) => [n, shard])));
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -203,7 +222,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function readIndex(indexFile: string): Map<string, string> {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    parsed = JSON.parse(readRegularTextFile(indexFile));
   } catch (err) {
     throw invalid(`safetensors index ${indexFile}: cannot read JSON (${(err as Error).message})`, err);
   }

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { TesseraError } from '../../errors.ts';
-import { parseHfConfig } from '../checkpoint/hf-config.ts';
+import { checkCheckpointTensors, loadCheckpointTokenizer, readHfConfig } from '../checkpoint/checkpoint.ts';
+import { checkRegularFile } from '../checkpoint/regular-file.ts';
 import { openCheckpointTensors } from '../checkpoint/safetensors-reader.ts';
 import type { TensorSource } from '../checkpoint/tensor.ts';
 import { MANIFEST_FILE, type ModelManifest, type QuantKind } from '../converted-model.ts';
-import { buildLlamaGraph, type GraphWeights } from '../graph/llama-graph.ts';
+import { buildLlamaGraph, GRAPH_VERSION, type GraphWeights } from '../graph/llama-graph.ts';
 import { serializeModel, writeExternalData } from '../graph/onnx-serialize.ts';
 import type { ModelConfig } from '../model-config.ts';
 import type { LinearWeight } from '../../../kernels/linear.ts';
@@ -39,19 +40,22 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
   const hfDir = resolve(options.hfDir);
   const configFile = join(hfDir, 'config.json');
   if (!existsSync(configFile)) throw new TesseraError('CHECKPOINT_INVALID', `${configFile}: not found (is ${hfDir} a Hugging Face checkpoint?)`);
-  let configJson: unknown;
-  try {
-    configJson = JSON.parse(readFileSync(configFile, 'utf8'));
-  } catch (err) {
-    throw new TesseraError('CHECKPOINT_INVALID', `${configFile}: invalid JSON: ${(err as Error).message}`);
-  }
-  const config = parseHfConfig(configJson, configFile);
+  // Everything is checked before anything is allocated from the config: bounds, tokenizer ids, tensor shapes.
+  const { json: configJson, config } = readHfConfig(hfDir);
+  loadCheckpointTokenizer(hfDir, config);
+  for (const f of TOKENIZER_FILES) if (existsSync(join(hfDir, f))) checkRegularFile(join(hfDir, f));
   const blockSize = options.quant === 'fp32' ? null : (options.blockSize ?? 32);
   const outlierFraction = options.outlierFraction ?? 0;
   if (!(outlierFraction >= 0 && outlierFraction < 0.5)) throw new TesseraError('INVALID_ARGUMENT', `\`outliers\` must be >= 0 and < 0.5. Given: ${outlierFraction}`);
   if (outlierFraction > 0 && options.quant === 'fp32') throw new TesseraError('INVALID_ARGUMENT', '`outliers` needs --quant int8 or int4 (fp32 keeps every channel already)');
 
   const tensors = openCheckpointTensors(hfDir);
+  try {
+    checkCheckpointTensors(config, tensors);
+  } catch (err) {
+    tensors.close();
+    throw err;
+  }
   const outDir = resolve(options.outDir);
   const tmpDir = `${outDir}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmpDir, { recursive: true });
@@ -80,6 +84,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<ModelM
     const manifest: ModelManifest = {
       format: 'tessera-onnx',
       formatVersion: 1,
+      graphVersion: GRAPH_VERSION,
       modelId: modelIdOf(hfDir, configJson, configSha),
       config,
       quant: { kind: options.quant, blockSize, outlierFraction, ...(options.quant === 'int4' ? { int4AccuracyLevel: options.int4AccuracyLevel ?? 4 } : {}) },

@@ -1,5 +1,5 @@
 /**
- * A check of the int8 kernels the CPU provider runs on this CPU, against bounds derived from the formats, not against
+ * Checks of the quantized kernels the CPU provider runs on this CPU, against bounds derived from the formats, not against
  * numbers seen on one machine. ORT's int8 GEMMs differ by CPU class (AVX2, AVX-512, VNNI, AMX, arm64): the AVX2 and
  * AVX-512-without-VNNI kernels add pairs of uint8 x int8 products in 16-bit lanes, which saturate when both operands
  * use their full range. Used by the tests (natively, and under valgrind, which shows ORT an AVX2-only CPU) and by the
@@ -20,8 +20,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import { MS_DOMAIN, OnnxGraph } from '../../../kernels/onnx-graph.ts';
-import { linear } from '../../../kernels/linear.ts';
+import { linear, type LinearWeight } from '../../../kernels/linear.ts';
 import { serializeModel } from '../graph/onnx-serialize.ts';
+import { quantizeInt4 } from './int4-block.ts';
 import { INT8_ZERO_POINT, quantizeInt8 } from './int8-block.ts';
 
 export interface Int8KernelCheck {
@@ -155,4 +156,47 @@ function roundHalfEven(v: number): number {
 
 function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));
+}
+
+/**
+ * Whether MatMulNBits (`bits`, block 32, accuracy level 4) computes a row alone (M = 1) differently from the same row
+ * among others. On AVX2-only x86 (seen under valgrind) the 4-bit kernel takes a one-row path whose sums are ordered
+ * differently (differences ~1e-7 of the output) while every M >= 2 agrees bit for bit; ~1e-7 is harmless by itself,
+ * but the next layer's activation quantization can round it to a different int8 code, so a request's logprobs move by
+ * ~1e-2 between alone and batched. Runners pad one-row steps to two rows where this returns true.
+ */
+export async function singleRowPathDiffers(bits: 4 | 8): Promise<boolean> {
+  const K = 128;
+  const N = 64;
+  const w = values(N * K, 3);
+  const g = new OnnxGraph('single_row_check');
+  const xi = g.input('x', 'float32', ['rows', K]);
+  const weight = bits === 4 ? int4Weight(w, N, K) : int8Weight(w, N, K);
+  const y = linear(g, xi, 'check', weight);
+  g.output(y, 'float32', ['rows', N]);
+  const session = await ort.InferenceSession.create(serializeModel(g, null), { intraOpNumThreads: 1 });
+  try {
+    const run = async (x: Float32Array, rows: number) => (await session.run({ x: new ort.Tensor('float32', x, [rows, K]) }))[y].data as Float32Array;
+    const rows = values(4 * K, 4);
+    for (let r = 0; r < 4; r++) {
+      const row = rows.slice(r * K, (r + 1) * K);
+      const pair = new Float32Array(2 * K);
+      pair.set(row);
+      const [alone, inPair] = [await run(row, 1), await run(pair, 2)];
+      for (let n = 0; n < N; n++) if (alone[n] !== inPair[n]) return true;
+    }
+    return false;
+  } finally {
+    await session.release();
+  }
+}
+
+function int4Weight(w: Float32Array, N: number, K: number): LinearWeight {
+  const q = quantizeInt4(w, N, K, { blockSize: BLOCK });
+  return { kind: 'int4', inFeatures: K, outFeatures: N, blockSize: BLOCK, packed: q.packed, scales: q.scales, zeroPoints: q.zeroPoints, accuracyLevel: 4 };
+}
+
+function int8Weight(w: Float32Array, N: number, K: number): LinearWeight {
+  const q = quantizeInt8(w, N, K, { blockSize: BLOCK });
+  return { kind: 'int8', inFeatures: K, outFeatures: N, blockSize: BLOCK, packed: q.packed, scales: q.scales };
 }
