@@ -119,7 +119,7 @@ export function trainedQuantizationOutput(fixture: TrainedFixture, q: TrainedVar
     const p = pooled(v);
     return [v.variant, sig(v.weightsBytes / 2 ** 20, 3), ...v.domains.map((d) => sig(d.perplexity)), `${sig(100 * worst.change, 3)}% (${worst.domain})`, sig(p.top1), sig(p.kl, 3)];
   });
-  const trainerVsTessera = domains.map((d, i) => `${d} ${m.base.heldoutLoss[d].toFixed(4)} / ${ref.domains[i].loss.toFixed(4)}`).join(', ');
+  const trainerVsTessera = domains.map((d, i) => `${d} ${m.base.heldoutLoss[d].toFixed(6)} / ${ref.domains[i].loss.toFixed(6)}`).join(', ');
   const windows = fixture.heldout(domains[0]);
   return {
     tables: [
