@@ -25,7 +25,7 @@ import { ModelRunner } from '../../src/model/runner/model-runner.ts';
 import { PagedKvCache } from '../../src/model/runner/paged-kv-cache.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
 import { BLOCK_SIZE_TOKENS, benchPrompts } from '../lib/model-runs.ts';
-import { FP32, INT4 } from '../lib/quant-variants.ts';
+import { INT4 } from '../lib/quant-variants.ts';
 import { quantile, significant } from '../lib/stats.ts';
 import { findTrainedFixture } from '../lib/trained-fixture.ts';
 import { measureTrainedCompeft, trainedCompeftOutput, type TrainedCompeftRun } from '../lib/trained-compeft.ts';
@@ -273,7 +273,7 @@ async function withTrainedAdapters(ctx: BenchContext, result: CaseOutput): Promi
     return result;
   }
   const runs: TrainedCompeftRun[] = [];
-  for (const variant of [FP32, INT4]) runs.push({ variant, adapters: await measureTrainedCompeft(fixture, { variant, densities: DENSITIES, log: ctx.log }) });
+  for (const variant of [INT4]) runs.push({ variant, adapters: await measureTrainedCompeft(fixture, { variant, densities: DENSITIES, log: ctx.log }) });
   const extra = trainedCompeftOutput(fixture, runs, DENSITIES);
   return { tables: [...result.tables, ...extra.tables], summary: [...result.summary, ...extra.summary], data: { ...result.data, trained: { fixtureKey: fixture.manifest.key, runs } } };
 }

@@ -8,14 +8,18 @@
  *   per-module   what `tessera compress` writes: top-k of A and of B, per-module product-optimal scales (alpha auto)
  *   global       the paper's rule: one scalar alpha * sigma over the whole adapter, alpha fitted by least squares
  *                over all modules (the best any single alpha could do on reconstruction)
- *   update       the trained-minus-initial factors (A - A0, B - 0) compressed, each tensor with its own least-squares
- *                scale, and served as A0 + decoded update (A0 is PEFT's seeded initialisation: a receiver that knows
- *                the seed regenerates it); its size is the .cpeft of the update
+ *   update       the trained-minus-initial factors (A - A0, B - 0) compressed and served as A0 + decoded update (A0
+ *                is PEFT's seeded initialisation: a receiver that knows the seed regenerates it); A - A0 with its
+ *                least-squares scale, B with the scale that minimises ||BA - B^ A_served||_F; its size is the .cpeft
+ *                of the update
+ *   per-module xM  per-module with every module's product scale multiplied by M: sparsification drops energy, and
+ *                the reconstruction-optimal scale keeps the update smaller than the trained one
  * All versions of one adapter are resident in slots at once and scored in the same batches.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { compressLoraTensors } from '../../src/adapters/compeft/compeft-codec.ts';
 import { compressAdapterDir, loraModulesOf } from '../../src/adapters/compeft/compress-command.ts';
 import { fp16SafetensorsBytes } from '../../src/adapters/compeft/compress-command.ts';
 import { meanKeptMagnitude, selectTopK } from '../../src/adapters/compeft/compeft-topk.ts';
@@ -32,8 +36,16 @@ import type { Cell, ResultTable, SummaryRow } from './bench-case.ts';
 import type { QuantVariant } from './quant-variants.ts';
 import type { TrainedFixture } from './trained-fixture.ts';
 
-export type CompressionMethod = 'per-module' | 'global' | 'update';
-export const COMPRESSION_METHODS: CompressionMethod[] = ['per-module', 'global', 'update'];
+export type CompressionMethod = 'per-module' | 'global' | 'update' | 'per-module x1.5' | 'per-module x2';
+export const COMPRESSION_METHODS: CompressionMethod[] = ['per-module', 'global', 'update', 'per-module x1.5', 'per-module x2'];
+const LABELS: Record<CompressionMethod, string> = {
+  'per-module': 'kept: per-module scales',
+  global: 'kept: global alpha (paper)',
+  update: 'kept: update (A - A0)',
+  'per-module x1.5': 'kept: per-module x1.5',
+  'per-module x2': 'kept: per-module x2',
+};
+const SCALE_MULTIPLIERS: Partial<Record<CompressionMethod, number>> = { 'per-module x1.5': 1.5, 'per-module x2': 2 };
 
 export interface CompressedVersion {
   method: CompressionMethod;
@@ -56,17 +68,75 @@ export interface TrainedAdapterCompeft {
 
 const WINDOWS_PER_STEP = 64;
 
-/** The update of each factor (trained - initial), compressed with per-tensor least-squares scales. */
+/** Ternary positions and signs as a dense [rows, cols] matrix of -1, 0, +1. */
+function signMatrix(t: { positions: Uint32Array; negative: Uint8Array }, size: number): Float32Array {
+  const m = new Float32Array(size);
+  t.positions.forEach((p, k) => (m[p] = t.negative[k] ? -1 : 1));
+  return m;
+}
+
+/** Gram-style product of row-major [r, n] x [r, n]^T -> [r, r]. */
+function rowGram(x: Float32Array, y: Float32Array, r: number): Float64Array {
+  const n = x.length / r;
+  const g = new Float64Array(r * r);
+  for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) {
+    let sum = 0;
+    for (let k = 0; k < n; k++) sum += x[i * n + k] * y[j * n + k];
+    g[i * r + j] = sum;
+  }
+  return g;
+}
+
+/** Column-Gram of [n, r] x [n, r] -> [r, r] (x^T y). */
+function colGram(x: Float32Array, y: Float32Array, r: number): Float64Array {
+  const n = x.length / r;
+  const g = new Float64Array(r * r);
+  for (let k = 0; k < n; k++) for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) g[i * r + j] += x[k * r + i] * y[k * r + j];
+  return g;
+}
+
+/** <X, Y^T> for r x r matrices = tr(X Y). */
+function traceOfProduct(x: Float64Array, y: Float64Array, r: number): number {
+  let t = 0;
+  for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) t += x[i * r + j] * y[j * r + i];
+  return t;
+}
+
+/**
+ * The update of each module, compressed: A - A0 (top-k, least-squares scale) and B (top-k; B0 = 0) with the scale c
+ * minimising ||B A - c S_B A_served||_F, A_served = A0 + decoded update of A:
+ *   c = tr(B^T S_B . A_served A^T) / tr(S_B^T S_B . A_served A_served^T)      (r x r Grams, never the [out, in] product)
+ */
 function compressUpdate(trained: PeftAdapter, initial: PeftAdapter, density: number): TernaryTensor[] {
-  const init = loraModulesOf(initial).flat();
-  return loraModulesOf(trained)
-    .flat()
-    .map((t, i) => {
-      const update = new Float32Array(t.data.length);
-      for (let k = 0; k < update.length; k++) update[k] = t.data[k] - init[i].data[k];
-      const pattern = selectTopK(update, density);
-      return { name: t.name, layer: t.layer, target: t.target, kind: t.kind, rows: t.rows, cols: t.cols, scale: meanKeptMagnitude(update, pattern), ...pattern };
-    });
+  const init = loraModulesOf(initial);
+  const out: TernaryTensor[] = [];
+  loraModulesOf(trained).forEach(([a, b], m) => {
+    const r = a.rows;
+    const deltaA = new Float32Array(a.data.length);
+    for (let k = 0; k < deltaA.length; k++) deltaA[k] = a.data[k] - init[m][0].data[k];
+    const patternA = selectTopK(deltaA, density);
+    const scaleA = meanKeptMagnitude(deltaA, patternA);
+    const aServed = Float32Array.from(init[m][0].data);
+    patternA.positions.forEach((p, k) => (aServed[p] += patternA.negative[k] ? -scaleA : scaleA));
+    const patternB = selectTopK(b.data, density); // B0 = 0: the update of B is B
+    const signsB = signMatrix(patternB, b.data.length);
+    const cross = traceOfProduct(colGram(b.data, signsB, r), rowGram(aServed, a.data, r), r);
+    const norm = traceOfProduct(colGram(signsB, signsB, r), rowGram(aServed, aServed, r), r);
+    const scaleB = norm > 0 ? Math.abs(cross / norm) : 0;
+    const flip = cross < 0; // a negative optimum is the same pattern with every sign flipped
+    const negativeB = flip ? patternB.negative.map((v) => 1 - v) : patternB.negative;
+    out.push(
+      { name: a.name, layer: a.layer, target: a.target, kind: 'A', rows: a.rows, cols: a.cols, scale: scaleA, ...patternA },
+      { name: b.name, layer: b.layer, target: b.target, kind: 'B', rows: b.rows, cols: b.cols, scale: scaleB, positions: patternB.positions, negative: Uint8Array.from(negativeB) },
+    );
+  });
+  return out;
+}
+
+/** Per-module (alpha auto) ternary factors with each module's product scale multiplied by `multiplier`. */
+function compressScaled(trained: PeftAdapter, density: number, multiplier: number): TernaryTensor[] {
+  const root = Math.sqrt(multiplier);
+  return loraModulesOf(trained).flatMap((pair) => compressLoraTensors(pair, { density, alpha: 'auto' }).tensors.map((t) => ({ ...t, scale: t.scale * root })));
 }
 
 /** Writes a PEFT directory whose factors are initial + decoded update (what a receiver of the update would serve). */
@@ -101,18 +171,24 @@ export async function measureTrainedCompeft(
       const trained = readPeftAdapter(sourceDir, config);
       const initial = readPeftAdapter(fixture.initialAdapterDir(a.name), config);
       const fp16Bytes = fp16SafetensorsBytes(loraModulesOf(trained).flat());
-      opts.log(`trained adapters: ${a.name}: compressing at ${opts.densities.join(', ')} (per-module, global, update)`);
+      opts.log(`trained adapters: ${a.name}: compressing at ${opts.densities.join(', ')} (${COMPRESSION_METHODS.join(', ')})`);
       const versions: Array<{ method: CompressionMethod; density: number; source: string; bytes: number }> = [];
       for (const density of opts.densities) {
         for (const method of COMPRESSION_METHODS) {
           const file = path.join(scratch, `${a.name}-${method}-d${density}.cpeft`);
+          const meta = { baseModel: trained.baseModel, numLayers: config.numLayers, rank: trained.rank, loraAlpha: trained.loraAlpha, scale: trained.scale, density, alpha: 'auto' as const };
+          const multiplier = SCALE_MULTIPLIERS[method];
           if (method === 'update') {
             const update = compressUpdate(trained, initial, density);
-            const bytes = writeCompeft({ baseModel: trained.baseModel, numLayers: config.numLayers, rank: trained.rank, loraAlpha: trained.loraAlpha, scale: trained.scale, density, alpha: 'auto' }, update);
+            const bytes = writeCompeft(meta, update);
             fs.writeFileSync(file, bytes);
             const dir = path.join(scratch, `${a.name}-update-d${density}`);
             await writeUpdatedAdapter(dir, sourceDir, initial, update);
             versions.push({ method, density, source: dir, bytes: bytes.length });
+          } else if (multiplier !== undefined) {
+            const bytes = writeCompeft(meta, compressScaled(trained, density, multiplier));
+            fs.writeFileSync(file, bytes);
+            versions.push({ method, density, source: file, bytes: bytes.length });
           } else {
             const summary = await compressAdapterDir({ adapterDir: sourceDir, config, density, alpha: 'auto', outFile: file, ...(method === 'global' ? { scaleMode: { kind: 'global', alpha: 'auto' } as const } : {}) });
             versions.push({ method, density, source: file, bytes: summary.compressedBytes });
@@ -195,21 +271,22 @@ export function trainedCompeftOutput(fixture: TrainedFixture, runs: TrainedCompe
     tables: [
       {
         title: `Share of each trained adapter's held-out loss gain a .cpeft keeps (${served.variant.id} base, ${windows.windows.length} windows x ${windows.windowTokens - 1} predictions of the adapter's own language)`,
-        columns: ['adapter', 'loss base -> adapter (nats)', 'density', 'kept: per-module scales', 'kept: global alpha (paper)', 'kept: update (A - A0)', 'x vs fp16'],
+        columns: ['adapter', 'loss base -> adapter (nats)', 'density', ...COMPRESSION_METHODS.map((m) => LABELS[m]), 'x vs fp16'],
         rows,
         notes: [
           'gain kept = (loss base - loss compressed) / (loss base - loss adapter), every version served through the adapter manager and scored in the same batches',
           "per-module: `tessera compress` (top-k of A and B, per-module product-optimal scales); global: one alpha * sigma over the whole adapter, alpha fitted by least squares over all modules (the paper's rule at its best alpha)",
-          "update: top-k of (A - A0) and of B with per-tensor least-squares scales, served as A0 + update (A0 = PEFT's seeded initial A, regenerated by the receiver); same size as per-module",
+          "update: top-k of (A - A0) (least-squares scale) and of B (scale minimising ||BA - B^ A_served||), served as A0 + update (A0 = PEFT's seeded initial A, which the receiver must regenerate); same size as per-module",
+          'per-module xM: the per-module file with every module\'s product scale multiplied by M (same size): how much of the loss is the shrinkage of the reconstruction-optimal scale',
           'x vs fp16 = fp16 safetensors of the factors / .cpeft bytes',
         ],
       },
       {
         title: 'Mean over the adapters (min in brackets), per base precision',
-        columns: ['base', 'density', 'kept: per-module scales', 'kept: global alpha (paper)', 'kept: update (A - A0)', 'x vs fp16 (per-module)', 'x vs fp16 (update)'],
+        columns: ['base', 'density', ...COMPRESSION_METHODS.map((m) => LABELS[m]), 'x vs fp16 (per-module)', 'x vs fp16 (update)'],
         rows: meanRows,
         notes: [
-          'fp32 applies adapters exactly (per-row gather kernel); int4 through the packed int8 LoRA kernel (docs/adapters.md), as served',
+          'fp32 applies adapters with the per-row gather kernel, quantized models with the packed kernel (docs/adapters.md)',
           ...runs.flatMap((run) =>
             COMPRESSION_METHODS.map((m) => `${run.variant.id}, ${m}: lowest density at which every adapter keeps >= 80%: ${firstMeeting(run, m) ?? `none of ${densities.join(', ')}`}`),
           ),
@@ -217,7 +294,7 @@ export function trainedCompeftOutput(fixture: TrainedFixture, runs: TrainedCompe
       },
     ],
     summary: runs.map((run) => ({
-      metric: `compeft on trained adapters (${run.variant.id} base): gain kept at density ${d01}, per-module / global alpha / update (mean, min)`,
+      metric: `compeft on trained adapters (${run.variant.id} base): gain kept at density ${d01}, ${COMPRESSION_METHODS.join(' / ')} (mean, min)`,
       value: `${COMPRESSION_METHODS.map((m) => `${(100 * meanKept(run, m, d01)).toFixed(0)}% (${(100 * minKept(run, m, d01)).toFixed(0)}%)`).join(' / ')}; ${sig(meanOf(run.adapters.map((r) => version(r, 'per-module', d01).ratioVsFp16)))}x vs fp16`,
     })),
   };
