@@ -28,6 +28,11 @@ export interface CaseOutput {
   summary: SummaryRow[];
   /** Raw measurements, JSON-able. */
   data: Record<string, unknown>;
+  /**
+   * The page under docs/ whose `bench:<case>-tables` section gets this case's tables in full mode (the section is
+   * appended when the page has no markers yet); default `<case>.md`, only when that page exists.
+   */
+  docsPage?: string;
 }
 
 export interface BenchContext {
@@ -41,6 +46,11 @@ export interface BenchContext {
 export interface BenchCase {
   name: string;
   description: string;
+  /**
+   * Runs only when `--only` names it, never in a plain `npm run bench`: for a case that installs something large the
+   * first time (the llama.cpp peer).
+   */
+  onlyWhenNamed?: boolean;
   run(ctx: BenchContext): Promise<CaseOutput>;
 }
 

@@ -11,7 +11,8 @@ export interface BenchArgs {
 
 export const BENCH_USAGE = 'usage: npm run bench -- [--quick | --full] [--only NAME[,NAME...]]\n' +
   '  --quick  tiny model, seconds (default; for CI smoke runs), results in bench/results/quick/\n' +
-  '  --full   small model (SmolLM-135M shape), minutes; results in bench/results/ and the docs tables';
+  '  --full   small model (SmolLM-135M shape), minutes; results in bench/results/ and the docs tables\n' +
+  '  --only   these cases only; `peer` (llama.cpp, installs node-llama-cpp into bench/peer) runs only when named';
 
 export function parseBenchArgs(argv: readonly string[]): BenchArgs {
   let mode: BenchMode | null = null;

@@ -21,9 +21,12 @@ export async function discoverCases(casesDir: string): Promise<BenchCase[]> {
   return cases;
 }
 
-/** The cases named by --only, in the order given; unknown names are an error listing the known ones. */
+/**
+ * The cases named by --only, in the order given (unknown names are an error listing the known ones); without --only,
+ * every case but those that run only when named.
+ */
 export function selectCases(cases: BenchCase[], only: string[] | null): BenchCase[] {
-  if (only === null) return cases;
+  if (only === null) return cases.filter((c) => c.onlyWhenNamed !== true);
   return only.map((name) => {
     const found = cases.find((c) => c.name === name);
     if (!found) throw new TesseraError('INVALID_ARGUMENT', `\`--only\` names an unknown case. Given: ${JSON.stringify(name)}; known: ${cases.map((c) => c.name).join(', ')}`);

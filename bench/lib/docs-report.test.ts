@@ -64,6 +64,17 @@ describe('result files and docs sections', () => {
     expect(updateDocs(docs, results).every((u) => !u.changed)).toBe(true); // stable: a second run changes nothing
   });
 
+  test('a case that names another page gets its section there, after the hand-written text', () => {
+    const docs = path.join(root, 'docs-page');
+    fs.mkdirSync(docs, { recursive: true });
+    fs.writeFileSync(path.join(docs, 'engine.md'), '# Engine\n\nHand-written.\n');
+    const updates = updateDocs(docs, [{ ...result('omega', '3 x'), docsPage: 'engine.md' }]);
+    expect(updates.map((u) => path.basename(u.file))).toEqual(['benchmarks.md', 'engine.md']);
+    const engine = fs.readFileSync(path.join(docs, 'engine.md'), 'utf8');
+    expect(engine.startsWith('# Engine\n\nHand-written.\n\n<!-- bench:omega-tables:start -->\n**omega table**')).toBe(true);
+    expect(fs.existsSync(path.join(docs, 'omega.md'))).toBe(false);
+  });
+
   test('an empty result set says how to produce results', () => {
     expect(renderSummary([])).toMatch(/npm run bench -- --full/);
   });

@@ -1,7 +1,8 @@
 /**
  * Regenerates the generated sections of the docs from result files, keeping the hand-written text around them:
  *   docs/benchmarks.md   <!-- bench:summary:... -->              one table: case, metric, value, mode, date, machine
- *   docs/<case>.md       <!-- bench:<case>-tables:... -->       that case's full tables (only for files that exist)
+ *   docs/<case>.md       <!-- bench:<case>-tables:... -->       that case's full tables (only for files that exist),
+ *                                                                or the page the case names in `docsPage`
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -53,6 +54,6 @@ export function updateDocs(docsDir: string, results: CaseResultFile[]): DocsUpda
     updates.push({ file, changed: after !== before || !exists });
   };
   write(path.join(docsDir, 'benchmarks.md'), 'summary', renderSummary(results), '# Benchmarks\n');
-  for (const r of results) write(path.join(docsDir, `${r.case}.md`), `${r.case}-tables`, renderCaseTables(r), null);
+  for (const r of results) write(path.join(docsDir, r.docsPage ?? `${r.case}.md`), `${r.case}-tables`, renderCaseTables(r), null);
   return updates;
 }

@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { TesseraError } from '../errors.ts';
+import { didYouMean } from './did-you-mean.ts';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -27,6 +28,13 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs 
   for (const [name, o] of Object.entries(spec.options)) {
     options[name] = { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}), ...(o.default !== undefined ? { default: o.default } : {}) };
   }
+  for (const arg of argv) {
+    if (arg === '--') break;
+    const name = /^--([^=]+)/.exec(arg)?.[1];
+    if (name !== undefined && !(name in spec.options)) {
+      throw new TesseraError('CONFIG_INVALID', `unknown option --${name}${didYouMean(name, Object.keys(spec.options), (n) => `--${n}`)}; tessera ${spec.name} --help lists them`);
+    }
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -42,12 +50,12 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs 
 }
 
 export function helpText(spec: CommandSpec): string {
-  const lines = [`usage: ${spec.usage}`, '', spec.summary, '', 'options:'];
-  for (const [name, o] of Object.entries(spec.options)) {
-    const flag = `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ' VALUE' : ''}`;
-    lines.push(`  ${flag.padEnd(30)} ${o.description}${o.default !== undefined ? ` (default: ${o.default})` : ''}`);
-  }
-  return lines.join('\n');
+  const rows = Object.entries(spec.options).map(([name, o]) => [
+    `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ' VALUE' : ''}`,
+    `${o.description}${o.default !== undefined ? ` (default: ${o.default})` : ''}`,
+  ]);
+  const width = Math.max(0, ...rows.map(([flag]) => flag.length)) + 2;
+  return [`usage: ${spec.usage}`, '', spec.summary, '', 'options:', ...rows.map(([flag, doc]) => `  ${flag.padEnd(width)}${doc}`)].join('\n');
 }
 
 export function stringOpt(args: ParsedArgs, name: string): string | undefined {

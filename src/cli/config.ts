@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { TesseraError } from '../errors.ts';
+import { didYouMean } from './did-you-mean.ts';
 
 /**
  * The one schema of settings, per command (`tessera serve`, `tessera worker`): each has a key (config file), a flag, an
@@ -43,6 +44,8 @@ export const SERVE_SETTINGS = {
   intraOpThreads: s({ kind: 'int', flag: 'threads', env: 'TESSERA_THREADS', default: null, min: 1, max: 1024, doc: 'ORT intra-op threads per worker (unset = all cores)' }),
   host: s({ kind: 'string', flag: 'host', env: 'TESSERA_HOST', default: '127.0.0.1', doc: 'address the gRPC server binds' }),
   port: s({ kind: 'int', flag: 'port', env: 'TESSERA_PORT', default: 50051, min: 0, max: 65535, doc: 'gRPC port (0 = any free port; the bound one is printed)' }),
+  httpPort: s({ kind: 'int', flag: 'http-port', env: 'TESSERA_HTTP_PORT', default: null, min: 0, max: 65535, doc: 'OpenAI-compatible HTTP port on --host (/v1/completions, /v1/chat/completions, /v1/models; unset = off, 0 = any free port)' }),
+  httpRequestTimeoutMs: s({ kind: 'int', flag: 'http-request-timeout-ms', env: 'TESSERA_HTTP_REQUEST_TIMEOUT_MS', default: 30_000, min: 100, max: 3_600_000, unit: 'ms', doc: 'time an HTTP client has to send a whole request, headers and body (beyond: 408)' }),
   metricsHost: s({ kind: 'string', flag: 'metrics-host', env: 'TESSERA_METRICS_HOST', default: '127.0.0.1', doc: 'address of the Prometheus endpoint' }),
   metricsPort: s({ kind: 'int', flag: 'metrics-port', env: 'TESSERA_METRICS_PORT', default: null, min: 0, max: 65535, doc: 'Prometheus /metrics port (unset = no endpoint, 0 = any free port)' }),
   otlpEndpoint: s({ kind: 'string', flag: 'otlp-endpoint', env: 'TESSERA_OTLP_ENDPOINT', default: null, doc: 'OTLP/gRPC collector URL for traces (unset = traces not exported)' }),
@@ -93,12 +96,12 @@ export const CONFIG_FILE_FLAG = 'config';
 
 /** Parses `tessera serve` settings from flags (already split into name -> raw values), environment and an optional JSON config file. */
 export function loadServeConfig(flags: Map<string, string[]>, env: NodeJS.ProcessEnv = {}): ServeConfig {
-  return loadSettings(SERVE_SETTINGS, flags, env, 'TESSERA_CONFIG');
+  return loadSettings(SERVE_SETTINGS, flags, env, 'TESSERA_CONFIG', 'serve');
 }
 
 /** Parses `tessera worker` settings, the same way (config file: --config or TESSERA_SHARD_CONFIG). */
 export function loadWorkerConfig(flags: Map<string, string[]>, env: NodeJS.ProcessEnv = {}): WorkerConfig {
-  return loadSettings(WORKER_SETTINGS, flags, env, 'TESSERA_SHARD_CONFIG');
+  return loadSettings(WORKER_SETTINGS, flags, env, 'TESSERA_SHARD_CONFIG', 'worker');
 }
 
 /** The flags of a schema that take no value (`--insecure` alone means true). */
@@ -106,7 +109,7 @@ export function booleanFlags(schema: Schema): Set<string> {
   return new Set(Object.values(schema).filter((st) => st.kind === 'bool').map((st) => st.flag));
 }
 
-function loadSettings<S extends Schema>(schema: S, flags: Map<string, string[]>, env: NodeJS.ProcessEnv, configEnv: string): ConfigOf<S> {
+function loadSettings<S extends Schema>(schema: S, flags: Map<string, string[]>, env: NodeJS.ProcessEnv, configEnv: string, command: string): ConfigOf<S> {
   const configFile = flags.get(CONFIG_FILE_FLAG)?.at(-1) ?? env[configEnv];
   let fileValues: Record<string, unknown> = {};
   if (configFile) {
@@ -119,12 +122,16 @@ function loadSettings<S extends Schema>(schema: S, flags: Map<string, string[]>,
       throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: must be a JSON object of settings`);
     }
     for (const key of Object.keys(fileValues)) {
-      if (!(key in schema)) throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}" (known: ${Object.keys(schema).join(', ')})`);
+      if (!(key in schema)) {
+        const hint = didYouMean(key, Object.keys(schema), (x) => `"${x}"`);
+        throw new TesseraError('CONFIG_INVALID', `config file ${configFile}: unknown key "${key}"${hint || ` (known: ${Object.keys(schema).join(', ')})`}`);
+      }
     }
   }
   for (const flag of flags.keys()) {
     if (flag !== CONFIG_FILE_FLAG && !Object.values(schema).some((setting) => setting.flag === flag)) {
-      throw new TesseraError('CONFIG_INVALID', `unknown flag --${flag}`);
+      const known = [CONFIG_FILE_FLAG, ...Object.values(schema).map((setting) => setting.flag as string)];
+      throw new TesseraError('CONFIG_INVALID', `unknown flag --${flag}${didYouMean(flag, known, (f) => `--${f}`)}; tessera ${command} --help lists them`);
     }
   }
   const out: Record<string, unknown> = {};
@@ -188,7 +195,15 @@ function check(setting: Setting, value: string | number, where: string, given: u
 
 /** `tessera serve --help` text, generated from the schema. */
 export function serveHelp(): string {
-  return settingsHelp(SERVE_SETTINGS, ['usage: tessera serve [--model DIR] [--host H] [--port P] [--config FILE] [options]', '', 'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection). Flag > environment > config file > default.'], 'TESSERA_CONFIG');
+  return settingsHelp(
+    SERVE_SETTINGS,
+    [
+      'usage: tessera serve [--model DIR] [--host H] [--port P] [--http-port P] [--config FILE] [options]',
+      '',
+      'Serves the model over gRPC (tessera.v1, grpc.health.v1, reflection) and, with --http-port, the OpenAI-compatible HTTP API. Flag > environment > config file > default.',
+    ],
+    'TESSERA_CONFIG',
+  );
 }
 
 /** `tessera worker --help` text, generated from the schema. */
@@ -197,12 +212,16 @@ export function workerHelp(): string {
 }
 
 function settingsHelp(schema: Schema, head: string[], configEnv: string): string {
-  const lines = [...head, '', 'options:', `  --${CONFIG_FILE_FLAG} FILE`.padEnd(34) + `JSON config file with the keys below (env ${configEnv})`];
-  for (const setting of Object.values(schema)) {
-    const flag = `  --${setting.flag}${setting.kind === 'bool' ? '' : ' VALUE'}`;
-    lines.push(`${flag.padEnd(34)}${setting.doc}${setting.default !== null && !(Array.isArray(setting.default) && setting.default.length === 0) ? ` (default: ${setting.default})` : ''}`);
-  }
-  return lines.join('\n');
+  const rows: Array<[string, string]> = [
+    [`--${CONFIG_FILE_FLAG} FILE`, `JSON config file with the keys below (env ${configEnv})`],
+    ...Object.values(schema).map((setting): [string, string] => [
+      `--${setting.flag}${setting.kind === 'bool' ? '' : ' VALUE'}`,
+      `${setting.doc}${setting.default !== null && !(Array.isArray(setting.default) && setting.default.length === 0) ? ` (default: ${setting.default})` : ''}`,
+    ]),
+  ];
+  // The flag column is as wide as the longest flag plus two spaces, so a long flag never runs into its text.
+  const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
+  return [...head, '', 'options:', ...rows.map(([flag, doc]) => `  ${flag.padEnd(width)}${doc}`)].join('\n');
 }
 
 function settingsTable(schema: Schema): string[] {

@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { isTesseraError } from '../errors.ts';
 import { helpText, parseCommandArgs, type CommandSpec, type ParsedArgs } from './args.ts';
+import { didYouMean } from './did-you-mean.ts';
 
 export interface CommandIo {
   out: (s: string) => void;
@@ -69,13 +71,21 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
       return { spec: m.inspectSpec, run: m.runInspect };
     },
   },
+  {
+    name: 'cache',
+    summary: 'list or clean the cache of generated and converted models (~/.cache/tessera or $TESSERA_CACHE_DIR)',
+    load: async () => {
+      const m = await import('./commands/cache.ts');
+      return { spec: m.cacheSpec, run: m.runCache };
+    },
+  },
 ];
 
 /** `serve` and `worker` take their settings from the config schemas (src/cli/config.ts), not from a CommandSpec. */
 const SETTINGS_COMMANDS: Array<{ name: string; summary: string; load: () => Promise<(argv: string[], io: CommandIo) => Promise<number>> }> = [
   {
     name: 'serve',
-    summary: 'serve the model over gRPC (health, reflection, metrics); no --model = the embedded default model',
+    summary: 'serve the model over gRPC (health, reflection, metrics) and, with --http-port, the OpenAI-compatible HTTP API; no --model = the embedded default model',
     load: async () => (await import('./commands/serve.ts')).runServe,
   },
   {
@@ -85,14 +95,23 @@ const SETTINGS_COMMANDS: Array<{ name: string; summary: string; load: () => Prom
   },
 ];
 
+/** The package version (package.json), for `tessera --version`. */
+export function tesseraVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 function usage(): string {
   const lines = [...SETTINGS_COMMANDS, ...COMMANDS].map((c) => `  ${c.name.padEnd(12)} ${c.summary}`);
-  return ['usage: tessera COMMAND [options]', '', 'commands:', ...lines, '', 'tessera COMMAND --help shows its options.'].join('\n');
+  return ['usage: tessera COMMAND [options]', '', 'commands:', ...lines, '', 'tessera COMMAND --help shows its options; tessera --version prints the version.'].join('\n');
 }
 
 /** Entry point of the `tessera` command; returns the process exit code. */
 export async function main(argv: string[], io: CommandIo = defaultIo): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V' || name === 'version') {
+    io.out(`tessera ${tesseraVersion()}\n`);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.out(`${usage()}\n`);
     return name ? 0 : 2;
@@ -112,7 +131,7 @@ export async function main(argv: string[], io: CommandIo = defaultIo): Promise<n
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    io.err(`tessera: unknown command '${name}'\n${usage()}\n`);
+    io.err(`tessera: unknown command '${name}'${didYouMean(name, [...SETTINGS_COMMANDS, ...COMMANDS].map((c) => c.name), (c) => `'${c}'`)}\n${usage()}\n`);
     return 2;
   }
   const command = await entry.load();

@@ -16,6 +16,7 @@ import { grpcLinks } from '../parallel/shard-link.ts';
 import { loadApiKeyFile } from '../server/auth.ts';
 import type { ServingBackend } from '../server/backend.ts';
 import { startGrpcServer, type RunningGrpcServer } from '../server/grpc-server.ts';
+import { startHttpServer, type RunningHttpServer } from '../server/http/http-server.ts';
 import { resolveRequestLimits } from '../server/request-limits.ts';
 import { componentLogger, createLogger, type Logger } from '../telemetry/logger.ts';
 import { startMetrics, type TesseraMetrics } from '../telemetry/metrics.ts';
@@ -23,11 +24,14 @@ import { startTracing, type Tracing } from '../telemetry/tracing.ts';
 import type { ServeConfig } from './config.ts';
 import { shardClientSecurity } from './shard-security.ts';
 import { resolveModelDir } from './model-resolver.ts';
+import { preflightServeConfig } from './preflight.ts';
 
 export interface RunningServer {
   readonly host: string;
   readonly port: number;
   readonly metricsPort: number | null;
+  /** Port of the OpenAI-compatible HTTP face, or null when it is off. */
+  readonly httpPort: number | null;
   readonly modelDir: string;
   readonly engine: Engine;
   readonly executor: ShardController;
@@ -59,6 +63,7 @@ const DRAIN_REPLY_GRACE_MS = 500;
 export async function startServer(config: ServeConfig, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = createLogger({ level: config.logLevel as pino.LevelWithSilent, traceComponents: config.traceComponents, destination: options.logDestination ?? pino.destination(2) });
   const log = componentLogger(logger, 'serve');
+  preflightServeConfig(config);
   if (options.startupLog) {
     log.info(options.startupLog, 'execution provider');
     for (const warning of (options.startupLog.warnings as string[] | undefined) ?? []) log.warn(warning);
@@ -169,6 +174,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       submit: (req, opts) => meterOutput(fairShare, req.tenantId, engine.submit(req, opts), systemClock),
       nowMs: () => Date.now(),
       encoder: tokenizer && tokenizerThread ? promptEncoder(tokenizer, tokenizerThread) : null,
+      ...(tokenizer ? { tokenText: (id: number) => tokenizer.decode([id]) } : {}),
       modelInfo: {
         modelId: manifest.modelId,
         modelType: manifest.config.modelType,
@@ -204,14 +210,41 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
     cleanups.push(() => grpc.shutdown(0));
     grpcServer = grpc;
 
+    // The OpenAI-compatible face: same backend, auth, limits, and the gRPC server's admission gate.
+    let http: RunningHttpServer | null = null;
+    if (config.httpPort !== null) {
+      const running = await startHttpServer({
+        backend,
+        host: config.host,
+        port: config.httpPort,
+        limits,
+        auth,
+        gate: grpc.gate,
+        logger: componentLogger(logger, 'http'),
+        metrics: metrics?.instruments ?? null,
+        tracer: tracing.tracer,
+        maxBodyBytes: config.maxMessageBytes,
+        requestTimeoutMs: config.httpRequestTimeoutMs,
+        metricsHandler: metrics ? (req, res) => metrics!.handler(req, res) : null,
+      });
+      http = running;
+      cleanups.push(() => running.shutdown(0));
+    }
+
+    if (metrics && adapters) {
+      // The inference gateway's LoRA affinity reads which adapters each replica runs and queues.
+      metrics.setLoraInfo(() => ({ maxLora: config.adapterSlots, ...engine.adapterActivity() }));
+    }
     if (metrics) {
       const instruments = metrics.instruments;
-      const timer = setInterval(() => {
+      const sample = (): void => {
         const stats = engine.stats();
         instruments.queueLength.record(stats.queued);
         instruments.runningSequences.record(stats.running);
         instruments.kvUsageRatio.record(stats.kvBlocksTotal > 0 ? stats.kvBlocksUsed / stats.kvBlocksTotal : 0);
-      }, STATS_INTERVAL_MS);
+      };
+      sample(); // the gauges exist from the first scrape on
+      const timer = setInterval(sample, STATS_INTERVAL_MS);
       timer.unref();
       cleanups.push(() => clearInterval(timer));
     }
@@ -223,6 +256,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
         log.warn('stopping now: cancelling the requests still draining');
         void engine.drain(Date.now());
         void grpc.shutdown(0);
+        void http?.shutdown(0);
       }
       stopping ??= (async () => {
         draining = true;
@@ -232,7 +266,8 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
           // finishes what it holds. Both stop at the deadline; whatever is left then is cancelled.
           // The gRPC grace outlasts the engine deadline a little, so requests the engine cancels at the deadline still
           // reach their clients as UNAVAILABLE (DRAINING) rather than being cut off as CANCELLED.
-          await Promise.all([grpc.shutdown(Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS), engine.drain(deadlineMs)]);
+          const graceMs = Math.max(0, deadlineMs - Date.now()) + DRAIN_REPLY_GRACE_MS;
+          await Promise.all([grpc.shutdown(graceMs), http?.shutdown(graceMs), engine.drain(deadlineMs)]);
         } else {
           grpc.setServing(false, 'stopping');
         }
@@ -241,12 +276,15 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       })();
       return stopping;
     };
-    log.info({ host: config.host, port: grpc.port, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
+    log.info({ host: config.host, port: grpc.port, httpPort: http?.port ?? null, metricsPort: metrics?.port ?? null, auth: auth !== null, tls: tls !== null }, 'serving');
     options.announce?.(`listening on ${config.host}:${grpc.port}`);
+    if (http) options.announce?.(`http listening on ${config.host}:${http.port}`);
+    if (metrics?.port != null) options.announce?.(`metrics listening on ${config.metricsHost}:${metrics.port}`);
     return {
       host: config.host,
       port: grpc.port,
       metricsPort: metrics?.port ?? null,
+      httpPort: http?.port ?? null,
       modelDir,
       engine,
       executor,

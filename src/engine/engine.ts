@@ -22,7 +22,7 @@ import {
   validateTopNLogprobs,
 } from './sampler/sampling-validation.ts';
 import type { AdmissionPolicy } from './scheduler/admission-policy.ts';
-import { createScheduler, type SchedulerStats } from './scheduler/scheduler.ts';
+import { createScheduler, type AdapterActivity, type SchedulerStats } from './scheduler/scheduler.ts';
 import { createSequence, type Sequence } from './sequence.ts';
 
 export interface EngineLimits {
@@ -83,6 +83,8 @@ export interface Engine {
    */
   submit(req: ValidGenerateRequest, opts?: SubmitOptions): AsyncIterable<GenerationEvent>;
   stats(): EngineStats;
+  /** Adapters of running and waiting requests (the LoRA info metric of the inference gateway). */
+  adapterActivity(): AdapterActivity;
   /**
    * Stops admitting new submits (they throw DRAINING) and resolves once every request has finished; requests still
    * unfinished at `deadlineMs` (absolute, on the engine clock) are cancelled with a DRAINING error.
@@ -263,6 +265,7 @@ export function createEngine(opts: EngineOptions): Engine {
   return {
     submit,
     stats: () => ({ ...scheduler.stats(), draining, stopped }),
+    adapterActivity: () => scheduler.adapterActivity(),
     drain(deadlineMs: number): Promise<void> {
       draining = true;
       drainDeadlineMs = Math.min(drainDeadlineMs, deadlineMs);

@@ -62,6 +62,23 @@ export interface CallRecord {
   outputTokenIds: number[];
 }
 
+/** The record of a call starting now. */
+export function newCallRecord(req: LoadRequest): CallRecord {
+  return {
+    requestId: req.requestId,
+    adapterId: req.adapterId,
+    promptTokens: req.promptTokenIds.length,
+    startMs: performance.now(),
+    endMs: 0,
+    status: 'OK',
+    details: '',
+    outputTokens: 0,
+    firstTokenMs: null,
+    interTokenGapsMs: [],
+    outputTokenIds: [],
+  };
+}
+
 export interface RunningCall {
   readonly done: Promise<CallRecord>;
   cancel(): void;
@@ -130,19 +147,7 @@ export function createGenerationClient(opts: TargetOptions): GenerationClient {
         stopping: { max_new_tokens: req.maxNewTokens, ignore_eos: true },
         top_n_logprobs: 0,
       };
-      const record: CallRecord = {
-        requestId: req.requestId,
-        adapterId: req.adapterId,
-        promptTokens: req.promptTokenIds.length,
-        startMs: performance.now(),
-        endMs: 0,
-        status: 'OK',
-        details: '',
-        outputTokens: 0,
-        firstTokenMs: null,
-        interTokenGapsMs: [],
-        outputTokenIds: [],
-      };
+      const record = newCallRecord(req);
       const callOptions = { deadline: Date.now() + timeoutMs };
       let call: grpc.ClientUnaryCall | grpc.ClientReadableStream<unknown>;
       const done = new Promise<CallRecord>((resolve) => {

@@ -17,8 +17,24 @@ import { decodeCompeftIntoSlot } from '../adapters/slot-decode-compeft.ts';
 import { ConvertedWeights } from './converted-weights.ts';
 import { buildStageGraph, localConfig, SEGMENT_IO, stageGraphWeights, TpSegmentBuilder } from './shard-graphs.ts';
 import { tpSlices, type TpSlices } from './shard-layout.ts';
-import { stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
+import { padSingleRow, stepInputs, type StepInputs } from '../model/runner/step-inputs.ts';
+import { needsSingleRowPadding } from '../model/runner/single-row-padding.ts';
 import type { RunReply, RunRequest, SegmentRef, ShardMemory, ShardSpec } from './wire.ts';
+
+/** Where one run's time went: building the feeds (step inputs, past KV gather), inside session.run, reading outputs back (KV scatter). */
+export interface RunPhasesMs {
+  inputsMs: number;
+  runMs: number;
+  outputsMs: number;
+}
+
+/** Opt-in instrumentation for benchmarks (bench/cases/profile.ts); serving passes none and runs unchanged. */
+export interface ShardRunnerHooks {
+  /** Merged over every session's options, e.g. `{ enableProfiling: true, profileFilePrefix }`. */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+  /** Called after each run with its phases. */
+  onRunPhases?: (phases: RunPhasesMs) => void;
+}
 
 /**
  * One shard of the model inside a worker (thread or remote process): ORT sessions for its stage or its
@@ -41,6 +57,9 @@ export class ShardRunner {
     readonly manifest: ModelManifest,
     private readonly weights: ConvertedWeights | null,
     private readonly sessionOptions: ort.InferenceSession.SessionOptions,
+    /** One-row steps run with a padding row (whole-model shards on CPUs whose one-row kernel path differs). */
+    readonly padSingleRows: boolean,
+    private readonly hooks: ShardRunnerHooks,
   ) {
     const p = spec.position;
     this.slices = p.tpSize > 1 ? tpSlices(manifest.config, p.tpRank, p.tpSize) : null;
@@ -57,13 +76,15 @@ export class ShardRunner {
     this.loraKernel = this.packed ? 'packed' : 'gather';
   }
 
-  static async create(spec: ShardSpec): Promise<ShardRunner> {
+  static async create(spec: ShardSpec, hooks: ShardRunnerHooks = {}): Promise<ShardRunner> {
     const manifest = readManifest(spec.modelDir);
-    const sessionOptions = runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads);
+    const sessionOptions = { ...runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads), ...hooks.sessionOptions };
     const p = spec.position;
     const whole = p.tpSize === 1 && p.numStages === 1;
     const weights = whole ? null : new ConvertedWeights(spec.modelDir, manifest);
-    const runner = new ShardRunner(spec, manifest, weights, sessionOptions);
+    // TP/PP shards exchange hidden states shaped by the batch, so padding would have to be the controller's: not done.
+    const padSingleRows = whole && (await needsSingleRowPadding(manifest.quant.kind, spec.device ?? 'cpu'));
+    const runner = new ShardRunner(spec, manifest, weights, sessionOptions, padSingleRows, hooks);
     await runner.warm();
     return runner;
   }
@@ -101,8 +122,10 @@ export class ShardRunner {
     this.slots.clear(slot);
   }
 
-  async run(req: RunRequest): Promise<RunReply> {
+  async run(request: RunRequest): Promise<RunReply> {
     const started = performance.now();
+    // Padding changes the batch, so only a shard that holds the whole model (no hidden states in or out) may pad.
+    const req = this.padSingleRows ? { ...request, rows: padSingleRow(request.rows) } : request;
     const inputs = stepInputs(req.rows);
     const useLora = (req.segment.kind === 'stage' || req.segment.kind === 'attention' || req.segment.kind === 'mlp') && req.rows.some((r) => r.adapterSlot !== 0);
     const session = await this.session(req.segment, useLora);
@@ -132,14 +155,18 @@ export class ShardRunner {
       const p = this.spec.position;
       addGatherLoraFeeds(feeds, this.slots, this.local, req.rows.map((r) => r.adapterSlot), { layers: { start: p.layerStart, end: p.layerEnd }, inputNames: new Set(session.inputNames) });
     }
+    const feedsReady = performance.now();
     const out = await session.run(feeds);
+    const ran = performance.now();
     for (const layer of kvLayers) {
       const local = layer - p.layerStart;
       this.kv.scatter(local, inputs.kvRows, stepLength, out[GRAPH_IO.newKey(layer)].data as Float32Array, out[GRAPH_IO.newValue(layer)].data as Float32Array);
     }
     const outputName = session.outputNames.find((n) => n === GRAPH_IO.logits || n === GRAPH_IO.hiddenOut || n === SEGMENT_IO.partial || n === SEGMENT_IO.logitsSlice)!;
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
+    const reply = { output: out[outputName].data as Float32Array, ...(lse ? { logSumExp: lse.data as Float32Array } : {}), runtimeMs: performance.now() - started };
+    this.hooks.onRunPhases?.({ inputsMs: feedsReady - started, runMs: ran - feedsReady, outputsMs: performance.now() - ran });
+    return reply;
   }
 
   async release(): Promise<void> {

@@ -76,4 +76,6 @@ export interface ServingBackend {
   modelInfo: ModelInfo;
   /** null: the Adapters service answers UNIMPLEMENTED. */
   adapters: AdapterAdmin | null;
+  /** The text of one token id (logprobs of the HTTP face); unset: tokens read `token_id:N`. */
+  tokenText?: (tokenId: number) => string;
 }

@@ -1,107 +1,58 @@
 /** tessera.v1.Generation handlers: Generate, GenerateStream, Tokenize, GetModelInfo. */
-import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
-import type { Tracer } from '@opentelemetry/api';
 import { TesseraError } from '../errors.ts';
-import type { GeneratedToken, GenerationEvent, ValidGenerateRequest } from '../engine/request.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import type { TesseraInstruments } from '../telemetry/metrics.ts';
-import type { Authenticator } from './auth.ts';
-import type { ServingBackend } from './backend.ts';
-import { engineDeadlineMs, adapterHeaderOf, tenantOf } from './call-context.ts';
-import { RepliedError, serverStreamHandler, unaryHandler } from './handler.ts';
+import type { GeneratedToken, ValidGenerateRequest } from '../engine/request.ts';
 import type { GenerateRequest__Output as GenerateRequestMsg } from '../gen/tessera/v1/GenerateRequest.ts';
 import type { GenerateResponse as GenerateResponseMsg } from '../gen/tessera/v1/GenerateResponse.ts';
 import type { GetModelInfoResponse as GetModelInfoResponseMsg } from '../gen/tessera/v1/GetModelInfoResponse.ts';
 import type { TokenizeRequest__Output as TokenizeRequestMsg } from '../gen/tessera/v1/TokenizeRequest.ts';
 import type { TokenizeResponse as TokenizeResponseMsg } from '../gen/tessera/v1/TokenizeResponse.ts';
-import type { RequestGate } from './request-gate.ts';
-import type { RequestLimits } from './request-limits.ts';
-import { createRequestTelemetry } from './request-telemetry.ts';
-import { toStatusReply } from './status.ts';
+import { adapterHeaderOf, tenantOf } from './call-context.ts';
+import { runGeneration, type CallOrigin, type FinishEvent, type GenerationDeps, type TokensEvent } from './generation-run.ts';
+import { serverStreamHandler, unaryHandler } from './handler.ts';
 import { finishReasonToProto, logprobsToProto } from './to-proto.ts';
-import { encodeChatMessages, encodeText, validateGenerateRequest } from './validate.ts';
+import { encodeChatMessages, encodeText } from './validate.ts';
 
-export interface GenerationServiceDeps {
-  backend: ServingBackend;
-  limits: RequestLimits;
-  auth: Authenticator | null;
-  gate: RequestGate;
-  logger: Logger;
-  metrics: TesseraInstruments | null;
-  tracer: Tracer | null;
+export type GenerationServiceDeps = GenerationDeps;
+
+/** The gRPC call as the face-neutral runner sees it. */
+function originOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): CallOrigin & { detach(): void } {
+  const gone = new AbortController();
+  const onCancelled = (): void => gone.abort();
+  if (call.cancelled) gone.abort();
+  else call.on('cancelled', onCancelled);
+  const first = (key: string): string | undefined => {
+    const v = call.metadata.get(key);
+    return v.length > 0 && typeof v[0] === 'string' ? v[0] : undefined;
+  };
+  const deadline = call.getDeadline();
+  const deadlineEpochMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  return {
+    authorization: first('authorization'),
+    adapterHeader: adapterHeaderOf(call.metadata),
+    deadlineEpochMs: Number.isFinite(deadlineEpochMs) ? deadlineEpochMs : null,
+    clientGone: gone.signal,
+    traceparent: first('traceparent'),
+    tracestate: first('tracestate'),
+    detach: () => call.removeListener('cancelled', onCancelled),
+  };
 }
 
-type FinishEvent = Extract<GenerationEvent, { type: 'finish' }>;
-type TokensEvent = Extract<GenerationEvent, { type: 'tokens' }>;
-
-interface GenerationCall {
-  metadata: grpc.Metadata;
-  cancelled: boolean;
-  getDeadline(): grpc.Deadline;
-  on(event: 'cancelled', listener: () => void): unknown;
-  removeListener(event: 'cancelled', listener: () => void): unknown;
-}
-
-/** Error for a request that ended without finishing normally. */
-function finishError(ev: FinishEvent, signal: AbortSignal): unknown {
-  if (ev.reason === 'cancelled') return signal.aborted ? signal.reason : (ev.error ?? new TesseraError('CANCELLED', 'request cancelled'));
-  if (ev.reason === 'deadline') return new TesseraError('DEADLINE_EXCEEDED', 'request deadline passed before generation finished');
-  return ev.error ?? new TesseraError('INTERNAL', 'generation failed without an error');
-}
-
-/**
- * Runs one generation request end to end: auth, validation, admission, submit, cancellation, telemetry.
- * `onTokens` is awaited for each batch of tokens (backpressure). Throws RepliedError.
- */
-async function runGeneration(
+/** Runs a gRPC generation call through the shared runner. */
+async function runGrpcGeneration(
   deps: GenerationServiceDeps,
-  call: GenerationCall,
-  msg: GenerateRequestMsg,
+  call: grpc.ServerUnaryCall<GenerateRequestMsg, unknown> | grpc.ServerWritableStream<GenerateRequestMsg, unknown>,
   method: string,
   onTokens: (ev: TokensEvent, req: ValidGenerateRequest, signal: AbortSignal) => Promise<void> | void,
 ): Promise<{ req: ValidGenerateRequest; finish: FinishEvent }> {
-  const { backend, gate } = deps;
-  const fallbackId = randomUUID();
-  let requestId: string = fallbackId;
-  const tele = createRequestTelemetry({ method, modelId: backend.modelInfo.modelId, metrics: deps.metrics, tracer: deps.tracer, logger: deps.logger });
-  const controller = new AbortController();
-  const onCancelled = (): void => controller.abort(new TesseraError('CANCELLED', 'client cancelled the call'));
-  call.on('cancelled', onCancelled);
-  let ticket: { release(): void } | null = null;
+  const origin = originOf(call);
+  const operation = call.request.prompt === 'chat' ? 'chat' : 'text_completion';
+  const [service, rpc] = method.split('/');
   try {
-    const tenantId = tenantOf(call.metadata, deps.auth);
-    const req = await validateGenerateRequest(msg, {
-      limits: deps.limits,
-      encoder: backend.encoder,
-      tenantId,
-      deadlineMs: engineDeadlineMs(call.getDeadline(), backend.nowMs()),
-      newRequestId: () => fallbackId,
-      adapterHeader: adapterHeaderOf(call.metadata),
-    });
-    requestId = req.requestId;
-    ticket = gate.admit(controller);
-    if (call.cancelled) onCancelled();
-    tele.started({ requestId, adapterId: req.adapterId, tenantId, promptTokens: req.promptTokenIds.length });
-    for await (const ev of backend.submit(req, { signal: controller.signal })) {
-      if (ev.type === 'tokens') {
-        tele.tokens(ev.tokens.length);
-        await onTokens(ev, req, controller.signal);
-        continue;
-      }
-      if (ev.reason === 'cancelled' || ev.reason === 'deadline' || ev.reason === 'error') throw finishError(ev, controller.signal);
-      tele.finished(ev.reason, ev.usage);
-      return { req, finish: ev };
-    }
-    throw new TesseraError('INTERNAL', 'generation ended without a finish event');
-  } catch (err) {
-    const reply = toStatusReply(controller.signal.aborted && !(err instanceof TesseraError) ? controller.signal.reason : err, { requestId, logger: deps.logger });
-    tele.failed(reply);
-    throw new RepliedError(reply);
+    return await runGeneration(deps, origin, call.request, { method, operation, spanAttributes: { 'rpc.system': 'grpc', 'rpc.service': service, 'rpc.method': rpc } }, onTokens);
   } finally {
-    ticket?.release();
-    call.removeListener('cancelled', onCancelled);
+    origin.detach();
   }
 }
 
@@ -115,7 +66,7 @@ export function createGenerationHandlers(deps: GenerationServiceDeps): grpc.Unty
 
   const Generate = unaryHandler<GenerateRequestMsg, GenerateResponseMsg>(h, async (call) => {
     const generated: GeneratedToken[] = [];
-    const { req, finish } = await runGeneration(deps, call, call.request, 'tessera.v1.Generation/Generate', (ev) => {
+    const { req, finish } = await runGrpcGeneration(deps, call, 'tessera.v1.Generation/Generate', (ev) => {
       generated.push(...ev.tokens);
     });
     return {
@@ -129,7 +80,7 @@ export function createGenerationHandlers(deps: GenerationServiceDeps): grpc.Unty
   });
 
   const GenerateStream = serverStreamHandler<GenerateRequestMsg, GenerateResponseMsg>(h, async (call) => {
-    const { req, finish } = await runGeneration(deps, call, call.request, 'tessera.v1.Generation/GenerateStream', async (ev, r, signal) => {
+    const { req, finish } = await runGrpcGeneration(deps, call, 'tessera.v1.Generation/GenerateStream', async (ev, r, signal) => {
       const message: GenerateResponseMsg = {
         request_id: r.requestId,
         token_ids: tokenIds(ev.tokens),

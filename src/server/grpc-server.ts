@@ -15,7 +15,7 @@ import type { Authenticator } from './auth.ts';
 import type { ServingBackend } from './backend.ts';
 import { createGenerationHandlers } from './generation-service.ts';
 import { ADAPTERS_SERVICE_NAME, GENERATION_SERVICE_NAME, loadPublicApi } from './proto-loader.ts';
-import { createRequestGate, type NotServingReason } from './request-gate.ts';
+import { createRequestGate, type NotServingReason, type RequestGate } from './request-gate.ts';
 import type { RequestLimits } from './request-limits.ts';
 import { rejectUndecodableRequests } from './undecodable-request.ts';
 
@@ -52,6 +52,8 @@ export interface RunningGrpcServer {
   /** The bound port. */
   readonly port: number;
   readonly server: grpc.Server;
+  /** Admission of generation calls; the HTTP face shares it (one limit, one drain for both faces). */
+  readonly gate: RequestGate;
   /** Health of every service and admission of new calls; `reason` picks the error new calls get while not serving. */
   setServing(serving: boolean, reason?: NotServingReason): void;
   readonly numInFlight: number;
@@ -123,6 +125,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
   return {
     port,
     server,
+    gate,
     get numInFlight() {
       return gate.numInFlight;
     },

@@ -12,7 +12,10 @@ export interface HandlerDeps {
   metrics: TesseraInstruments | null;
 }
 
-/** A status already converted (and logged) by a handler that knew the request id. */
+/**
+ * A status already converted, logged and counted in tessera_errors_total by the code that knew the request id
+ * (generation-run.ts); the wrappers below send it without counting it again.
+ */
 export class RepliedError extends Error {
   constructor(readonly reply: StatusReply) {
     super(reply.details);
@@ -21,7 +24,8 @@ export class RepliedError extends Error {
 }
 
 function replyOf(err: unknown, deps: HandlerDeps): StatusReply {
-  const reply = err instanceof RepliedError ? err.reply : toStatusReply(err, { logger: deps.logger });
+  if (err instanceof RepliedError) return err.reply;
+  const reply = toStatusReply(err, { logger: deps.logger });
   deps.metrics?.errors.add(1, { code: grpcStatusName(reply.code), error_code: reply.errorCode });
   return reply;
 }

@@ -6,13 +6,15 @@
  * underscores and counters end in `_total`; the unit goes in the `# UNIT` line, not the name
  * (`gen_ai_server_request_duration`, `tessera_tokens_total`).
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Attributes, Counter, Gauge, Histogram, Meter } from '@opentelemetry/api';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { loraInfoText, type LoraInfo } from './lora-info.ts';
+import { registerProcessMetrics } from './process-metrics.ts';
 
 /** gen_ai.server.time_to_first_token buckets, seconds (OTel GenAI semantic conventions). */
 export const TIME_TO_FIRST_TOKEN_BUCKETS_S: readonly number[] = [
@@ -75,6 +77,13 @@ export interface TesseraMetrics {
   readonly meterProvider: MeterProvider;
   /** Bound port of the endpoint, or null when none is served. */
   readonly port: number | null;
+  /** Answers a request with the Prometheus text (for other servers that also serve /metrics). */
+  handler(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * Exports `tessera_lora_requests_info` from `read` at each scrape (the inference gateway's LoRA info gauge). Written
+   * beside the OpenTelemetry series because its label values change: an OTel gauge would keep every past label set.
+   */
+  setLoraInfo(read: (() => LoraInfo) | null): void;
   /** Idempotent. */
   shutdown(): Promise<void>;
 }
@@ -111,13 +120,28 @@ export async function startMetrics(opts: MetricsOptions = {}): Promise<TesseraMe
   });
   const meter = meterProvider.getMeter('tessera');
   const instruments = createInstruments(meter);
+  const stopProcessMetrics = registerProcessMetrics(meter);
+  const serializer = new PrometheusSerializer('', false, undefined, false, true);
+  let readLoraInfo: (() => LoraInfo) | null = null;
+  const handler = (_req: IncomingMessage, res: ServerResponse): void => {
+    exporter.collect().then(
+      ({ resourceMetrics }) => {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(serializer.serialize(resourceMetrics) + (readLoraInfo ? loraInfoText(readLoraInfo(), Date.now() / 1000) : ''));
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`# failed to export metrics: ${String(err)}\n`);
+      },
+    );
+  };
   const endpoint = opts.endpoint ?? '/metrics';
   let server: Server | null = null;
   let port: number | null = null;
   if (opts.port !== null) {
     server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
-      if (req.method === 'GET' && path === endpoint) exporter.getMetricsRequestHandler(req, res);
+      if (req.method === 'GET' && path === endpoint) handler(req, res);
       else {
         res.statusCode = 404;
         res.end(`not found; metrics are at ${endpoint}\n`);
@@ -139,8 +163,13 @@ export async function startMetrics(opts: MetricsOptions = {}): Promise<TesseraMe
     meter,
     meterProvider,
     port,
+    handler,
+    setLoraInfo(read) {
+      readLoraInfo = read;
+    },
     shutdown() {
       shutdownPromise ??= (async () => {
+        stopProcessMetrics();
         if (server) {
           const s = server;
           await new Promise<void>((resolve) => s.close(() => resolve()));

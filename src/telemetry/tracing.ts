@@ -7,7 +7,8 @@
  * additionally needs the loader hook (`node --import @opentelemetry/instrumentation/hook.mjs`), which
  * the composition root decides on.
  */
-import { trace, type Tracer } from '@opentelemetry/api';
+import { context as otelContext, ROOT_CONTEXT, trace, type Context, type TextMapGetter, type Tracer } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
@@ -63,4 +64,22 @@ export function startTracing(opts: TracingOptions = {}): Tracing {
 /** Enables gRPC client/server spans; returns a function that disables them again. */
 export function registerGrpcInstrumentation(): () => void {
   return registerInstrumentations({ instrumentations: [new GrpcInstrumentation()] });
+}
+
+const w3c = new W3CTraceContextPropagator();
+const headerGetter: TextMapGetter<Record<string, string>> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => carrier[key],
+};
+
+/**
+ * The caller's W3C trace context (`traceparent`, `tracestate`, from gRPC metadata or HTTP headers) as the parent
+ * context of Tessera's request span; the active context when there is none or it is malformed (the spec says to
+ * ignore an invalid traceparent and start a new trace).
+ */
+export function parentContextOf(traceparent: string | undefined, tracestate: string | undefined): Context {
+  if (traceparent === undefined || traceparent === '') return otelContext.active();
+  const carrier: Record<string, string> = { traceparent };
+  if (tracestate !== undefined && tracestate !== '') carrier.tracestate = tracestate;
+  return w3c.extract(ROOT_CONTEXT, carrier, headerGetter);
 }

@@ -19,7 +19,11 @@ import { PersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClai
 import { PodTemplateSpec } from 'kubernetes-models/v1/PodTemplateSpec';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import { HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
@@ -30,6 +34,7 @@ import { parseWorkerArgs } from '../../src/cli/commands/worker.ts';
 import { shardClientSecurity, shardServerSecurity } from '../../src/cli/shard-security.ts';
 import { ADAPTER_HEADER } from '../../src/loadgen/generation-client.ts';
 import { hashApiKey, loadApiKeyFile } from '../../src/server/auth.ts';
+import { LORA_INFO_METRIC } from '../../src/telemetry/lora-info.ts';
 import { TIME_TO_FIRST_TOKEN_BUCKETS_S, startMetrics } from '../../src/telemetry/metrics.ts';
 import { contextCopies, execForm, parseDockerfile, stageEnv } from './dockerfile.ts';
 import { podTemplatesOf, readYamlObjects, renderKustomization, type K8sObject } from './render-kustomization.ts';
@@ -50,11 +55,16 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
   'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
   'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
+  'v1/ServiceAccount': ServiceAccount,
+  'rbac.authorization.k8s.io/v1/Role': Role,
+  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
+  'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
 };
 const LWS_API = 'leaderworkerset.x-k8s.io/v1';
+const INFERENCE_POOL_API = 'inference.networking.k8s.io/v1';
 
 /** YAML files that are not Kubernetes objects, each checked by its own test below. */
-const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml']);
+const NON_K8S_YAML = new Set(['kubernetes/envoy/envoy.yaml', 'kubernetes/monitoring/prometheus-adapter-values.yaml', 'kubernetes/inference-gateway/epp-config.yaml']);
 
 /** Files under `dir` (installed packages, e.g. `npm run install:cuda`'s deploy/cuda-provider/node_modules, skipped). */
 function filesUnder(dir: string, ext: RegExp): string[] {
@@ -67,6 +77,10 @@ function filesUnder(dir: string, ext: RegExp): string[] {
 function validateObject(o: K8sObject, where: string): void {
   if (o.apiVersion === LWS_API && o.kind === 'LeaderWorkerSet') {
     validateLeaderWorkerSet(o, where);
+    return;
+  }
+  if (o.apiVersion === INFERENCE_POOL_API && o.kind === 'InferencePool') {
+    validateInferencePool(o, where);
     return;
   }
   const Model = MODELS[`${o.apiVersion}/${o.kind}`];
@@ -97,6 +111,27 @@ function validateLeaderWorkerSet(o: K8sObject, where: string): void {
   }
 }
 
+/**
+ * No model package for the Gateway API Inference Extension's CRDs: InferencePool v1's fields checked by hand, after
+ * its published schema (selector.matchLabels, 1-8 targetPorts, endpointPickerRef with name, port, failureMode).
+ */
+function validateInferencePool(o: K8sObject, where: string): void {
+  const spec = o.spec;
+  const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+  expect(typeof o.metadata?.name, where).toBe('string');
+  expect(Object.keys(spec).sort(), `${where}: spec fields`).toEqual(expect.arrayContaining(['endpointPickerRef', 'selector', 'targetPorts']));
+  for (const key of Object.keys(spec)) expect(['selector', 'targetPorts', 'endpointPickerRef', 'appProtocol'], `${where}: spec.${key}`).toContain(key);
+  expect(Object.keys(spec.selector), `${where}: selector`).toEqual(['matchLabels']);
+  for (const v of Object.values(spec.selector.matchLabels as Record<string, string>)) expect(LABEL_VALUE.test(v), `${where}: label value ${v}`).toBe(true);
+  expect(spec.targetPorts.length >= 1 && spec.targetPorts.length <= 8, `${where}: targetPorts`).toBe(true);
+  for (const p of spec.targetPorts) expect(Number.isInteger(p.number) && p.number >= 1 && p.number <= 65535, `${where}: targetPorts number`).toBe(true);
+  const ref = spec.endpointPickerRef;
+  expect(typeof ref.name === 'string' && ref.name.length > 0, `${where}: endpointPickerRef.name`).toBe(true);
+  expect(['Service', undefined]).toContain(ref.kind);
+  expect(['FailOpen', 'FailClose', undefined]).toContain(ref.failureMode);
+  expect(Number.isInteger(ref.port?.number) && ref.port.number >= 1 && ref.port.number <= 65535, `${where}: endpointPickerRef.port`).toBe(true);
+}
+
 /** Every TESSERA_* name that appears in src/ (SERVE_SETTINGS env vars, TESSERA_CONFIG, TESSERA_CACHE_DIR, ...). */
 function envNamesInCode(): Set<string> {
   const names = new Set<string>();
@@ -119,6 +154,7 @@ function labelNamesInCode(): Set<string> {
 /** Series names the real exporter writes for every instrument (histograms: _bucket/_sum/_count; counters: _total). */
 async function exportedSeries(path: string): Promise<{ names: Set<string>; status: number }> {
   const metrics = await startMetrics({ port: 0, host: '127.0.0.1' });
+  metrics.setLoraInfo(() => ({ maxLora: 2, running: ['a'], waiting: [] }));
   try {
     for (const inst of Object.values(metrics.instruments) as Array<{ add?: (v: number) => void; record?: (v: number) => void }>) {
       if (inst.add) inst.add(1);
@@ -190,6 +226,7 @@ async function checkServePod(template: K8sObject, c: K8sObject, config: ServeCon
   const port = (name: string) => (c.ports as K8sObject[]).find((p) => p.name === name)?.containerPort;
   expect(port('grpc'), `${where}: grpc containerPort`).toBe(config.port);
   expect(port('metrics'), `${where}: metrics containerPort`).toBe(config.metricsPort);
+  expect(port('http'), `${where}: http containerPort (OpenAI-compatible face)`).toBe(config.httpPort);
   expect(config.host, `${where}: gRPC must listen on all interfaces`).toBe('0.0.0.0');
   expect(config.metricsHost, `${where}: metrics must listen on all interfaces`).toBe('0.0.0.0');
   for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
@@ -230,7 +267,7 @@ let series: { names: Set<string>; status: number };
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'tessera-deploy-'));
-  renders = new Map(['overlays/cpu', 'overlays/gpu', 'lws', 'envoy'].map((d) => [d, renderKustomization(join(K8S, d))]));
+  renders = new Map(['overlays/cpu', 'overlays/gpu', 'lws', 'envoy', 'inference-gateway'].map((d) => [d, renderKustomization(join(K8S, d))]));
   for (const objects of renders.values()) {
     for (const o of objects) {
       if (o.kind === 'ConfigMap') configMaps.set(o.metadata.name, o);
@@ -487,6 +524,77 @@ describe('Envoy adapter-affinity router', () => {
   });
 });
 
+describe('Gateway API Inference Extension (InferencePool, HTTPRoute, endpoint picker)', () => {
+  const objects = () => renders.get('inference-gateway')!;
+  const pool = () => find(objects(), 'InferencePool', 'tessera');
+  const epp = () => find(objects(), 'Deployment', 'tessera-epp');
+  const eppArgs = (): Map<string, string> => {
+    const args = container(epp().spec.template, 'epp').args as string[];
+    const out = new Map<string, string>();
+    for (let i = 0; i < args.length; i += 2) {
+      expect(args[i].startsWith('--'), `EPP argument ${args[i]} is a flag followed by its value`).toBe(true);
+      out.set(args[i].slice(2), args[i + 1]);
+    }
+    return out;
+  };
+
+  it('pools the server pods on the port of their OpenAI-compatible face', () => {
+    const server = renders.get('overlays/cpu')!;
+    const template = find(server, 'Deployment', 'tessera').spec.template;
+    const c = container(template, 'tessera');
+    const imageEnv = stageEnv(parseDockerfile(join(DEPLOY, 'docker/Dockerfile.cpu')).stages.at(-1)!);
+    const config = effectiveServeConfig(template, c, c.args.slice(1), imageEnv, scratch);
+    for (const [k, v] of Object.entries(pool().spec.selector.matchLabels as Record<string, string>)) expect(template.metadata.labels[k], `pool selector ${k}`).toBe(v);
+    expect(pool().spec.targetPorts.map((p: K8sObject) => p.number)).toEqual([config.httpPort]);
+    expect((c.ports as K8sObject[]).find((p) => p.name === 'http')!.containerPort).toBe(config.httpPort);
+  });
+
+  it('routes the OpenAI paths of the Gateway to the pool, and the pool to its endpoint picker', () => {
+    const route = find(objects(), 'HTTPRoute', 'tessera');
+    const backends = route.spec.rules.flatMap((r: K8sObject) => r.backendRefs);
+    expect(backends).toEqual([{ group: 'inference.networking.k8s.io', kind: 'InferencePool', name: pool().metadata.name }]);
+    const paths = route.spec.rules.flatMap((r: K8sObject) => r.matches.map((m: K8sObject) => m.path.value as string));
+    for (const api of ['/v1/completions', '/v1/chat/completions', '/v1/models']) expect(paths.some((p: string) => api.startsWith(p)), api).toBe(true);
+    const ref = pool().spec.endpointPickerRef;
+    const service = find(objects(), 'Service', ref.name);
+    const servicePort = (service.spec.ports as K8sObject[]).find((p) => p.port === ref.port.number)!;
+    expect(servicePort, 'the picker Service exposes the referenced port').toBeDefined();
+    const eppContainer = container(epp().spec.template, 'epp');
+    expect((eppContainer.ports as K8sObject[]).find((p) => p.name === servicePort.targetPort)!.containerPort).toBe(Number(eppArgs().get('grpc-port')));
+    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>)) expect(epp().spec.template.metadata.labels[k]).toBe(v);
+    expect(eppArgs().get('pool-name')).toBe(pool().metadata.name);
+    expect(eppContainer.readinessProbe.grpc.port).toBe(Number(eppArgs().get('grpc-health-port')));
+  });
+
+  it("points the picker at Tessera's metrics, exported with the model-server protocol's types and labels", () => {
+    const args = eppArgs();
+    for (const flag of ['total-queued-requests-metric', 'total-running-requests-metric', 'kv-cache-usage-percentage-metric', 'lora-info-metric']) {
+      expect(series.names.has(args.get(flag)!), `--${flag} ${args.get(flag)} is exported`).toBe(true);
+    }
+    expect(args.get('lora-info-metric')).toBe(LORA_INFO_METRIC);
+  });
+
+  it('mounts the scheduling profile, whose plugins are declared, and may read pods and pools', () => {
+    const args = eppArgs();
+    const template = epp().spec.template;
+    const c = container(template, 'epp');
+    const file = args.get('config-file')!;
+    const mount = (c.volumeMounts as K8sObject[]).find((m) => file.startsWith(`${m.mountPath}/`))!;
+    const volume = (template.spec.volumes as K8sObject[]).find((v) => v.name === mount.name)!;
+    const cm = find(objects(), 'ConfigMap', volume.configMap.name);
+    const config = parseYaml(cm.data[relative(mount.mountPath, file)]);
+    expect(config.kind).toBe('EndpointPickerConfig');
+    const declared = new Set((config.plugins as K8sObject[]).map((p) => p.name ?? p.type));
+    for (const profile of config.schedulingProfiles) for (const p of profile.plugins) expect(declared.has(p.pluginRef), p.pluginRef).toBe(true);
+    expect(declared.has('lora-affinity-scorer')).toBe(true);
+    const role = find(objects(), 'Role', 'tessera-epp');
+    const grants = (group: string, resource: string) => (role.rules as K8sObject[]).some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && ['get', 'list', 'watch'].every((v) => r.verbs.includes(v)));
+    expect(grants('', 'pods') && grants('inference.networking.k8s.io', 'inferencepools')).toBe(true);
+    const binding = find(objects(), 'RoleBinding', 'tessera-epp');
+    expect(binding.subjects[0].name).toBe(template.spec.serviceAccountName);
+  });
+});
+
 describe('LeaderWorkerSet shard groups', () => {
   const lws = () => find(renders.get('lws')!, 'LeaderWorkerSet', 'tessera-shards');
 
@@ -630,7 +738,7 @@ describe('container images', () => {
       const env = stageEnv(runtime);
       const config = loadServeConfig(new Map(), env);
       const exposed = runtime.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(' ').map(Number));
-      expect(exposed).toEqual(expect.arrayContaining([config.port, config.metricsPort]));
+      expect(exposed).toEqual(expect.arrayContaining([config.port, config.httpPort, config.metricsPort]));
       expect(config.device).toBe(file === 'Dockerfile.gpu' ? 'cuda' : 'cpu');
 
       for (const stage of df.stages) for (const { sources } of contextCopies(stage)) for (const src of sources) expect(statSync(join(ROOT, src)), `${file}: COPY ${src}`).toBeDefined();

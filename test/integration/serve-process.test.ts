@@ -10,13 +10,18 @@ import { connect, GenerationClient, HealthClient, histogramCount, scrapeMetrics,
 describe('tessera serve (child process)', () => {
   it('serves on the printed port, drains on SIGTERM with a stream in flight and exits 0', async () => {
     const modelDir = await tinyConvertedDir();
-    const proc = await spawnServe(['--model', modelDir, '--port', '0', '--metrics-port', '0', '--threads', '1', '--kv-cache-bytes', String(16 << 20), '--adapter-slots', '0', '--log-level', 'info']);
+    const proc = await spawnServe(['--model', modelDir, '--port', '0', '--metrics-port', '0', '--http-port', '0', '--threads', '1', '--kv-cache-bytes', String(16 << 20), '--adapter-slots', '0', '--log-level', 'info']);
     onTestFinished(() => proc.kill());
     const clients: grpc.Client[] = [];
     onTestFinished(() => clients.forEach((c) => c.close()));
     expect(proc.host).toBe('127.0.0.1');
     expect(proc.port).toBeGreaterThan(0);
-    expect(proc.stdout()).toBe(`listening on 127.0.0.1:${proc.port}\n`);
+    // One line per port, each like the first.
+    await waitFor(() => proc.stdout().split('\n').length > 3, 5000, 'three listening lines');
+    const lines = proc.stdout().trimEnd().split('\n');
+    expect(lines[0]).toBe(`listening on 127.0.0.1:${proc.port}`);
+    expect(lines.slice(1).map((l) => l.replace(/\d+$/, 'P'))).toEqual(['http listening on 127.0.0.1:P', 'metrics listening on 127.0.0.1:P']);
+    const httpPort = Number(/^http listening on \S+:(\d+)$/m.exec(proc.stdout())![1]);
 
     const gen: DynamicClient = connect(GenerationClient, proc.port, { closeWith: clients });
     const health: DynamicClient = connect(HealthClient, proc.port, { closeWith: clients });
@@ -31,6 +36,7 @@ describe('tessera serve (child process)', () => {
     expect(serving).toMatchObject({ port: proc.port, auth: false, tls: false });
     const body = await scrapeMetrics(serving!.metricsPort as number);
     expect(histogramCount(body, 'gen_ai_server_request_duration')).toBeGreaterThan(0);
+    expect((await fetch(`http://127.0.0.1:${httpPort}/health`)).status).toBe(200);
 
     const maxNewTokens = 160;
     const messages: Array<{ token_ids: number[]; finish_reason: string }> = [];
@@ -46,6 +52,9 @@ describe('tessera serve (child process)', () => {
     await waitFor(async () => (await unary<{ status: string }>(health, 'Check', { service: '' })).status === 'NOT_SERVING', 5000, 'health NOT_SERVING');
     const refused = await statusOf(unary(gen, 'Generate', { text: 'late' }));
     expect(refused).toMatchObject({ code: grpc.status.UNAVAILABLE, errorCode: 'DRAINING' });
+    // The HTTP face drains with it: no new connections (or 503 DRAINING on one still open).
+    const lateHttp = await fetch(`http://127.0.0.1:${httpPort}/v1/models`).then((r) => r.status, () => 'refused');
+    expect([503, 'refused']).toContain(lateHttp);
     expect(messages.at(-1)!.finish_reason).toBe('FINISH_REASON_UNSPECIFIED'); // still streaming while it refused
 
     await ended;

@@ -31,6 +31,7 @@ beforeAll(async () => {
     ['model', [convertedDir]],
     ['port', ['0']],
     ['metrics-port', ['0']],
+    ['http-port', ['0']],
     ['log-level', ['silent']],
     ['threads', ['1']],
     ['kv-cache-bytes', [String(16 << 20)]],
@@ -136,6 +137,34 @@ describe('tessera bench (tiny model, in-process server)', () => {
     expect(a.totalInputTokens).toBeLessThanOrEqual(10 * 30);
     // 10 arrivals at 40/s take ~0.25 s on average: far from both 0 and the closed-loop-at-1 time.
     expect(a.durationS).toBeGreaterThan(0.02);
+    await atRest();
+  });
+
+  it.each([
+    ['--stream', true],
+    ['--unary', false],
+  ])('--protocol http %s: the same workload over the OpenAI-compatible face gives the same counts', async (mode, streaming) => {
+    let out = '';
+    const rc = await main(['bench', '--target', `127.0.0.1:${server.httpPort}`, '--protocol', 'http', '--requests', '12', '--concurrency', '4', '--prompt-tokens', '7', '--output-tokens', '5', mode, '--json'], { out: (s) => (out += s), err: () => {} });
+    const report = JSON.parse(out) as BenchReport;
+    expect(rc).toBe(0);
+    expect(report.counts).toEqual({ issued: 12, succeeded: 12, failed: 0, cancelledAtEnd: 0, clampedLengths: 0 });
+    expect(report.totalOutputTokens).toBe(12 * 5);
+    expect(report.totalInputTokens).toBe(12 * 7);
+    expect(report.config).toMatchObject({ protocol: 'http', stream: streaming });
+    expectSane(report.e2eMs);
+    if (streaming) {
+      expectSane(report.ttftMs);
+      expect(report.ttftMs!.count).toBe(12);
+    } else expect(report.ttftMs).toBeNull();
+    const missing = JSON.parse(
+      await (async () => {
+        let o = '';
+        await main(['bench', '--target', `127.0.0.1:${server.httpPort}`, '--protocol', 'http', '--requests', '3', '--adapters', 'nope', '--output-tokens', '2', '--json'], { out: (s) => (o += s), err: () => {} });
+        return o;
+      })(),
+    ) as BenchReport;
+    expect(missing.errors).toEqual({ NOT_FOUND: 3 });
     await atRest();
   });
 

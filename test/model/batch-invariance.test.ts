@@ -54,6 +54,8 @@ function planRunner(r: Runnable, load: (slot: number, w: LoraWeights) => void | 
 
 const RUNNERS: Record<string, (modelDir: string, quant: QuantKind) => Promise<StepRunnerUnderTest> | null> = {
   'ModelRunner (packed LoRA graph)': (modelDir, quant) => (quant === 'fp32' ? null : ModelRunner.create(options(modelDir)).then((r) => planRunner(r, (s, w) => r.loadAdapterSlot(s, w)))),
+  // Forced on: this CPU may not need the padding row, so check here that it computes the same and writes no KV.
+  'ModelRunner (one-row steps padded to two rows)': (modelDir) => ModelRunner.create({ ...options(modelDir), padSingleRows: true }).then((r) => planRunner(r, (s, w) => r.loadAdapterSlot(s, w))),
   'ModelRunner (gather LoRA graph)': (modelDir) => ModelRunner.create({ ...options(modelDir), packedLora: false }).then((r) => planRunner(r, (s, w) => r.loadAdapterSlot(s, w))),
   'ShardRunner (the serving path at tp = pp = 1)': async (modelDir, quant) => {
     const c = readManifest(modelDir).config;

@@ -1,26 +1,28 @@
 import { TesseraError } from '../../errors.ts';
 import { buildBenchReport, formatBenchReport } from '../../loadgen/bench-report.ts';
 import { createGenerationClient } from '../../loadgen/generation-client.ts';
+import { createHttpGenerationClient } from '../../loadgen/http-generation-client.ts';
 import { runLoad, type LoadOptions, type LoadProgress } from '../../loadgen/load-run.ts';
 import { readProcessRssBytes } from '../../loadgen/process-rss.ts';
 import { formatLengthDist, parseAdapterDist, parseLengthDist, type LengthDist } from '../../loadgen/random.ts';
 import { runSoak } from '../../loadgen/soak.ts';
-import { floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
+import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import type { CommandIo } from '../main.ts';
 import { progressBar } from '../progress.ts';
 
 export const benchSpec: CommandSpec = {
   name: 'bench',
   usage:
-    'tessera bench --target HOST:PORT [--tls] [--ca FILE] [--api-key KEY] (--requests N | --duration S | --soak-minutes M) [--concurrency C | --rate R] ' +
+    'tessera bench --target HOST:PORT [--protocol grpc|http] [--tls] [--ca FILE] [--api-key KEY] (--requests N | --duration S | --soak-minutes M) [--concurrency C | --rate R] ' +
     '[--prompt-tokens N | --prompt-tokens-dist uniform:a:b|normal:mu:sigma] [--output-tokens N | --output-tokens-dist ...] [--adapters a,b,c] [--adapter-dist uniform|zipf:s] ' +
     '[--stream|--unary] [--json] [--seed S] [--timeout-s T]',
   summary:
-    'Load-tests a running server over gRPC: random token-id prompts of exact lengths, ignore_eos so output lengths are exact, ' +
+    'Load-tests a running server over gRPC or its OpenAI-compatible HTTP face: random token-id prompts of exact lengths, ignore_eos so output lengths are exact, ' +
     'closed loop (--concurrency) or Poisson arrivals (--rate). Prints throughput, TTFT, TPOT, ITL, end-to-end latency and errors by status; ' +
     'with --soak-minutes, idles after the load and checks the server returns to rest (exit 1 if not).',
   options: {
-    target: { type: 'string', description: 'server address HOST:PORT' },
+    target: { type: 'string', description: 'server address HOST:PORT (the gRPC port, or the --http-port with --protocol http)' },
+    protocol: { type: 'string', description: 'grpc (tessera.v1.Generation) or http (POST /v1/completions, SSE when streaming)', default: 'grpc' },
     tls: { type: 'boolean', description: 'connect with TLS', default: false },
     ca: { type: 'string', description: 'PEM CA bundle to verify the server certificate (with --tls; default: system roots)' },
     'api-key': { type: 'string', description: 'API key sent as authorization: Bearer KEY (default: $TESSERA_API_KEY)' },
@@ -94,7 +96,9 @@ export async function runBench(args: ParsedArgs, io: CommandIo): Promise<number>
   }
   if (serverPid !== null) readProcessRssBytes(serverPid); // fail now, not after the load
 
+  const protocol = choiceOpt(args, 'protocol', ['grpc', 'http'] as const)!;
   const targetOptions = { target, tls: args.values.tls === true, caFile: stringOpt(args, 'ca') ?? null, apiKey: stringOpt(args, 'api-key') ?? process.env.TESSERA_API_KEY ?? null };
+  if (protocol === 'http' && args.values.hostile === true) throw new TesseraError('CONFIG_INVALID', '--hostile sends its bad calls over gRPC: use it with --protocol grpc');
   const hostile =
     args.values.hostile === true
       ? {
@@ -104,11 +108,12 @@ export async function runBench(args: ParsedArgs, io: CommandIo): Promise<number>
           adapterSources: (stringOpt(args, 'hostile-adapters') ?? '').split(',').map((x) => x.trim()).filter((x) => x !== ''),
         }
       : null;
-  const client = createGenerationClient(targetOptions);
+  const client = protocol === 'http' ? createHttpGenerationClient(targetOptions) : createGenerationClient(targetOptions);
   try {
     const model = await client.getModelInfo(Math.min(timeoutS, 30) * 1000);
     const config = {
       target,
+      protocol,
       tls: args.values.tls === true,
       stream,
       numRequests,

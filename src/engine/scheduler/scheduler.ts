@@ -90,6 +90,13 @@ export interface Scheduler {
   failStep(plan: StepPlan, error: unknown): void;
   hasWork(): boolean;
   stats(): SchedulerStats;
+  /** Distinct adapter ids of running sequences, and of waiting ones whose adapter is known (loading or resident). */
+  adapterActivity(): AdapterActivity;
+}
+
+export interface AdapterActivity {
+  running: string[];
+  waiting: string[];
 }
 
 export function createScheduler(opts: SchedulerOptions): Scheduler {
@@ -483,6 +490,16 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     update,
     failStep,
     hasWork: () => running.length > 0 || waiting.length > 0,
+    adapterActivity() {
+      const running_ = new Set<string>();
+      for (const seq of running) if (seq.request.adapterId !== null && seq.adapterHeld) running_.add(seq.request.adapterId);
+      // A waiting sequence's adapter is known once acquire said 'pending', or when a running sequence holds it; an id
+      // nobody checked yet stays out (made-up ids fail at their first admission attempt).
+      const waiting_ = new Set<string>();
+      for (const seq of pendingAdapter) if (seq.request.adapterId !== null) waiting_.add(seq.request.adapterId);
+      for (const seq of waiting) if (seq.request.adapterId !== null && (running_.has(seq.request.adapterId) || seq.numPreemptions > 0)) waiting_.add(seq.request.adapterId);
+      return { running: [...running_].sort(), waiting: [...waiting_].sort() };
+    },
     stats: () => ({
       queued: waiting.length,
       running: running.length,

@@ -5,7 +5,8 @@ import type { ExecutorLayout, SequenceWork, StepPlan, StepResult } from '../../e
 import { readManifest, type ModelManifest } from '../converted-model.ts';
 import { GRAPH_IO } from '../graph/llama-graph.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
-import { checkSequence, stepInputs } from './step-inputs.ts';
+import { checkSequence, padSingleRow, stepInputs } from './step-inputs.ts';
+import { needsSingleRowPadding } from './single-row-padding.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
 import { PackedLoraStacks } from './packed-lora-stacks.ts';
 import { addPackedLoraFeeds } from './packed-lora-feeds.ts';
@@ -32,6 +33,8 @@ export interface RunnerOptions {
    * false: the per-row gather graph (e.g. as the reference for runners that use that graph).
    */
   packedLora?: boolean;
+  /** Pad one-row steps to two rows (see padSingleRow); default: where this CPU's kernels need it (single-row-padding.ts). */
+  padSingleRows?: boolean;
 }
 
 export interface RunnerMemory {
@@ -62,6 +65,8 @@ export class ModelRunner {
     private readonly slots: AdapterSlotStacks,
     /** Packed copies of the slots for the packed LoRA graph (quantized models converted with it); null: gather graph. */
     private readonly packedLora: PackedLoraStacks | null,
+    /** One-row groups run with a padding row (batch invariance on CPUs whose one-row kernel path differs). */
+    readonly padSingleRows: boolean,
   ) {
     this.loraKernel = packedLora ? 'packed' : 'gather';
     this.layout = {
@@ -90,7 +95,8 @@ export class ModelRunner {
     if (numBlocks < 1) throw new TesseraError('CONFIG_INVALID', `kvCacheBytes ${options.kvCacheBytes} holds no KV block of ${PagedKvCache.bytesPerBlock(kvShape)} bytes`);
     const kv = new PagedKvCache({ ...kvShape, numBlocks });
     const slots = new AdapterSlotStacks(config, options.numAdapterSlots ?? 8, options.maxAdapterRank ?? 16);
-    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packed ? new PackedLoraStacks(config, slots) : null);
+    const padSingleRows = await needsSingleRowPadding(manifest.quant.kind, options.device ?? 'cpu', options.padSingleRows);
+    return new ModelRunner(manifest, baseSession, loraSession, kv, slots, packed ? new PackedLoraStacks(config, slots) : null, padSingleRows);
   }
 
   /** The host paged KV cache, for a runner that adds its own graphs over this one (LoopDecodeRunner). */
@@ -159,8 +165,9 @@ export class ModelRunner {
     await this.loraSession.release();
   }
 
-  private async runGroup(group: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
+  private async runGroup(rows: SequenceWork[]): Promise<{ logits: Float32Array; logSumExp: Float32Array | null; sampled: Set<number> }> {
     const { numKvHeads, headDim, numLayers } = this.manifest.config;
+    const group = this.padSingleRows ? padSingleRow(rows) : rows;
     const inputs = stepInputs(group);
     const { batch, stepLength, pastLength, kvRows } = inputs;
     const total = pastLength + stepLength;

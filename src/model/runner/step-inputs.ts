@@ -20,6 +20,23 @@ export interface StepInputs {
   sampledSeqIds: number[];
 }
 
+/**
+ * The sequence id of a padding row: one token at position 0, no history, no adapter, no logits, and nothing written to
+ * the KV cache (its kvRow has 0 new tokens). Never an engine sequence id (those are non-negative).
+ */
+export const PADDING_SEQ_ID = -1;
+
+/**
+ * A group of one row of one token, padded with a padding row (see PADDING_SEQ_ID), so the quantized matmuls never
+ * run with M = 1: on CPUs where the one-row kernel path orders its sums differently from the many-row path
+ * (kernel-check.ts, singleRowPathDiffers), a request alone would otherwise not compute exactly what it computes
+ * in a batch. Other groups are returned as they are.
+ */
+export function padSingleRow(group: SequenceWork[]): SequenceWork[] {
+  if (group.length !== 1 || group[0].tokenIds.length !== 1) return group;
+  return [...group, { seqId: PADDING_SEQ_ID, tokenIds: [0], startPosition: 0, blockTable: [], adapterSlot: 0, sampleNext: false }];
+}
+
 /** The graph's past length is the longest row's history rounded up to this (masked positions cost a little compute). */
 export const PAST_ALIGN_TOKENS = 32;
 
@@ -55,7 +72,7 @@ export function stepInputs(rows: SequenceWork[]): StepInputs {
       logitsIndex.push(BigInt(b * stepLength + n - 1));
       sampledSeqIds.push(seq.seqId);
     }
-    kvRows.push({ seqId: seq.seqId, blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: n });
+    kvRows.push({ seqId: seq.seqId, blockTable: seq.blockTable, startPosition: seq.startPosition, numNewTokens: seq.seqId === PADDING_SEQ_ID ? 0 : n });
   });
   return { batch, stepLength, pastLength, inputIds, positionIds, attentionBias, logitsIndex: BigInt64Array.from(logitsIndex), kvRows, sampledSeqIds };
 }
