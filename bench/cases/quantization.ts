@@ -6,7 +6,8 @@
  * SpQR-style outliers are meant for. Latencies are measured round-robin over all variants (a different starting
  * variant each round), so load on a shared machine spreads over all of them and the ratios to fp32 stay meaningful.
  * When the trained fixture is there (`npm run fixtures:trained`), the same variants of a model trained on man pages
- * add held-out perplexity per domain next to top-1 agreement and KL (bench/lib/trained-quality.ts); without it the
+ * add held-out perplexity per domain next to top-1 agreement and KL (bench/lib/trained-quality.ts), with llama.cpp's
+ * F16 / Q8_0 / Q4_0 of the same checkpoint when the peer case has installed node-llama-cpp; without the fixture the
  * case runs as before.
  */
 import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
@@ -21,6 +22,8 @@ import { MIB, median, significant, timeMs } from '../lib/stats.ts';
 import { readWeightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
 import { findTrainedFixture } from '../lib/trained-fixture.ts';
 import { measureTrainedQuantization, trainedQuantizationOutput } from '../lib/trained-quality.ts';
+import type { GgmlTypeName } from '../lib/gguf/gguf-format.ts';
+import { peerInstalled } from '../lib/llama-peer/node-llama-cpp.ts';
 
 interface Entry {
   kind: CheckpointKind;
@@ -143,7 +146,9 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       ctx.log('no trained fixture (npm run fixtures:trained): trained-weights rows skipped');
       return result;
     }
-    const trained = await measureTrainedQuantization(fixture, TRAINED_VARIANTS, ctx.log);
+    const peerTypes: GgmlTypeName[] = peerInstalled() ? ['F16', 'Q8_0', 'Q4_0'] : [];
+    if (peerTypes.length === 0) ctx.log('llama.cpp peer not installed (npm run bench -- --only peer installs it): no Q8_0 / Q4_0 rows on trained weights');
+    const trained = await measureTrainedQuantization(fixture, TRAINED_VARIANTS, ctx.log, { peerTypes });
     const extra = trainedQuantizationOutput(fixture, trained);
     return { tables: [...result.tables, ...extra.tables], summary: [...result.summary, ...extra.summary], data: { ...result.data, trained: { fixtureKey: fixture.manifest.key, variants: trained } } };
   } finally {

@@ -3,7 +3,9 @@
  * through the serving executor (openScoringSession); per held-out domain, the perplexity of the fixed windows
  * (teacher forcing, one decode step per token) and, at the same positions, top-1 agreement and KL(fp32 || variant)
  * of the next-token distributions. All variants are open at once and score one domain after another, so the fp32
- * logits of only one domain are held.
+ * logits of only one domain are held. With `peerTypes`, llama.cpp (the peer bench case's node-llama-cpp) scores the
+ * same windows on the same checkpoint written as GGUF of those types, compared with the same fp32 logits (the peer
+ * must be installed: `npm run bench -- --only peer` installs it).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,6 +19,10 @@ import type { QuantVariant } from './quant-variants.ts';
 import { variantDirName } from './quant-variants.ts';
 import type { TrainedFixture } from './trained-fixture.ts';
 import { readWeightBytes } from './weight-bytes.ts';
+import type { GgmlTypeName } from './gguf/gguf-format.ts';
+import { writeLlamaGguf } from './gguf/llama-gguf.ts';
+import { nextTokenLogProbs } from './llama-peer/llama-quality.ts';
+import { loadLlama, NODE_LLAMA_CPP_VERSION, type Llama } from './llama-peer/node-llama-cpp.ts';
 
 export interface TrainedDomainQuality {
   domain: string;
@@ -38,10 +44,26 @@ export interface TrainedVariantQuality {
 const WINDOWS_PER_STEP = 32;
 
 /** The first variant is the reference (fp32). */
-export async function measureTrainedQuantization(fixture: TrainedFixture, variants: QuantVariant[], log: (m: string) => void): Promise<TrainedVariantQuality[]> {
+export async function measureTrainedQuantization(
+  fixture: TrainedFixture,
+  variants: QuantVariant[],
+  log: (m: string) => void,
+  opts: { peerTypes?: GgmlTypeName[] } = {},
+): Promise<TrainedVariantQuality[]> {
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-bench-trained-quant-'));
   const sessions: ScoringSession[] = [];
+  const peerTypes = opts.peerTypes ?? [];
+  let llama: Llama | null = null;
   try {
+    const ggufFiles = new Map<GgmlTypeName, { file: string; bytes: number }>();
+    if (peerTypes.length > 0) {
+      llama = await loadLlama({ maxThreads: 2 });
+      for (const type of peerTypes) {
+        const file = path.join(scratch, `trained-${type}.gguf`);
+        log(`trained model: writing GGUF ${type} for llama.cpp`);
+        ggufFiles.set(type, { file, bytes: writeLlamaGguf({ hfDir: fixture.baseDir, outFile: file, type }) });
+      }
+    }
     const dirs: string[] = [];
     for (const v of variants) {
       log(`trained model: converting to ${v.id}`);
@@ -58,7 +80,10 @@ export async function measureTrainedQuantization(fixture: TrainedFixture, varian
       sessions.push(await openScoringSession({ modelDir: dir, numAdapterSlots: 2, maxAdapterRank: 1 }));
     }
     const vocab = sessions[0].layout.vocabSize;
-    const out: TrainedVariantQuality[] = variants.map((v, i) => ({ variant: v.id, weightsBytes: readWeightBytes(dirs[i]).weightsBytes, domains: [] }));
+    const out: TrainedVariantQuality[] = [
+      ...variants.map((v, i) => ({ variant: v.id, weightsBytes: readWeightBytes(dirs[i]).weightsBytes, domains: [] })),
+      ...peerTypes.map((type) => ({ variant: `llama.cpp ${type}`, weightsBytes: ggufFiles.get(type)!.bytes, domains: [] })),
+    ];
     for (const domain of Object.keys(fixture.manifest.base.heldoutLoss)) {
       const held = fixture.heldout(domain);
       const windows = held.windows.map((tokenIds) => ({ tokenIds, adapterSlot: 0 }));
@@ -82,9 +107,31 @@ export async function measureTrainedQuantization(fixture: TrainedFixture, varian
         const predictions = windows.length * perWindow;
         out[i].domains.push({ domain, loss, perplexity: Math.exp(loss), top1Agreement: agree / predictions, meanKl: klSum / predictions, predictions });
       }
+      for (const [k, type] of peerTypes.entries()) {
+        log(`trained model: llama.cpp ${type} on ${domain}`);
+        // F32 KV cache, no flash attention: only the weight format differs from Tessera's fp32
+        const logProbs = await nextTokenLogProbs(llama!, ggufFiles.get(type)!.file, held.windows, 1, { vocabSize: vocab, threads: 2, exact: true });
+        let nllSum = 0;
+        let agree = 0;
+        let klSum = 0;
+        held.windows.forEach((w, wi) => {
+          for (let p = 0; p < perWindow; p++) {
+            const at = (wi * perWindow + p) * vocab;
+            const row = logProbs.subarray(at, at + vocab);
+            nllSum -= row[w[p + 1]];
+            const c = compareLogits(reference.subarray(at, at + vocab), row, vocab);
+            agree += c.top1Agreement;
+            klSum += c.meanKl;
+          }
+        });
+        const predictions = held.windows.length * perWindow;
+        const loss = nllSum / predictions;
+        out[variants.length + k].domains.push({ domain, loss, perplexity: Math.exp(loss), top1Agreement: agree / predictions, meanKl: klSum / predictions, predictions });
+      }
     }
     return out;
   } finally {
+    await llama?.dispose();
     for (const s of sessions) await s.shutdown();
     fs.rmSync(scratch, { recursive: true, force: true });
   }
@@ -131,6 +178,7 @@ export function trainedQuantizationOutput(fixture: TrainedFixture, q: TrainedVar
           'perplexity = exp(mean next-token nll) over fixed held-out windows (pages never trained on), teacher-forced through the serving executor: one decode step per token, 32 windows per step',
           `en is the training domain; de/fr/es are languages the base never saw (the adapters' domains): text far from the training distribution`,
           'top-1 agreement and KL(fp32 || variant) at the same positions, pooled over all domains',
+          `llama.cpp rows (when measured): node-llama-cpp ${NODE_LLAMA_CPP_VERSION} on the same checkpoint written as GGUF (bench/lib/gguf), F32 KV cache and no flash attention, compared with Tessera's fp32 logits`,
           `held-out loss, trainer (float32 torch) / Tessera fp32: ${trainerVsTessera}`,
           `fixture ${fixture.dir} (key ${m.key}, built ${m.createdAt.slice(0, 10)})`,
         ],
