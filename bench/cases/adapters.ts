@@ -19,6 +19,7 @@ import { writeRandomAdapter } from '../../src/model/checkpoint/make-adapter.ts';
 import { modelName, type ModelPreset } from '../../src/model/checkpoint/make-model.ts';
 import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
+import { loraStepCosts } from '../lib/lora-step-costs.ts';
 import { INT4 } from '../lib/quant-variants.ts';
 import { quantile, significant } from '../lib/stats.ts';
 
@@ -30,11 +31,13 @@ interface Settings {
   outputTokens: number;
   numFiles: number;
   coldLoads: number;
+  /** Rows of the per-kernel decode step measurement. */
+  stepBatch: number;
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', concurrency: 16, requests: 32, promptTokens: 16, outputTokens: 8, numFiles: 4, coldLoads: 5 },
-  full: { preset: 'small', concurrency: 16, requests: 48, promptTokens: 32, outputTokens: 32, numFiles: 8, coldLoads: 20 },
+  quick: { preset: 'tiny', concurrency: 16, requests: 32, promptTokens: 16, outputTokens: 8, numFiles: 4, coldLoads: 5, stepBatch: 4 },
+  full: { preset: 'small', concurrency: 16, requests: 48, promptTokens: 32, outputTokens: 32, numFiles: 8, coldLoads: 20, stepBatch: 16 },
 };
 
 const NUM_SLOTS = 17; // 16 usable: at concurrency 16 every running request can have its own adapter
@@ -239,6 +242,15 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       ['cold loads back to back', underLoad.length, significant(busy.tpotP50Ms), significant(busy.tpotP99Ms), significant(busy.itlP50Ms), significant(busy.itlP99Ms), significant(busy.tokensPerS), significant(quantile(underLoad, 0.5))],
     ];
     await manager.shutdown();
+    ctx.log(`step costs per kernel: decode at batch ${s.stepBatch}`);
+    const steps = await loraStepCosts(model.dir, files, { batch: s.stepBatch, pastTokens: s.promptTokens * 2, rounds: 5, numSlots: NUM_SLOTS, maxRank: MAX_RANK });
+    data.stepCosts = steps;
+    const stepRows: Cell[][] = [
+      ['base model only', significant(steps.baseMs), 1],
+      [`${steps.numAdapters} adapters, packed kernel (quantized models)`, significant(steps.packed8Ms), significant(steps.baseMs / steps.packed8Ms)],
+      [`${steps.numAdapters} adapters, per-row gather kernel`, significant(steps.gather8Ms), significant(steps.baseMs / steps.gather8Ms)],
+      ['1 adapter for every row, packed kernel', significant(steps.packed1Ms), significant(steps.baseMs / steps.packed1Ms)],
+    ];
     const coldRows: Cell[][] = Object.entries(cold).map(([kind, v]) => [kind, significant(quantile(v, 0.5)), significant(quantile(v, 0.99)), v.length]);
     const eight = results.find((r) => r.mix.name === '8 uniform')!;
     return {
@@ -248,6 +260,12 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
           columns: ['mix', 'tokens/s', 'base tokens/s', 'ratio', 'slot loads', 'TTFT p50 ms', 'TPOT p50 ms'],
           rows,
           notes: ['base tokens/s = mean of the base-only runs just before and after the adapter run (same worker, same run)'],
+        },
+        {
+          title: `Decode step cost by LoRA kernel (${s.preset} int4, batch ${steps.batch}, ${steps.pastTokens} cached positions, adapters of ranks 8/16)`,
+          columns: ['rows use', 'step ms', 'base / this'],
+          rows: stepRows,
+          notes: ['medians of 8 steps, 5 rounds round-robin over the four variants (same process, same weights); the packed kernel multiplies every token by all of the group\'s adapters\' columns in fp32 and keeps each row\'s own with Where'],
         },
         { title: 'Cold load of one adapter from disk (LoadAdapter + first acquire until resident)', columns: ['format', 'p50 ms', 'p99 ms', 'samples'], rows: coldRows },
         {
