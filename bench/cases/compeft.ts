@@ -6,7 +6,9 @@
  *   compression ratio vs the fp16 safetensors adapter; decode throughput into a slot in parameters/s; host-cache
  *   capacity (adapters per byte budget, as the adapter manager accounts them: float32 factors for PEFT, file bytes
  *   for .cpeft).
- * The adapters are random (writeRandomAdapter): a proxy, not trained adapters (see docs/compeft.md).
+ * The adapters are random (writeRandomAdapter): a proxy, not trained adapters (see docs/compeft.md). When the trained
+ * fixture is there (`npm run fixtures:trained`), the share of each trained adapter's held-out loss gain that its
+ * compressed versions keep is added (bench/lib/trained-compeft.ts); without it the case runs as before.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,6 +27,8 @@ import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-cas
 import { BLOCK_SIZE_TOKENS, benchPrompts } from '../lib/model-runs.ts';
 import { INT4 } from '../lib/quant-variants.ts';
 import { quantile, significant } from '../lib/stats.ts';
+import { findTrainedFixture } from '../lib/trained-fixture.ts';
+import { measureTrainedCompeft, trainedCompeftOutput, type TrainedCompeftRun } from '../lib/trained-compeft.ts';
 
 interface Settings {
   preset: ModelPreset;
@@ -220,7 +224,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       peftReadAndSlotWriteMs: peftSlotMs,
       peftHostBytes,
     };
-    return {
+    const result: CaseOutput = {
       tables: [
         {
           title: `Compressed vs uncompressed adapter, next-token logits (${s.preset} int4, ${s.numAdapters} random adapters of rank ${[...new Set(ranks)].join('/')}, ${s.numPrompts} prompts x ${positions / s.numPrompts} positions = ${positions} positions per adapter)`,
@@ -254,10 +258,24 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       ],
       data,
     };
+    return await withTrainedAdapters(ctx, result);
   } finally {
     await runner.release();
     fs.rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/** Adds the gain-kept tables on the trained fixture's adapters when the fixture is there (bench/lib/trained-compeft.ts). */
+async function withTrainedAdapters(ctx: BenchContext, result: CaseOutput): Promise<CaseOutput> {
+  const fixture = findTrainedFixture();
+  if (fixture === null) {
+    ctx.log('no trained fixture (npm run fixtures:trained): trained-adapter rows skipped');
+    return result;
+  }
+  const runs: TrainedCompeftRun[] = [];
+  for (const variant of [INT4]) runs.push({ variant, adapters: await measureTrainedCompeft(fixture, { variant, densities: DENSITIES, log: ctx.log }) });
+  const extra = trainedCompeftOutput(fixture, runs, DENSITIES);
+  return { tables: [...result.tables, ...extra.tables], summary: [...result.summary, ...extra.summary], data: { ...result.data, trained: { fixtureKey: fixture.manifest.key, runs } } };
 }
 
 const compeftCase: BenchCase = {

@@ -5,6 +5,10 @@
  * run on a copy with outlier input channels planted (same function, bench/lib/planted-outliers.ts), the situation
  * SpQR-style outliers are meant for. Latencies are measured round-robin over all variants (a different starting
  * variant each round), so load on a shared machine spreads over all of them and the ratios to fp32 stay meaningful.
+ * When the trained fixture is there (`npm run fixtures:trained`), the same variants of a model trained on man pages
+ * add held-out perplexity per domain next to top-1 agreement and KL (bench/lib/trained-quality.ts), with llama.cpp's
+ * F16 / Q8_0 / Q4_0 of the same checkpoint when the peer case has installed node-llama-cpp; without the fixture the
+ * case runs as before.
  */
 import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
 import type { ModelConfig } from '../../src/model/model-config.ts';
@@ -16,6 +20,10 @@ import { benchPrompts, collectTailLogits, decodeStepsMs, openBenchRunner, prefil
 import { FP32, INT4, INT4_ACCURACY0, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { MIB, median, significant, timeMs } from '../lib/stats.ts';
 import { readWeightBytes, type WeightBytes } from '../lib/weight-bytes.ts';
+import { findTrainedFixture } from '../lib/trained-fixture.ts';
+import { measureTrainedQuantization, trainedQuantizationOutput } from '../lib/trained-quality.ts';
+import type { GgmlTypeName } from '../lib/gguf/gguf-format.ts';
+import { peerInstalled } from '../lib/llama-peer/node-llama-cpp.ts';
 
 interface Entry {
   kind: CheckpointKind;
@@ -27,6 +35,9 @@ export const ENTRIES: Entry[] = [
   ...[FP32, INT8, INT4, INT4_ACCURACY0, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'plain' as const, variant })),
   ...[INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT].map((variant) => ({ kind: 'outlier-channels' as const, variant })),
 ];
+
+/** Variants measured on the trained fixture; the first is the reference. */
+export const TRAINED_VARIANTS: QuantVariant[] = [FP32, INT8, INT4, INT4_OUTLIERS_HALF_PERCENT, INT4_OUTLIERS_ONE_PERCENT];
 
 function labelOf(e: Entry): string {
   return e.kind === 'plain' ? e.variant.id : `${e.variant.id} [planted]`;
@@ -129,7 +140,17 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
       decodeStepMs: decode[i],
       quality: qualities[i],
     }));
-    return output(ctx, s, config, variants);
+    const result = output(ctx, s, config, variants);
+    const fixture = findTrainedFixture();
+    if (fixture === null) {
+      ctx.log('no trained fixture (npm run fixtures:trained): trained-weights rows skipped');
+      return result;
+    }
+    const peerTypes: GgmlTypeName[] = peerInstalled() ? ['F16', 'Q8_0', 'Q4_0'] : [];
+    if (peerTypes.length === 0) ctx.log('llama.cpp peer not installed (npm run bench -- --only peer installs it): no Q8_0 / Q4_0 rows on trained weights');
+    const trained = await measureTrainedQuantization(fixture, TRAINED_VARIANTS, ctx.log, { peerTypes });
+    const extra = trainedQuantizationOutput(fixture, trained);
+    return { tables: [...result.tables, ...extra.tables], summary: [...result.summary, ...extra.summary], data: { ...result.data, trained: { fixtureKey: fixture.manifest.key, variants: trained } } };
   } finally {
     for (const r of runners) await r.release();
   }

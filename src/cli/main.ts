@@ -40,6 +40,14 @@ const COMMANDS: Array<{ name: string; summary: string; load: () => Promise<Loade
     },
   },
   {
+    name: 'perplexity',
+    summary: 'held-out loss / perplexity of token windows, teacher-forced through the serving executor (optionally with an adapter)',
+    load: async () => {
+      const m = await import('./commands/perplexity.ts');
+      return { spec: m.perplexitySpec, run: m.runPerplexity };
+    },
+  },
+  {
     name: 'bench',
     summary: 'load-test a running server over gRPC (throughput, TTFT, TPOT, latency percentiles, errors); --soak-minutes checks it returns to rest',
     load: async () => {

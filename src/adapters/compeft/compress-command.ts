@@ -7,11 +7,11 @@ import path from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import { peftLoraTensorName } from '../../model/checkpoint/hf-tensor-names.ts';
 import { LORA_TARGETS, type ModelConfig } from '../../model/model-config.ts';
-import { readPeftAdapter } from '../peft/peft-adapter.ts';
+import { readPeftAdapter, type PeftAdapter } from '../peft/peft-adapter.ts';
 import { compressLoraTensors } from './compeft-codec.ts';
 import type { CompeftFile } from './compeft-format.ts';
 import { parseCompeft } from './compeft-reader.ts';
-import { checkAlpha } from './compeft-scales.ts';
+import { checkAlpha, type ScaleMode } from './compeft-scales.ts';
 import { checkDensity } from './compeft-topk.ts';
 import type { LoraTensor, TernaryTensor } from './compeft-types.ts';
 import { writeCompeft } from './compeft-writer.ts';
@@ -23,6 +23,8 @@ export interface CompressAdapterOptions {
   density: number;
   /** 'auto': per-module optimal scales; a number: the paper's fixed alpha x per-tensor std. */
   alpha: 'auto' | number;
+  /** Overrides how `alpha` picks the scales (measurements: the paper's one global scalar, see ScaleMode). */
+  scaleMode?: ScaleMode;
   outFile: string;
   /** Called after each LoRA module with tensors done and in total. */
   onProgress?: (doneTensors: number, totalTensors: number) => void;
@@ -61,11 +63,8 @@ export function fp16SafetensorsBytes(tensors: Array<{ name: string; rows: number
   return 8 + Math.ceil(headerBytes / 8) * 8 + offset;
 }
 
-export async function compressAdapterDir(opts: CompressAdapterOptions): Promise<CompressSummary> {
-  const started = performance.now();
-  checkDensity(opts.density);
-  if (opts.alpha !== 'auto') checkAlpha(opts.alpha);
-  const adapter = readPeftAdapter(opts.adapterDir, opts.config);
+/** An adapter's factors as named LoRA tensors, one [A, B] pair per (layer, target) in layer and LORA_TARGETS order. */
+export function loraModulesOf(adapter: Pick<PeftAdapter, 'rank' | 'layers'>): Array<[LoraTensor, LoraTensor]> {
   const modules: Array<[LoraTensor, LoraTensor]> = [];
   adapter.layers.forEach((factors, layer) => {
     for (const target of LORA_TARGETS) {
@@ -79,23 +78,36 @@ export async function compressAdapterDir(opts: CompressAdapterOptions): Promise<
       ]);
     }
   });
+  return modules;
+}
+
+export async function compressAdapterDir(opts: CompressAdapterOptions): Promise<CompressSummary> {
+  const started = performance.now();
+  checkDensity(opts.density);
+  if (opts.alpha !== 'auto') checkAlpha(opts.alpha);
+  const adapter = readPeftAdapter(opts.adapterDir, opts.config);
+  const modules = loraModulesOf(adapter);
   if (modules.length === 0) throw new TesseraError('INVALID_ARGUMENT', `${opts.adapterDir}: adapter has no LoRA factors to compress`);
 
-  // Scales are chosen per module, so modules compress independently: report progress and yield between them.
+  // Scales are chosen per module, so modules compress independently: report progress and yield between them. One
+  // global scalar (the paper's rule) needs every module at once.
   const total = modules.length * 2;
+  const batches: LoraTensor[][] = opts.scaleMode?.kind === 'global' ? [modules.flat()] : modules;
   const ternary: TernaryTensor[] = [];
   let errSq = 0;
   let normSq = 0;
   let maxModuleRelError = 0;
-  for (let i = 0; i < modules.length; i++) {
-    const res = compressLoraTensors(modules[i], { density: opts.density, alpha: opts.alpha });
+  let done = 0;
+  for (let i = 0; i < batches.length; i++) {
+    const res = compressLoraTensors(batches[i], { density: opts.density, alpha: opts.alpha, ...(opts.scaleMode ? { scaleMode: opts.scaleMode } : {}) });
     ternary.push(...res.tensors);
     for (const m of res.modules) {
       errSq += (m.relError * m.normBA) ** 2;
       normSq += m.normBA ** 2;
       maxModuleRelError = Math.max(maxModuleRelError, m.relError);
     }
-    opts.onProgress?.(2 * (i + 1), total);
+    done += batches[i].length;
+    opts.onProgress?.(done, total);
     if (i % 16 === 15) await new Promise((resolve) => setImmediate(resolve));
   }
   const relFrobeniusError = normSq > 0 ? Math.sqrt(errSq / normSq) : 0;

@@ -30,56 +30,89 @@ function collectWords(corpus: string): Word[] {
 
 const SEP = '\u0000'; // never part of a byte-level symbol
 
-function bestPair(words: Word[]): [string, string] | null {
-  const counts = new Map<string, number>();
-  for (const w of words) {
-    for (let i = 0; i + 1 < w.symbols.length; i++) {
-      const key = w.symbols[i] + SEP + w.symbols[i + 1];
-      counts.set(key, (counts.get(key) ?? 0) + w.count);
-    }
-  }
-  let best: string | null = null;
-  let bestCount = 0;
-  for (const [key, count] of counts) {
-    if (count > bestCount || (count === bestCount && best !== null && key < best)) {
-      best = key;
-      bestCount = count;
-    }
-  }
-  if (best === null) return null;
-  const [left, right] = best.split(SEP);
-  return [left, right];
-}
+/**
+ * Counts of adjacent symbol pairs over all words (weighted by word count) and, per pair, the words holding it. Kept
+ * up to date across merges by re-counting only the words a merge touches, so a merge costs the words it changes plus
+ * one scan of the pair table, not a pass over the whole corpus.
+ */
+class PairTable {
+  private readonly counts = new Map<string, number>();
+  private readonly wordsWith = new Map<string, Set<number>>();
 
-function applyMerge(words: Word[], left: string, right: string): void {
-  const merged = left + right;
-  for (const w of words) {
-    const s = w.symbols;
-    let out: string[] | null = null;
-    for (let i = 0; i < s.length; i++) {
-      if (i + 1 < s.length && s[i] === left && s[i + 1] === right) {
-        out ??= s.slice(0, i);
-        out.push(merged);
-        i++;
-      } else if (out !== null) {
-        out.push(s[i]);
+  constructor(private readonly words: Word[]) {
+    words.forEach((_, i) => this.add(i, 1));
+  }
+
+  /** Adds (sign 1) or removes (sign -1) word i's pairs. */
+  private add(i: number, sign: 1 | -1): void {
+    const { symbols, count } = this.words[i];
+    for (let k = 0; k + 1 < symbols.length; k++) {
+      const key = symbols[k] + SEP + symbols[k + 1];
+      const next = (this.counts.get(key) ?? 0) + sign * count;
+      if (next === 0) {
+        this.counts.delete(key);
+        this.wordsWith.delete(key);
+        continue;
+      }
+      this.counts.set(key, next);
+      if (sign === 1) {
+        let set = this.wordsWith.get(key);
+        if (!set) this.wordsWith.set(key, (set = new Set()));
+        set.add(i);
       }
     }
-    if (out !== null) w.symbols = out;
+  }
+
+  /** The most frequent pair; ties go to the lexicographically smallest key. */
+  best(): [string, string] | null {
+    let best: string | null = null;
+    let bestCount = 0;
+    for (const [key, count] of this.counts) {
+      if (count > bestCount || (count === bestCount && best !== null && key < best)) {
+        best = key;
+        bestCount = count;
+      }
+    }
+    if (best === null) return null;
+    const [left, right] = best.split(SEP);
+    return [left, right];
+  }
+
+  /** Replaces every (left, right) in the words holding it, left to right without overlap. */
+  merge(left: string, right: string): void {
+    const key = left + SEP + right;
+    const touched = [...(this.wordsWith.get(key) ?? [])].sort((a, b) => a - b);
+    const merged = left + right;
+    for (const i of touched) {
+      const s = this.words[i].symbols;
+      const out: string[] = [];
+      for (let k = 0; k < s.length; k++) {
+        if (k + 1 < s.length && s[k] === left && s[k + 1] === right) {
+          out.push(merged);
+          k++;
+        } else {
+          out.push(s[k]);
+        }
+      }
+      if (out.length === s.length) continue; // the set may hold words whose pair was already merged away
+      this.add(i, -1);
+      this.words[i].symbols = out;
+      this.add(i, 1);
+    }
   }
 }
 
 /** Learns up to `numMerges` merges from `corpus` (fewer if every pre-token becomes one symbol first). */
 export function trainByteLevelBpe(corpus: string, numMerges: number): BpeVocabulary {
-  const words = collectWords(corpus);
+  const pairs = new PairTable(collectWords(corpus));
   const tokens = [...BYTE_TO_CHAR];
   const known = new Set(tokens);
   const merges: Array<[string, string]> = [];
   while (merges.length < numMerges) {
-    const pair = bestPair(words);
+    const pair = pairs.best();
     if (pair === null) break;
     merges.push(pair);
-    applyMerge(words, pair[0], pair[1]);
+    pairs.merge(pair[0], pair[1]);
     const merged = pair[0] + pair[1];
     if (!known.has(merged)) {
       known.add(merged);

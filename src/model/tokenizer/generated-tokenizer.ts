@@ -1,6 +1,6 @@
 /**
  * tokenizer.json + tokenizer_config.json for generated test models: a byte-level BPE (merges learned from
- * TRAINING_CORPUS), ByteLevel pre-tokenizer and decoder, special tokens <|endoftext|> (BOS and EOS),
+ * TRAINING_CORPUS, or from the caller's corpus), ByteLevel pre-tokenizer and decoder, special tokens <|endoftext|> (BOS and EOS),
  * <|im_start|> and <|im_end|>, and a ChatML chat template.
  */
 import { trainByteLevelBpe } from './bpe-trainer.ts';
@@ -22,8 +22,8 @@ export interface GeneratedTokenizer {
   eosTokenId: number;
 }
 
-export function generateTokenizer(opts: { numMerges: number; modelMaxLengthTokens: number }): GeneratedTokenizer {
-  const bpe = trainByteLevelBpe(TRAINING_CORPUS, opts.numMerges);
+export function generateTokenizer(opts: { numMerges: number; modelMaxLengthTokens: number; corpus?: string }): GeneratedTokenizer {
+  const bpe = trainByteLevelBpe(opts.corpus ?? TRAINING_CORPUS, opts.numMerges);
   const vocab: Record<string, number> = {};
   SPECIAL_TOKENS.forEach((t, id) => (vocab[t] = id));
   bpe.tokens.forEach((t, i) => (vocab[t] = SPECIAL_TOKENS.length + i));
