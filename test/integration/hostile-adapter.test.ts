@@ -4,8 +4,8 @@
  * Through the whole server (startServer, real worker, int4 and fp32):
  *   - non-finite factors are refused by LoadAdapter with ADAPTER_INVALID (FAILED_PRECONDITION), naming tensor and index;
  *   - a finite but huge adapter (every B = 1e30) loads and runs, its requests sharing steps with other tenants';
- *   - after it ran and was unloaded, base and other-adapter requests give tokens and logprobs bit-identical to a fresh
- *     server's, and the ones that ran beside it did too.
+ *   - the requests that ran beside it, and after it was unloaded every request, give tokens and logprobs bit-identical
+ *     to a fresh server's.
  */
 import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -92,10 +92,8 @@ for (const quant of ['int4', 'fp32'] as const) {
         Promise.all(PROMPTS.map((p) => unary<Reply>(probed.gen, 'Generate', request(p, 'huge')))),
       ]);
       expect(hostile).toHaveLength(PROMPTS.length);
-      for (const [i, reply] of beside.entries()) {
-        expect(reply.token_ids).toEqual(reference[i].token_ids);
-        reply.logprobs.forEach((lp, t) => expect(Math.abs(lp.logprob - reference[i].logprobs[t].logprob)).toBeLessThanOrEqual(1e-4));
-      }
+      // bit for bit: the CPU serving path computes a row the same whatever shares its steps
+      expect(beside.map((r) => ({ token_ids: r.token_ids, logprobs: r.logprobs }))).toEqual(reference);
       await unary(probed.admin, 'UnloadAdapter', { adapter_id: 'huge' });
       expect(await answers(probed.gen)).toEqual(reference);
     });

@@ -1,9 +1,10 @@
 /**
- * Batch invariance and row isolation, every quantization and every StepRunner (and the serving path's worker): a request's logits when it runs alone equal
- * its logits in steps shared with 15 other requests of different lengths (prefill chunks and decode rows, with and
- * without adapters) within 1e-4, even when some of those requests use hostile adapters (every B value 50, or 1e30:
- * their own rows overflow to Inf/NaN). This is what makes "same seed, same tokens, whatever else is in the batch" hold
- * for every quantization, and what keeps one tenant's adapter from touching another tenant's output.
+ * Batch invariance and row isolation, every quantization and every StepRunner (and the serving path's worker): a
+ * request's logits when it runs alone equal its logits in steps shared with 15 other requests of different lengths
+ * (prefill chunks and decode rows, with and without adapters), even when some of those requests use hostile adapters
+ * (every B value 50, or 1e30: their own rows overflow to Inf/NaN). Bit for bit on the CPU serving path (host KV);
+ * within 1e-4 on the device-resident-KV rewrite. This is what makes "same seed, same tokens, whatever else is in the
+ * batch" hold for every quantization, and what keeps one tenant's adapter from touching another tenant's output.
  *
  * Each target request (one on the base model, one with an adapter) runs alone: a prefill step, then 3 decode steps
  * fed its own greedy tokens. Then the same requests run again under new sequence ids, sharing each step with:
@@ -23,7 +24,14 @@ import { gatherStep, splitStep } from '../../src/model/runner/step-batches.ts';
 import { WholeModelShardRunner } from '../../src/parallel/whole-model-shard-runner.ts';
 import { tinyModel } from '../helpers/tiny-model.ts';
 
-const TOLERANCE = 1e-4;
+/**
+ * The host-KV runners (the CPU serving path) give a request bit-identical logits alone and in any batch: every kernel's
+ * shapes for a row are the same whatever the batch (see kernels/multi-lora-packed.ts), and one-row steps are padded
+ * where a kernel takes another path for one row. The device-resident-KV rewrite (the WebGPU path, run here on the CPU
+ * provider) reads the past in blocks shaped by the longest row, so it holds to float rounding only.
+ */
+const BITWISE = 0;
+const ROUNDING = 1e-4;
 const BLOCK = 8;
 const DECODE_STEPS = 3;
 const SLOTS = { base: 0, adapterA: 1, adapterB: 2, hostile50: 3, hostileHuge: 4 };
@@ -215,6 +223,7 @@ for (const quant of ['fp32', 'int8', 'int4'] as const) {
 
     for (const [name, create] of Object.entries(RUNNERS)) {
       const made = create(convertedDir, quant);
+      const tolerance = name.startsWith('DeviceKvRunner') ? ROUNDING : BITWISE;
       describe.runIf(made !== null)(name, () => {
         let runner: StepRunnerUnderTest;
         beforeAll(async () => {
@@ -223,14 +232,14 @@ for (const quant of ['fp32', 'int8', 'int4'] as const) {
         });
         afterAll(() => runner?.release());
 
-        test(`a request's logits alone == among 15 others (hostile adapters included), within ${TOLERANCE}`, async () => {
+        test(`a request's logits alone == among 15 others (hostile adapters included), ${tolerance === 0 ? 'bit for bit' : `within ${tolerance}`}`, async () => {
           const blocks = new Blocks();
           const single = await alone(runner, blocks, 100);
           const shared = await batched(runner, blocks, 200, single.tokens);
           for (const [t, steps] of single.logits.entries()) {
             for (const [i, logits] of steps.entries()) {
               expect(logits.every(Number.isFinite)).toBe(true);
-              expect(maxAbsDiff(shared.targets[t][i], logits), `target ${t}, step ${i}`).toBeLessThanOrEqual(TOLERANCE);
+              expect(maxAbsDiff(shared.targets[t][i], logits), `target ${t}, step ${i}`).toBeLessThanOrEqual(tolerance);
             }
           }
           // The stress is real: the row with the 1e30 adapter blew up in the same steps.
@@ -260,7 +269,7 @@ for (const quant of ['fp32', 'int8', 'int4'] as const) {
             const a = aloneOut.get(400 + j)!;
             const s = sharedOut.get(500 + j)!;
             expect(s.tokens).toEqual(a.tokens);
-            for (let i = 0; i < DECODE_STEPS; i++) expect(Math.abs(s.logprobs[i] - a.logprobs[i])).toBeLessThanOrEqual(TOLERANCE);
+            for (let i = 0; i < DECODE_STEPS; i++) expect(Math.abs(s.logprobs[i] - a.logprobs[i])).toBeLessThanOrEqual(tolerance);
           }
         });
       });

@@ -143,7 +143,7 @@ describe('packed multi-LoRA graph (quantized models)', () => {
     const weights = new ConvertedWeights(modelDir, manifest);
     const tpGraph = new TpSegmentBuilder(manifest.config, weights, tpSlices(manifest.config, 1, 2), 1, 'packed').mlp(1, true);
     weights.close();
-    expect(tpGraph.inputs.map((i) => i.name)).toContain(GRAPH_IO.loraSelect);
+    expect(tpGraph.inputs.map((i) => i.name)).toContain(GRAPH_IO.loraRowIndex);
     expect(tpGraph.inputs.map((i) => i.name)).not.toContain(GRAPH_IO.loraSlot);
 
     const g0 = logitsRows(await packed.execute(prefillPlan(30)));

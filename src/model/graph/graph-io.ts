@@ -8,8 +8,10 @@ export const GRAPH_IO = {
   logitsIndex: 'logits_index',
   loraSlot: 'lora_slot',
   loraScale: 'lora_scale',
-  /** Packed LoRA graph: [batch, 1, loraColumns] bool, true on the packed columns of each row's adapter. */
-  loraSelect: 'lora_select',
+  /** Packed LoRA graph: [adapters, M, 2] int64, (row, position) of each adapter's tokens (kernels/multi-lora-packed.ts). */
+  loraTokenIndex: 'lora_token_index',
+  /** Packed LoRA graph: [batch, seq, 2] int64, (adapter, entry) of each token's delta, (0, M) for none. */
+  loraRowIndex: 'lora_row_index',
   logits: 'logits',
   logitsLogSumExp: 'logits_lse',
   /** Residual stream [B, S, hidden] entering a pipeline stage that does not start at layer 0. */

@@ -8,7 +8,7 @@ import { attentionBlock, attentionContext, lmHead, loraRowInputs, mlpBlock, vect
  * Version of the graphs this builder writes; part of the conversion cache key, so converted models cached by an older
  * builder are rebuilt instead of being served with stale graphs.
  */
-export const GRAPH_VERSION = 6;
+export const GRAPH_VERSION = 7;
 
 /** Weights for the graph, in the storage form chosen by the converter (memoised: each is computed once). */
 export interface GraphWeights extends LayerWeights {

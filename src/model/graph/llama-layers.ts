@@ -3,7 +3,7 @@ import { groupedQueryAttention, type AttentionShapes } from '../../../kernels/at
 import { linear, type LinearWeight } from '../../../kernels/linear.ts';
 import { logSumExpRows } from '../../../kernels/log-sum-exp.ts';
 import { multiLoraDelta } from '../../../kernels/multi-lora.ts';
-import { packedMultiLoraDelta } from '../../../kernels/multi-lora-packed.ts';
+import { gatherLoraTokens, loraZeroRow, packedMultiLoraDelta } from '../../../kernels/multi-lora-packed.ts';
 import { rmsNorm } from '../../../kernels/rms-norm.ts';
 import { addRotaryTables, rotary } from '../../../kernels/rotary.ts';
 import { loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
@@ -64,13 +64,24 @@ export type LoraKernel = 'gather' | 'packed';
 
 /**
  * The per-row adapter inputs of a LoRA graph: 'gather' takes rank-padded fp32 slot stacks and per-row slot indices
- * (kernels/multi-lora.ts); 'packed' takes the batch's adapters' factors packed side by side at true rank and a per-row
- * column selection (kernels/multi-lora-packed.ts; for quantized models, cheaper on decode batches).
+ * (kernels/multi-lora.ts); 'packed' takes the batch's adapters' factors packed by adapter and the batch's tokens grouped
+ * by adapter (kernels/multi-lora-packed.ts; for quantized models: each token meets only its own adapter, bit-identical
+ * in any batch). The packed form memoises what its modules share: the grouped tokens per input, a zero row per width.
  */
-export type LoraRows = { kernel: 'gather'; slot: string; scale: string } | { kernel: 'packed'; select: string };
+export type LoraRows =
+  | { kernel: 'gather'; slot: string; scale: string }
+  | { kernel: 'packed'; tokenIndex: string; rowIndex: string; gathered: Map<string, string>; zeroRows: Map<number, string> };
 
 export function loraRowInputs(g: OnnxGraph, kernel: LoraKernel): LoraRows {
-  if (kernel === 'packed') return { kernel, select: g.input(GRAPH_IO.loraSelect, 'bool', ['batch', 1, 'lora_columns']) };
+  if (kernel === 'packed') {
+    return {
+      kernel,
+      tokenIndex: g.input(GRAPH_IO.loraTokenIndex, 'int64', ['lora_adapters', 'lora_tokens', 2]),
+      rowIndex: g.input(GRAPH_IO.loraRowIndex, 'int64', ['batch', 'seq', 2]),
+      gathered: new Map(),
+      zeroRows: new Map(),
+    };
+  }
   return { kernel, slot: g.input(GRAPH_IO.loraSlot, 'int64', ['batch']), scale: g.input(GRAPH_IO.loraScale, 'float32', ['batch', 1, 1]) };
 }
 
@@ -82,10 +93,14 @@ export function withLora(g: OnnxGraph, config: ModelConfig, lora: LoraRows | nul
   let delta: string;
   if (lora.kernel === 'packed') {
     const factors = {
-      a: g.input(GRAPH_IO.loraA(layer, target), 'float32', [inF, 'lora_columns']),
-      b: g.input(GRAPH_IO.loraB(layer, target), 'float32', ['lora_columns', outF]),
+      a: g.input(GRAPH_IO.loraA(layer, target), 'float32', ['lora_adapters', inF, 'rank']),
+      b: g.input(GRAPH_IO.loraB(layer, target), 'float32', ['lora_adapters', 'rank', outF]),
     };
-    delta = packedMultiLoraDelta(g, x, factors, lora.select, `${hint}_lora`);
+    let gathered = lora.gathered.get(x);
+    if (!gathered) lora.gathered.set(x, (gathered = gatherLoraTokens(g, x, lora.tokenIndex, hint)));
+    let zeroRow = lora.zeroRows.get(outF);
+    if (!zeroRow) lora.zeroRows.set(outF, (zeroRow = loraZeroRow(g, lora.tokenIndex, outF, `lora_out${outF}`)));
+    delta = packedMultiLoraDelta(g, gathered, factors, lora.rowIndex, zeroRow, `${hint}_lora`);
   } else {
     const a = g.input(GRAPH_IO.loraA(layer, target), 'float32', ['slots', inF, 'rank']);
     const b = g.input(GRAPH_IO.loraB(layer, target), 'float32', ['slots', 'rank', outF]);

@@ -7,7 +7,7 @@ import type { AdapterSlotStacks } from './adapter-slot-stacks.ts';
 import { addGatherLoraFeeds, addPackedLoraFeeds } from './lora-feeds.ts';
 import type { PackedLoraStacks } from './packed-lora-stacks.ts';
 import type { PagedKvCache } from './paged-kv-cache.ts';
-import type { StepInputs } from './step-inputs.ts';
+import { PADDING_SEQ_ID, type StepInputs } from './step-inputs.ts';
 
 /** Where one run's time went: building the feeds (step inputs, past KV gather), inside session.run, reading outputs back (KV scatter). */
 export interface RunPhasesMs {
@@ -79,7 +79,11 @@ export async function runHostKvBatch(
     feeds[GRAPH_IO.pastValue(layer)] = new ort.Tensor('float32', past.values, [batch, numKvHeads, pastLength, headDim]);
   }
   const scope = { layers: { start: state.layerStart, end: state.layerStart + state.config.numLayers }, inputNames: names };
-  if (names.has(GRAPH_IO.loraSelect)) addPackedLoraFeeds(feeds, state.packed!, rows.map((r) => r.adapterSlot), scope);
+  if (names.has(GRAPH_IO.loraRowIndex)) {
+    // Padding rows (PADDING_SEQ_ID) and padding positions read the zero row: only a row's real tokens get its delta.
+    const tokens = rows.map((r) => ({ slot: r.adapterSlot, tokens: r.seqId === PADDING_SEQ_ID ? 0 : r.tokenIds.length }));
+    addPackedLoraFeeds(feeds, state.packed!, tokens, stepLength, scope);
+  }
   else if (names.has(GRAPH_IO.loraSlot)) addGatherLoraFeeds(feeds, state.slots, state.config, rows.map((r) => r.adapterSlot), scope);
 
   const feedsReady = performance.now();

@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { GRAPH_IO } from '../graph/graph-io.ts';
 import { LORA_TARGETS, loraTargetShape, type LoraTarget, type ModelConfig } from '../model-config.ts';
 import type { AdapterSlotStacks } from './adapter-slot-stacks.ts';
-import type { PackedLoraStacks } from './packed-lora-stacks.ts';
+import { packedLoraIndices, type PackedLoraStacks } from './packed-lora-stacks.ts';
 
 /**
  * Which LoRA stacks a graph takes: `config` gives their shapes (a tensor-parallel shard passes its local config), the
@@ -41,15 +41,24 @@ export function addGatherLoraFeeds(feeds: Record<string, ort.Tensor>, slots: Ada
 }
 
 /**
- * Feeds of the packed LoRA graph (kernels/multi-lora-packed.ts) for rows using `rowSlots`: each row's column selection
- * [rows, 1, columns] and, per layer and target, the packed factors of the adapters the rows use.
+ * Feeds of the packed LoRA graph (kernels/multi-lora-packed.ts) for `rows` (each with its slot and its number of
+ * tokens, right-padded to `stepLength`): the token and row indices and, per layer and target, the packed factors of the
+ * adapters the rows use.
  */
-export function addPackedLoraFeeds(feeds: Record<string, ort.Tensor>, packed: PackedLoraStacks, rowSlots: readonly number[], scope: LoraFeedScope = {}): void {
-  const factors = packed.forRows(rowSlots);
-  const columns = factors.numColumns;
-  feeds[GRAPH_IO.loraSelect] = new ort.Tensor('bool', factors.select(rowSlots), [rowSlots.length, 1, columns]);
+export function addPackedLoraFeeds(
+  feeds: Record<string, ort.Tensor>,
+  packed: PackedLoraStacks,
+  rows: ReadonlyArray<{ slot: number; tokens: number }>,
+  stepLength: number,
+  scope: LoraFeedScope = {},
+): void {
+  const factors = packed.forRows(rows.map((r) => r.slot));
+  const adapters = factors.slots.length;
+  const { tokenIndex, rowIndex, entries } = packedLoraIndices(rows, stepLength, factors.slots);
+  feeds[GRAPH_IO.loraTokenIndex] = new ort.Tensor('int64', tokenIndex, [adapters, entries, 2]);
+  feeds[GRAPH_IO.loraRowIndex] = new ort.Tensor('int64', rowIndex, [rows.length, stepLength, 2]);
   forEachStack(packed.config, scope, (layer, local, target, inF, outF) => {
-    feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', factors.a(local, target), [inF, columns]);
-    feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', factors.b(local, target), [columns, outF]);
+    feeds[GRAPH_IO.loraA(layer, target)] = new ort.Tensor('float32', factors.a(local, target), [adapters, inF, factors.rank]);
+    feeds[GRAPH_IO.loraB(layer, target)] = new ort.Tensor('float32', factors.b(local, target), [adapters, factors.rank, outF]);
   });
 }
