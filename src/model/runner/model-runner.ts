@@ -11,7 +11,7 @@ import { PackedLoraStacks } from './packed-lora-stacks.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { executeStep, type BatchOutput } from './step-batches.ts';
 import { needsSingleRowPadding } from './single-row-padding.ts';
-import { padSingleRow, stepInputs } from './step-inputs.ts';
+import { padSingleLogitsRow, padSingleRow, stepInputs } from './step-inputs.ts';
 import { DEFAULT_KV_CACHE_BYTES, type RunnerMemory, type RunnerOptions, type StepRunner } from './step-runner.ts';
 
 export type { Device, RunnerMemory, RunnerOptions } from './step-runner.ts';
@@ -53,7 +53,7 @@ export class ModelRunner implements StepRunner {
   static async create(options: RunnerOptions): Promise<ModelRunner> {
     const manifest = readManifest(options.modelDir);
     const config = manifest.config;
-    const sessionOptions = { ...runnerSessionOptions(options.device ?? 'cpu', options.intraOpThreads), ...options.hooks?.sessionOptions };
+    const sessionOptions = { ...runnerSessionOptions(options.device ?? 'cpu', options), ...options.hooks?.sessionOptions };
     const open = (file: string) => {
       const path = join(options.modelDir, file);
       return openSession(path, path, sessionOptions);
@@ -108,16 +108,20 @@ export class ModelRunner implements StepRunner {
 
   /**
    * One batch, one session.run: the base graph, or the LoRA graph when a row has an adapter. Single steps only. A batch
-   * of one decode row may get a padding row (padSingleRows), which gets no logits and writes no KV.
+   * of one decode row may get a padding row (padSingleRows), which gets no logits and writes no KV, and a step with one
+   * logits row computes it twice (padSingleLogitsRow).
    */
   async runBatch(rows: SequenceWork[], decodeSteps: number): Promise<BatchOutput> {
     if (decodeSteps !== 1) throw new TesseraError('INTERNAL', `the host-KV runner runs one decode step per batch. Given: ${decodeSteps}`);
     const batch = this.padSingleRows ? padSingleRow(rows) : rows;
     const session = batch.some((r) => r.adapterSlot !== 0) ? await this.loraSessionOpened() : this.baseSession;
-    const out = await runHostKvBatch(this.state, session, batch, stepInputs(batch), { kvLayers: this.kvLayers });
+    const unpadded = stepInputs(batch);
+    const { inputs, rows: logitsRows } = this.padSingleRows ? padSingleLogitsRow(unpadded) : { inputs: unpadded, rows: unpadded.logitsIndex.length };
+    const out = await runHostKvBatch(this.state, session, batch, inputs, { kvLayers: this.kvLayers });
+    const logits = (out[GRAPH_IO.logits].data as Float32Array).subarray(0, logitsRows * this.layout.vocabSize);
     // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
     const lse = out[GRAPH_IO.logitsLogSumExp];
-    return { logits: out[GRAPH_IO.logits].data as Float32Array, logSumExp: lse ? (lse.data as Float32Array) : null, sampled: null };
+    return { logits, logSumExp: lse ? (lse.data as Float32Array).subarray(0, logitsRows) : null, sampled: null };
   }
 
   private loraSessionOpened(): Promise<ort.InferenceSession> {
