@@ -32,6 +32,8 @@ import { startTesseraServer, type TesseraServer } from '../lib/tessera-server.ts
 interface Settings {
   preset: ModelPreset;
   tessera: QuantVariant[];
+  /** Formats also served with the ORT intra-op threads spinning (`--thread-spinning`), beside the default. */
+  spinning: QuantVariant[];
   llama: GgmlTypeName[];
   streams: number[];
   requests: (streams: number) => number;
@@ -43,14 +45,16 @@ interface Settings {
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', tessera: [INT4, INT8], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4], requests: (n) => Math.max(2, n), rounds: 1, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 2, promptTokens: 48, fromTokens: 32 } },
-  full: { preset: 'small', tessera: [INT4, INT8], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
+  quick: { preset: 'tiny', tessera: [INT4, INT8], spinning: [], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4], requests: (n) => Math.max(2, n), rounds: 1, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 2, promptTokens: 48, fromTokens: 32 } },
+  full: { preset: 'small', tessera: [INT4, INT8], spinning: [INT4], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
 };
 
 interface System {
   id: string;
   side: 'Tessera' | 'llama.cpp';
   weights: string;
+  /** A serving setting that differs from the default, e.g. 'threads spin'. */
+  setting?: string;
   weightsBytes: number;
   /** Generator for `numStreams` streams, and how to release what it opened. */
   open(numStreams: number, outputTokens: number): Promise<{ generate: Generate; close(): Promise<void> }>;
@@ -66,15 +70,16 @@ function rotate<T>(xs: readonly T[], by: number): T[] {
   return xs.map((_, i) => xs[(i + by) % xs.length]);
 }
 
-async function tesseraSystem(ctx: BenchContext, s: Settings, variant: QuantVariant, cleanups: Array<() => Promise<void>>): Promise<System> {
+async function tesseraSystem(ctx: BenchContext, s: Settings, variant: QuantVariant, cleanups: Array<() => Promise<void>>, spinning = false): Promise<System> {
   const model = await ctx.models.converted(s.preset, variant);
-  ctx.log(`starting tessera serve on ${variant.id} (--threads ${s.threads})`);
-  const server: TesseraServer = await startTesseraServer(model.dir, { threads: s.threads });
+  ctx.log(`starting tessera serve on ${variant.id} (--threads ${s.threads}${spinning ? ' --thread-spinning' : ''})`);
+  const server: TesseraServer = await startTesseraServer(model.dir, { threads: s.threads, args: spinning ? ['--thread-spinning'] : [] });
   cleanups.push(() => server.close());
   return {
-    id: `tessera-${variant.id}`,
+    id: `tessera-${variant.id}${spinning ? '-spinning' : ''}`,
     side: 'Tessera',
     weights: variant.id,
+    ...(spinning ? { setting: 'threads spin' } : {}),
     weightsBytes: fs.statSync(path.join(model.dir, model.manifest.weightsFile)).size,
     open: async (_n, outputTokens) => ({ generate: server.generate(outputTokens), close: async () => {} }),
   };
@@ -187,6 +192,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     cleanups.push(() => llama.dispose());
     const systems: System[] = [];
     for (const variant of s.tessera) systems.push(await tesseraSystem(ctx, s, variant, serverCleanups));
+    for (const variant of s.spinning) systems.push(await tesseraSystem(ctx, s, variant, serverCleanups, true));
     for (const type of s.llama) {
       const model = await llama.loadModel({ modelPath: ggufFiles.get(type)!, gpuLayers: 0 });
       cleanups.push(() => model.dispose());
@@ -195,7 +201,8 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
 
     const runs = await measure(ctx, s, systems, promptVocab);
     for (const c of serverCleanups.splice(0)) await c(); // free the servers' memory for the quality runs
-    const quality = await measureQuality(ctx, s, systems, llama, ggufFiles, vocab, promptVocab);
+    // A serving setting changes no weights: one quality row per format.
+    const quality = await measureQuality(ctx, s, systems.filter((sys) => sys.setting === undefined), llama, ggufFiles, vocab, promptVocab);
     return output(s, runs, quality, { llamaBuild: llama.buildType, ggufWriteMs });
   } finally {
     for (const c of [...serverCleanups, ...cleanups.reverse()]) await c().catch(() => {});
@@ -204,10 +211,10 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
 }
 
 function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<string, unknown>): CaseOutput {
-  const label = (sys: System) => `${sys.side} ${sys.weights}`;
+  const label = (sys: System) => `${sys.side} ${sys.weights}${sys.setting ? ` (${sys.setting})` : ''}`;
   const bestOf = (side: System['side'], n: number) =>
     runs
-      .filter((r) => r.system.side === side)
+      .filter((r) => r.system.side === side && r.system.setting === undefined) // the ratios are of the serving default
       .map((r) => ({ system: r.system, best: bestRound(r.byStreams.get(n)!), all: r.byStreams.get(n)! }))
       .reduce((a, b) => (b.best.tokensPerS > a.best.tokensPerS ? b : a));
 
@@ -260,7 +267,7 @@ function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<
     ...extra,
     nodeLlamaCpp: NODE_LLAMA_CPP_VERSION,
     llamaCppRelease: llamaCppRelease(),
-    settings: { ...s, requests: s.streams.map((n) => ({ streams: n, requests: s.requests(n) })), tessera: s.tessera.map((v) => v.id) },
+    settings: { ...s, requests: s.streams.map((n) => ({ streams: n, requests: s.requests(n) })), tessera: s.tessera.map((v) => v.id), spinning: s.spinning.map((v) => v.id) },
     throughput: Object.fromEntries(runs.map((r) => [r.system.id, Object.fromEntries([...r.byStreams].map(([n, rs]) => [n, rs.map((x) => ({ tokensPerS: x.tokensPerS, wallMs: x.wallMs, ...requestLatencies(x.requests) }))]))])),
     quality: quality.map((q) => ({ system: q.system.id, weightsBytes: q.system.weightsBytes, meanKl: q.meanKl, klStandardError: q.klStandardError, top1Agreement: q.top1Agreement })),
   };
@@ -274,6 +281,7 @@ function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<
         rows: throughputRows,
         notes: [
           `Tessera: \`tessera serve --threads ${s.threads}\` (one process per format) measured over gRPC (GenerateStream) by the load generator's client; llama.cpp: node-llama-cpp ${NODE_LLAMA_CPP_VERSION} (prebuilt CPU binary, llama.cpp ${llamaCppRelease()}), one context with a sequence per stream, threads ${s.threads}, default KV cache (F16) and flash attention setting, in the bench process.`,
+          `Tessera's default leaves ORT's intra-op threads sleeping between kernels; "(threads spin)" is the same server with \`--thread-spinning\`, measured in the same rounds.`,
           'Same checkpoint (GGUF written from it by bench/lib/gguf), same prompt token ids, greedy, end-of-sequence ignored, exactly the output tokens above per request; every system loaded for the whole run, systems taking turns in a rotating order at each N.',
         ],
       },

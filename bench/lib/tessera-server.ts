@@ -14,8 +14,9 @@ export interface TesseraServer {
   close(): Promise<void>;
 }
 
-export async function startTesseraServer(modelDir: string, opts: { threads: number }): Promise<TesseraServer> {
-  const server: ServeProcess = await spawnServe(['--model', modelDir, '--host', '127.0.0.1', '--port', '0', '--threads', String(opts.threads), '--log-level', 'warn'], { timeoutMs: 300_000 });
+/** `args`: more `tessera serve` flags. */
+export async function startTesseraServer(modelDir: string, opts: { threads: number; args?: string[] }): Promise<TesseraServer> {
+  const server: ServeProcess = await spawnServe(['--model', modelDir, '--host', '127.0.0.1', '--port', '0', '--threads', String(opts.threads), '--log-level', 'warn', ...(opts.args ?? [])], { timeoutMs: 300_000 });
   const killOnExit = () => server.kill(); // an interrupted bench (SIGINT -> process.exit) leaves no server behind
   process.once('exit', killOnExit);
   const client: GenerationClient = createGenerationClient({ target: `${server.host}:${server.port}` });

@@ -106,6 +106,7 @@ export async function startServer(config: ServeConfig, options: StartServerOptio
       },
       device: config.device as Device,
       intraOpThreads: config.intraOpThreads ?? undefined,
+      intraOpSpinning: config.intraOpSpinning,
       kvCacheBytes: config.kvCacheBytes,
       blockSizeTokens: config.kvBlockTokens,
       numAdapterSlots: config.adapterSlots + 1,

@@ -140,6 +140,7 @@ export class ShardController implements Executor {
         maxAdapterRank: options.maxAdapterRank ?? 16,
         device: options.device,
         intraOpThreads: options.intraOpThreads,
+        intraOpSpinning: options.intraOpSpinning,
         runnerKind,
         ...(runnerKind === 'loop-decode' ? { maxDecodeStepsPerRun: options.maxDecodeStepsPerRun ?? 64 } : {}),
       },

@@ -65,7 +65,7 @@ export class ShardRunner {
     if (p.tpSize === 1 && p.numStages === 1) throw new TesseraError('INTERNAL', 'a worker holding the whole model hosts a StepRunner (WholeModelShardRunner), not a ShardRunner');
     if (spec.runnerKind !== 'host-kv') throw new TesseraError('CONFIG_INVALID', `a model split over several workers runs host-kv shards, not ${spec.runnerKind}`);
     const manifest = readManifest(spec.modelDir);
-    const sessionOptions = { ...runnerSessionOptions(spec.device ?? 'cpu', spec.intraOpThreads), ...hooks.sessionOptions };
+    const sessionOptions = { ...runnerSessionOptions(spec.device ?? 'cpu', spec), ...hooks.sessionOptions };
     const runner = new ShardRunner(spec, manifest, new ConvertedWeights(spec.modelDir, manifest), sessionOptions, hooks.onRunPhases);
     await runner.warm();
     return runner;

@@ -29,6 +29,7 @@ export class WholeModelShardRunner {
       modelDir: spec.modelDir,
       device: spec.device,
       intraOpThreads: spec.intraOpThreads,
+      intraOpSpinning: spec.intraOpSpinning,
       kvCacheBytes: spec.numKvBlocks * perBlock,
       blockSizeTokens: spec.blockSizeTokens,
       numAdapterSlots: spec.numAdapterSlots,

@@ -19,6 +19,7 @@ export interface ShardSpec {
   maxAdapterRank: number;
   device?: Device;
   intraOpThreads?: number;
+  intraOpSpinning?: boolean;
   /**
    * The runner a whole-model worker (tp = pp = 1) hosts (model/runner/runner-kind.ts); a split model's workers are
    * host-kv. Thread workers only: the remote frames do not carry it (remote workers are host-kv).

@@ -7,7 +7,7 @@ import { DEVICE_KV_IO, deviceKvModel, KV_PARTS, slotWriteModel, zerosModel, type
 import { GRAPH_IO } from '../graph/graph-io.ts';
 import { LORA_TARGETS, loraTargetShape } from '../model-config.ts';
 import { AdapterSlotStacks, type LoraWeights } from './adapter-slot-stacks.ts';
-import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
+import { openSession, runnerSessionOptions, withExternalWeightsIn } from './open-session.ts';
 import { PagedKvCache } from './paged-kv-cache.ts';
 import { executeStep, rowResult, type BatchOutput } from './step-batches.ts';
 import { graphSampling, stepInputs } from './step-inputs.ts';
@@ -75,7 +75,8 @@ export class DeviceKvRunner implements StepRunner {
     if (!Number.isInteger(numAdapterSlots) || numAdapterSlots < 1) throw new TesseraError('CONFIG_INVALID', `\`numAdapterSlots\` must be an integer >= 1. Given: ${numAdapterSlots}`);
 
     const stateLocation: ort.Tensor.DataLocation = device === 'webgpu' ? 'gpu-buffer' : 'cpu';
-    const base = runnerSessionOptions(device, options.intraOpThreads);
+    // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
+    const base = withExternalWeightsIn(runnerSessionOptions(device, options), options.modelDir);
     // State outputs stay where the state lives; everything else (logits, their log-sum-exp) comes back to the host.
     const outputLocations = (outputs: string[]) =>
       Object.fromEntries(outputs.map((name) => [name, name.startsWith('present_') ? stateLocation : ('cpu' as const)])) as Record<string, ort.Tensor.DataLocation>;
@@ -85,11 +86,9 @@ export class DeviceKvRunner implements StepRunner {
 
     const open = (what: string, bytes: Uint8Array, extra: ort.InferenceSession.SessionOptions) =>
       openSession(bytes, `${options.modelDir}: the ${what} graph`, { ...base, ...extra });
-    // The rewritten graphs are loaded from memory; their external weights resolve against the model directory.
-    const weightsDir = externalWeightsIn(options.modelDir);
     const model = (file: string, what: string) => {
       const rewritten = deviceKvModel(options.modelDir, file, config, blockSizeTokens, { sampling: true });
-      return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs), ...weightsDir });
+      return open(what, rewritten.bytes, { graphOptimizationLevel: 'all', preferredOutputLocation: outputLocations(rewritten.outputs) });
     };
     const sessions = {
       base: await model(manifest.graphs.base, 'base'),

@@ -6,7 +6,7 @@ import { DECODE_LOOP_IO, decodeLoopModel } from '../graph/decode-loop-graph.ts';
 import type { AdapterSlotStacks, LoraWeights } from './adapter-slot-stacks.ts';
 import { addGatherLoraFeeds } from './lora-feeds.ts';
 import { ModelRunner } from './model-runner.ts';
-import { externalWeightsIn, openSession, runnerSessionOptions } from './open-session.ts';
+import { openSession, runnerSessionOptions, withExternalWeightsIn } from './open-session.ts';
 import type { KvRow } from './paged-kv-cache.ts';
 import { executeStep, type BatchOutput } from './step-batches.ts';
 import { alignedPastLength, graphSampling, PAST_ALIGN_TOKENS } from './step-inputs.ts';
@@ -43,7 +43,7 @@ export class LoopDecodeRunner implements StepRunner {
     const step = await ModelRunner.create(options);
     const { modelDir } = options;
     const graphs = step.manifest.graphs;
-    const sessionOptions = { ...runnerSessionOptions(options.device ?? 'cpu', options.intraOpThreads), ...externalWeightsIn(modelDir) };
+    const sessionOptions = withExternalWeightsIn(runnerSessionOptions(options.device ?? 'cpu', options), modelDir);
     const open = (file: string, what: string) => openSession(decodeLoopModel(modelDir, file, step.manifest.config), `${modelDir}: the ${what} decode-loop graph`, sessionOptions);
     try {
       return new LoopDecodeRunner(step, { base: await open(graphs.base, 'base'), lora: await open(graphs.lora, 'LoRA') }, maxSteps);

@@ -2,19 +2,35 @@ import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
 import type { Device } from './model-runner.ts';
 
-/** The session options every runner starts from: one provider, sequential execution, all graph optimisations. */
-export function runnerSessionOptions(device: Device, intraOpThreads: number | undefined): ort.InferenceSession.SessionOptions {
+/** How a runner's sessions use the CPU: RunnerOptions' threading fields. */
+export interface RunnerThreading {
+  intraOpThreads?: number;
+  intraOpSpinning?: boolean;
+}
+
+/**
+ * The session options every runner starts from: one provider, sequential execution, all graph optimisations, and the
+ * intra-op thread pool. Its threads do not spin between kernels unless asked: on a machine with few cores, a spinning
+ * pool thread takes the core the engine's JS threads (the event loop, the model worker) need between runs
+ * (docs/engine.md, "Thread pool").
+ */
+export function runnerSessionOptions(device: Device, threading: RunnerThreading = {}): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: [device],
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
-    ...(intraOpThreads !== undefined ? { intraOpNumThreads: intraOpThreads } : {}),
+    ...(threading.intraOpThreads !== undefined ? { intraOpNumThreads: threading.intraOpThreads } : {}),
+    extra: { session: { intra_op: { allow_spinning: threading.intraOpSpinning ? '1' : '0' } } },
   };
 }
 
-/** For a graph loaded from memory (a rewrite of a converted one): its external weights resolve against the model directory. */
-export function externalWeightsIn(modelDir: string): ort.InferenceSession.SessionOptions {
-  return { extra: { session: { model_external_initializers_file_folder_path: modelDir } } };
+/**
+ * `options` for a graph loaded from memory (a rewrite of a converted one): its external weights resolve against the
+ * model directory.
+ */
+export function withExternalWeightsIn(options: ort.InferenceSession.SessionOptions, modelDir: string): ort.InferenceSession.SessionOptions {
+  const extra = (options.extra ?? {}) as { session?: Record<string, unknown> };
+  return { ...options, extra: { ...extra, session: { ...extra.session, model_external_initializers_file_folder_path: modelDir } } };
 }
 
 /**

@@ -51,6 +51,8 @@ export interface RunnerOptions {
   device?: Device;
   /** ORT intra-op threads; default: all cores. */
   intraOpThreads?: number;
+  /** Whether those threads spin between kernels (open-session.ts); default false. */
+  intraOpSpinning?: boolean;
   /** Memory for the KV cache, in bytes. */
   kvCacheBytes?: number;
   blockSizeTokens?: number;
