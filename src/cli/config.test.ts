@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { configMarkdown, loadServeConfig, SERVE_SETTINGS, WORKER_SETTINGS } from './config.ts';
+import { parseServeArgs } from './commands/serve.ts';
 import { parseWorkerArgs } from './commands/worker.ts';
 
 describe('settings schemas', () => {
@@ -24,6 +25,13 @@ describe('settings schemas', () => {
     expect(parseWorkerArgs(['--insecure', 'false'])).toMatchObject({ insecure: false });
     expect(() => parseWorkerArgs(['--lease-ms', '-1'])).toThrow('--lease-ms must be an integer >= 0 and <= 3600000. Given: -1');
     expect(() => parseWorkerArgs(['--model', 'x'])).toThrow('unknown flag --model');
+  });
+
+  it('tessera serve: a boolean flag stands alone (--thread-spinning; off by default)', () => {
+    expect(parseServeArgs([]).intraOpSpinning).toBe(false);
+    expect(parseServeArgs(['--thread-spinning', '--port', '0'])).toMatchObject({ intraOpSpinning: true, port: 0 });
+    expect(parseServeArgs(['--thread-spinning=false']).intraOpSpinning).toBe(false);
+    expect(parseServeArgs([], { TESSERA_THREAD_SPINNING: 'true' }).intraOpSpinning).toBe(true);
   });
 
   it('tessera serve: --cuda-lib-path is a list', () => {

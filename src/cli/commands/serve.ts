@@ -1,5 +1,5 @@
 import { TesseraError } from '../../errors.ts';
-import { loadServeConfig, serveHelp } from '../config.ts';
+import { booleanFlags, loadServeConfig, SERVE_SETTINGS, serveHelp, type ServeConfig } from '../config.ts';
 import { selectCudaBinding } from '../cuda-provider.ts';
 import type { CommandIo } from '../main.ts';
 
@@ -26,6 +26,11 @@ export function splitFlags(argv: string[], booleans: ReadonlySet<string> = new S
   return flags;
 }
 
+/** `tessera serve`'s settings from its flags and environment (the config file is named by either). */
+export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = {}): ServeConfig {
+  return loadServeConfig(splitFlags(argv, booleanFlags(SERVE_SETTINGS)), env);
+}
+
 /**
  * `tessera serve`: starts the server, prints `listening on HOST:PORT`, drains on SIGTERM/SIGINT and exits 0; a second
  * signal during the drain cancels what is still running, stops at once and exits 1.
@@ -35,7 +40,7 @@ export async function runServe(argv: string[], io: CommandIo): Promise<number> {
     io.out(`${serveHelp()}\n`);
     return 0;
   }
-  const config = loadServeConfig(splitFlags(argv), process.env);
+  const config = parseServeArgs(argv, process.env);
   // --device cuda: the CUDA build of ONNX Runtime and its libraries are checked, and this process switched to it,
   // before anything loads ONNX Runtime (the server and its worker threads are imported after this).
   const cuda = config.device === 'cuda' ? selectCudaBinding({ libPath: config.cudaLibPath, env: process.env }) : null;
