@@ -32,8 +32,8 @@ import { startTesseraServer, type TesseraServer } from '../lib/tessera-server.ts
 interface Settings {
   preset: ModelPreset;
   tessera: QuantVariant[];
-  /** Formats also served with the ORT intra-op threads spinning (`--thread-spinning`), beside the default. */
-  spinning: QuantVariant[];
+  /** Formats also served with the ORT intra-op threads sleeping between kernels (`--thread-spinning false`), beside the default. */
+  sleeping: QuantVariant[];
   llama: GgmlTypeName[];
   streams: number[];
   requests: (streams: number) => number;
@@ -45,8 +45,8 @@ interface Settings {
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', tessera: [INT4, INT8], spinning: [], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4], requests: (n) => Math.max(2, n), rounds: 1, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 2, promptTokens: 48, fromTokens: 32 } },
-  full: { preset: 'small', tessera: [INT4, INT8], spinning: [INT4], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
+  quick: { preset: 'tiny', tessera: [INT4, INT8], sleeping: [], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4], requests: (n) => Math.max(2, n), rounds: 1, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 2, promptTokens: 48, fromTokens: 32 } },
+  full: { preset: 'small', tessera: [INT4, INT8], sleeping: [INT4], llama: ['F16', 'Q8_0', 'Q4_0'], streams: [1, 4, 16], requests: (n) => Math.max(3, n), rounds: 2, promptTokens: 32, outputTokens: 64, threads: 2, quality: { numPrompts: 4, promptTokens: 64, fromTokens: 32 } },
 };
 
 interface System {
@@ -70,16 +70,17 @@ function rotate<T>(xs: readonly T[], by: number): T[] {
   return xs.map((_, i) => xs[(i + by) % xs.length]);
 }
 
-async function tesseraSystem(ctx: BenchContext, s: Settings, variant: QuantVariant, cleanups: Array<() => Promise<void>>, spinning = false): Promise<System> {
+async function tesseraSystem(ctx: BenchContext, s: Settings, variant: QuantVariant, cleanups: Array<() => Promise<void>>, sleeping = false): Promise<System> {
   const model = await ctx.models.converted(s.preset, variant);
-  ctx.log(`starting tessera serve on ${variant.id} (--threads ${s.threads}${spinning ? ' --thread-spinning' : ''})`);
-  const server: TesseraServer = await startTesseraServer(model.dir, { threads: s.threads, args: spinning ? ['--thread-spinning'] : [] });
+  const args = sleeping ? ['--thread-spinning', 'false'] : [];
+  ctx.log(`starting tessera serve on ${variant.id} (--threads ${s.threads} ${args.join(' ')})`);
+  const server: TesseraServer = await startTesseraServer(model.dir, { threads: s.threads, args });
   cleanups.push(() => server.close());
   return {
-    id: `tessera-${variant.id}${spinning ? '-spinning' : ''}`,
+    id: `tessera-${variant.id}${sleeping ? '-threads-sleep' : ''}`,
     side: 'Tessera',
     weights: variant.id,
-    ...(spinning ? { setting: 'threads spin' } : {}),
+    ...(sleeping ? { setting: 'threads sleep' } : {}),
     weightsBytes: fs.statSync(path.join(model.dir, model.manifest.weightsFile)).size,
     open: async (_n, outputTokens) => ({ generate: server.generate(outputTokens), close: async () => {} }),
   };
@@ -192,7 +193,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
     cleanups.push(() => llama.dispose());
     const systems: System[] = [];
     for (const variant of s.tessera) systems.push(await tesseraSystem(ctx, s, variant, serverCleanups));
-    for (const variant of s.spinning) systems.push(await tesseraSystem(ctx, s, variant, serverCleanups, true));
+    for (const variant of s.sleeping) systems.push(await tesseraSystem(ctx, s, variant, serverCleanups, true));
     for (const type of s.llama) {
       const model = await llama.loadModel({ modelPath: ggufFiles.get(type)!, gpuLayers: 0 });
       cleanups.push(() => model.dispose());
@@ -267,7 +268,7 @@ function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<
     ...extra,
     nodeLlamaCpp: NODE_LLAMA_CPP_VERSION,
     llamaCppRelease: llamaCppRelease(),
-    settings: { ...s, requests: s.streams.map((n) => ({ streams: n, requests: s.requests(n) })), tessera: s.tessera.map((v) => v.id), spinning: s.spinning.map((v) => v.id) },
+    settings: { ...s, requests: s.streams.map((n) => ({ streams: n, requests: s.requests(n) })), tessera: s.tessera.map((v) => v.id), sleeping: s.sleeping.map((v) => v.id) },
     throughput: Object.fromEntries(runs.map((r) => [r.system.id, Object.fromEntries([...r.byStreams].map(([n, rs]) => [n, rs.map((x) => ({ tokensPerS: x.tokensPerS, wallMs: x.wallMs, ...requestLatencies(x.requests) }))]))])),
     quality: quality.map((q) => ({ system: q.system.id, weightsBytes: q.system.weightsBytes, meanKl: q.meanKl, klStandardError: q.klStandardError, top1Agreement: q.top1Agreement })),
   };
@@ -281,7 +282,7 @@ function output(s: Settings, runs: Runs[], quality: QualityRow[], extra: Record<
         rows: throughputRows,
         notes: [
           `Tessera: \`tessera serve --threads ${s.threads}\` (one process per format) measured over gRPC (GenerateStream) by the load generator's client; llama.cpp: node-llama-cpp ${NODE_LLAMA_CPP_VERSION} (prebuilt CPU binary, llama.cpp ${llamaCppRelease()}), one context with a sequence per stream, threads ${s.threads}, default KV cache (F16) and flash attention setting, in the bench process.`,
-          `Tessera's default leaves ORT's intra-op threads sleeping between kernels; "(threads spin)" is the same server with \`--thread-spinning\`, measured in the same rounds.`,
+          `Tessera's default lets ORT's intra-op threads spin between kernels (ORT's default); "(threads sleep)" is the same server with \`--thread-spinning false\`, measured in the same rounds.`,
           'Same checkpoint (GGUF written from it by bench/lib/gguf), same prompt token ids, greedy, end-of-sequence ignored, exactly the output tokens above per request; every system loaded for the whole run, systems taking turns in a rotating order at each N.',
         ],
       },

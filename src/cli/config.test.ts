@@ -27,11 +27,12 @@ describe('settings schemas', () => {
     expect(() => parseWorkerArgs(['--model', 'x'])).toThrow('unknown flag --model');
   });
 
-  it('tessera serve: a boolean flag stands alone (--thread-spinning; off by default)', () => {
-    expect(parseServeArgs([]).intraOpSpinning).toBe(false);
-    expect(parseServeArgs(['--thread-spinning', '--port', '0'])).toMatchObject({ intraOpSpinning: true, port: 0 });
+  it('tessera serve: a boolean flag stands alone or takes a value (--thread-spinning, on by default)', () => {
+    expect(parseServeArgs([]).intraOpSpinning).toBe(true);
+    expect(parseServeArgs(['--thread-spinning', 'false', '--port', '0'])).toMatchObject({ intraOpSpinning: false, port: 0 });
     expect(parseServeArgs(['--thread-spinning=false']).intraOpSpinning).toBe(false);
-    expect(parseServeArgs([], { TESSERA_THREAD_SPINNING: 'true' }).intraOpSpinning).toBe(true);
+    expect(parseServeArgs(['--thread-spinning', '--port', '0'], { TESSERA_THREAD_SPINNING: 'false' })).toMatchObject({ intraOpSpinning: true, port: 0 });
+    expect(parseServeArgs([], { TESSERA_THREAD_SPINNING: 'false' }).intraOpSpinning).toBe(false);
   });
 
   it('tessera serve: --cuda-lib-path is a list', () => {

@@ -26,7 +26,7 @@ describe('tessera.shard.v1 init frame', () => {
 
   it('carries the shard spec, thread settings included, to a remote worker', () => {
     expect(overTheWire(spec)).toEqual(spec);
-    expect(overTheWire({ ...spec, intraOpSpinning: true })).toEqual({ ...spec, intraOpSpinning: true });
+    expect(overTheWire({ ...spec, intraOpSpinning: false })).toEqual({ ...spec, intraOpSpinning: false });
     const { intraOpThreads: _, ...noThreads } = spec;
     expect(overTheWire(noThreads)).toEqual(noThreads);
   });

@@ -66,7 +66,7 @@ export function encodeControllerMessage(msg: ControllerMessage): Frame {
           max_adapter_rank: s.maxAdapterRank,
           device: s.device ?? '',
           intra_op_threads: s.intraOpThreads ?? 0,
-          intra_op_spinning: s.intraOpSpinning ?? false,
+          intra_op_threads_sleep: s.intraOpSpinning === false,
         },
       };
     }
@@ -127,7 +127,7 @@ export function decodeControllerFrame(f: P): ControllerMessage {
           maxAdapterRank: s.max_adapter_rank,
           ...(s.device ? { device: s.device as Device } : {}),
           ...(s.intra_op_threads ? { intraOpThreads: s.intra_op_threads } : {}),
-          ...(s.intra_op_spinning ? { intraOpSpinning: true } : {}),
+          ...(s.intra_op_threads_sleep ? { intraOpSpinning: false } : {}),
           // The frames carry no runner kind: a remote worker is host-kv (model/runner/runner-kind.ts).
           runnerKind: 'host-kv',
         },

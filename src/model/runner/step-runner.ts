@@ -51,7 +51,7 @@ export interface RunnerOptions {
   device?: Device;
   /** ORT intra-op threads; default: all cores. */
   intraOpThreads?: number;
-  /** Whether those threads spin between kernels (open-session.ts); default false. */
+  /** Whether those threads spin between kernels (open-session.ts); default true (ONNX Runtime's default). */
   intraOpSpinning?: boolean;
   /** Memory for the KV cache, in bytes. */
   kvCacheBytes?: number;
