@@ -265,7 +265,7 @@ async function run(ctx: BenchContext): Promise<CaseOutput> {
           title: `Decode step cost by LoRA kernel (${s.preset} int4, batch ${steps.batch}, ${steps.pastTokens} cached positions, adapters of ranks 8/16)`,
           columns: ['rows use', 'step ms', 'base / this'],
           rows: stepRows,
-          notes: ['medians of 8 steps, 5 rounds round-robin over the four variants (same process, same weights); the packed kernel multiplies every token by all of the group\'s adapters\' columns in fp32 and keeps each row\'s own with Where'],
+          notes: ['medians of 8 steps, 5 rounds round-robin over the four variants (same process, same weights); the packed kernel groups the batch\'s tokens by adapter and runs one fp32 GEMM pair per adapter and module at the slots\' max rank'],
         },
         { title: 'Cold load of one adapter from disk (LoadAdapter + first acquire until resident)', columns: ['format', 'p50 ms', 'p99 ms', 'samples'], rows: coldRows },
         {

@@ -21,6 +21,9 @@ import { createPenaltyState } from '../../src/engine/sampler/penalties.ts';
 import { createPrng } from '../../src/engine/sampler/prng.ts';
 import { createSampler, type SamplingState } from '../../src/engine/sampler/sampler.ts';
 import type { ModelPreset } from '../../src/model/checkpoint/make-model.ts';
+import { readPeftAdapter } from '../../src/adapters/peft/peft-adapter.ts';
+import { writeRandomAdapter } from '../../src/model/checkpoint/make-adapter.ts';
+import type { LoraWeights } from '../../src/model/runner/adapter-slot-stacks.ts';
 import { PagedKvCache } from '../../src/model/runner/paged-kv-cache.ts';
 import { shardPositions } from '../../src/parallel/shard-layout.ts';
 import type { RunPhasesMs } from '../../src/model/runner/host-kv-batch.ts';
@@ -29,17 +32,20 @@ import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell, ResultTable } from '../lib/bench-case.ts';
 import type { ConvertedBenchModel } from '../lib/bench-models.ts';
 import { benchPrompts } from '../lib/model-runs.ts';
-import { breakdown, nodeRole, readOrtProfile, type ProfiledRun, type RunsBreakdown } from '../lib/ort-profile.ts';
+import { breakdown, nodeRole, readOrtProfiles, type ProfiledRun, type RunsBreakdown } from '../lib/ort-profile.ts';
 import { INT4, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { median, significant } from '../lib/stats.ts';
 
 const BLOCK_TOKENS = 16;
+const MAX_RANK = 16;
 
 interface Settings {
   preset: ModelPreset;
   variants: QuantVariant[];
   pastTokens: number;
   wideBatch: number;
+  /** Distinct adapters of the LoRA decode scenario (ranks 8 and 16 alternating; rows take them in turn). */
+  adapters: number;
   prefillTokens: number;
   warmupSteps: number;
   timedSteps: { decode: number; prefill: number };
@@ -48,8 +54,8 @@ interface Settings {
 }
 
 const SETTINGS: Record<'quick' | 'full', Settings> = {
-  quick: { preset: 'tiny', variants: [INT4, INT8], pastTokens: 64, wideBatch: 16, prefillTokens: 64, warmupSteps: 2, timedSteps: { decode: 5, prefill: 3 }, topRows: 8 },
-  full: { preset: 'small', variants: [INT4, INT8], pastTokens: 64, wideBatch: 16, prefillTokens: 64, warmupSteps: 3, timedSteps: { decode: 20, prefill: 8 }, topRows: 10 },
+  quick: { preset: 'tiny', variants: [INT4, INT8], pastTokens: 64, wideBatch: 16, adapters: 2, prefillTokens: 64, warmupSteps: 2, timedSteps: { decode: 5, prefill: 3 }, topRows: 8 },
+  full: { preset: 'small', variants: [INT4, INT8], pastTokens: 64, wideBatch: 16, adapters: 8, prefillTokens: 64, warmupSteps: 3, timedSteps: { decode: 20, prefill: 8 }, topRows: 10 },
 };
 
 interface Scenario {
@@ -59,13 +65,16 @@ interface Scenario {
   stepTokens: number;
   /** Positions in the KV cache before the step. */
   pastTokens: number;
+  /** Adapters the rows use (row r: slot 1 + r % adapters; 0 = base model only). */
+  adapters: number;
 }
 
 function scenarios(s: Settings): Scenario[] {
   return [
-    { id: 'decode-b1', label: 'decode B=1', batch: 1, stepTokens: 1, pastTokens: s.pastTokens },
-    { id: `decode-b${s.wideBatch}`, label: `decode B=${s.wideBatch}`, batch: s.wideBatch, stepTokens: 1, pastTokens: s.pastTokens },
-    { id: `prefill-${s.prefillTokens}`, label: `prefill ${s.prefillTokens}`, batch: 1, stepTokens: s.prefillTokens, pastTokens: 0 },
+    { id: 'decode-b1', label: 'decode B=1', batch: 1, stepTokens: 1, pastTokens: s.pastTokens, adapters: 0 },
+    { id: `decode-b${s.wideBatch}`, label: `decode B=${s.wideBatch}`, batch: s.wideBatch, stepTokens: 1, pastTokens: s.pastTokens, adapters: 0 },
+    { id: `decode-b${s.wideBatch}-lora${s.adapters}`, label: `decode B=${s.wideBatch}, ${s.adapters} adapters`, batch: s.wideBatch, stepTokens: 1, pastTokens: s.pastTokens, adapters: s.adapters },
+    { id: `prefill-${s.prefillTokens}`, label: `prefill ${s.prefillTokens}`, batch: 1, stepTokens: s.prefillTokens, pastTokens: 0, adapters: 0 },
   ];
 }
 
@@ -78,7 +87,8 @@ interface ScenarioSteps {
 /** Rows of a scenario; each row owns blocks [row * perRow, (row + 1) * perRow); prefill rows take fresh sequence ids. */
 function scenarioSteps(sc: Scenario, prompts: number[][], perRowBlocks: number, nextSeqId: () => number): ScenarioSteps {
   const blocks = (row: number) => Array.from({ length: perRowBlocks }, (_, j) => row * perRowBlocks + j);
-  const row = (r: number, seqId: number, tokenIds: number[], startPosition: number): SequenceWork => ({ seqId, tokenIds, startPosition, blockTable: blocks(r), adapterSlot: 0, sampleNext: true });
+  const adapterSlot = (r: number) => (sc.adapters > 0 ? 1 + (r % sc.adapters) : 0);
+  const row = (r: number, seqId: number, tokenIds: number[], startPosition: number): SequenceWork => ({ seqId, tokenIds, startPosition, blockTable: blocks(r), adapterSlot: adapterSlot(r), sampleNext: true });
   if (sc.pastTokens === 0) return { setup: null, step: () => Array.from({ length: sc.batch }, (_, r) => row(r, nextSeqId(), prompts[r].slice(0, sc.stepTokens), 0)) };
   const ids = Array.from({ length: sc.batch }, () => nextSeqId());
   return {
@@ -119,6 +129,8 @@ class ProfileRun {
   constructor(
     readonly s: Settings,
     readonly model: ConvertedBenchModel,
+    /** The LoRA scenario's adapters, for slots 1.. */
+    readonly adapters: LoraWeights[],
   ) {
     const longest = Math.max(s.pastTokens + 1, s.prefillTokens);
     this.perRowBlocks = Math.ceil(longest / BLOCK_TOKENS);
@@ -131,7 +143,14 @@ class ProfileRun {
 
   async openRunner(hooks: Parameters<typeof WholeModelShardRunner.create>[1]): Promise<WholeModelShardRunner> {
     const config = this.model.manifest.config;
-    return WholeModelShardRunner.create({ modelDir: this.model.dir, position: shardPositions(config, 1, 1)[0], numKvBlocks: this.numBlocks, blockSizeTokens: BLOCK_TOKENS, numAdapterSlots: 1, maxAdapterRank: 1, runnerKind: 'host-kv' }, hooks);
+    const runner = await WholeModelShardRunner.create({ modelDir: this.model.dir, position: shardPositions(config, 1, 1)[0], numKvBlocks: this.numBlocks, blockSizeTokens: BLOCK_TOKENS, numAdapterSlots: this.s.adapters + 1, maxAdapterRank: MAX_RANK, runnerKind: 'host-kv' }, hooks);
+    for (const [i, weights] of this.adapters.entries()) runner.loadAdapterSlot(1 + i, weights);
+    return runner;
+  }
+
+  /** The same adapters in a worker thread's slots. */
+  async loadAdapters(executor: ThreadExecutor): Promise<void> {
+    for (const [i, weights] of this.adapters.entries()) await executor.loadAdapterSlot(1 + i, weights);
   }
 
   /** Runs warm-up + timed steps of each scenario on `run`; `onTimed(scenario index, step)` after each timed step. */
@@ -166,7 +185,18 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
   const config = model.manifest.config;
   const vocab = config.vocabSize;
   const all = scenarios(s);
-  const p = new ProfileRun(s, model);
+  const adapterDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-profile-adapters-'));
+  const adapters: LoraWeights[] = [];
+  try {
+    for (let i = 0; i < s.adapters; i++) {
+      const dir = path.join(adapterDir, `adapter-${i}`);
+      await writeRandomAdapter({ dir, config, rank: i % 2 === 0 ? 8 : MAX_RANK, seed: 1, streamLabel: `profile-${i}`, baseModel: model.manifest.modelId });
+      adapters.push(readPeftAdapter(dir, config));
+    }
+  } finally {
+    fs.rmSync(adapterDir, { recursive: true, force: true });
+  }
+  const p = new ProfileRun(s, model, adapters);
   const sampler = createSampler({ vocabSize: vocab });
   const phases: PhaseSample[][] = all.map(() => []);
   const threadStepMs: number[][] = all.map(() => []);
@@ -186,7 +216,8 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
       profiledRunMs.push(ph.runMs);
     } });
   const bytesPerBlock = PagedKvCache.bytesPerBlock({ numLayers: config.numLayers, numKvHeads: config.numKvHeads, headDim: config.headDim, blockSizeTokens: BLOCK_TOKENS });
-  const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: p.numBlocks * bytesPerBlock, blockSizeTokens: BLOCK_TOKENS, numAdapterSlots: 1, maxAdapterRank: 1 });
+  const executor = await ThreadExecutor.start({ modelDir: model.dir, kvCacheBytes: p.numBlocks * bytesPerBlock, blockSizeTokens: BLOCK_TOKENS, numAdapterSlots: s.adapters + 1, maxAdapterRank: MAX_RANK });
+  await p.loadAdapters(executor);
   try {
     const runPlain = async (rows: SequenceWork[]) => {
       const reply = await plain.run({ stepId: 0, segment: { kind: 'stage', layer: 0 }, rows, hidden: null });
@@ -227,8 +258,18 @@ async function measureVariant(ctx: BenchContext, s: Settings, variant: QuantVari
     await profiled.release(); // ORT writes the profile when the session is released
   }
   try {
-    const runs = readOrtProfile(prefix);
-    if (runs.length !== profiledLabels.length) throw new Error(`the ORT profile has ${runs.length} runs, ${profiledLabels.length} were made`);
+    // The base graph's and the LoRA graph's sessions write a profile each: a run is the next one of its graph's list.
+    const sessions = readOrtProfiles(prefix);
+    const isLora = (runs: ProfiledRun[]) => runs[0].nodes.some((n) => n.name.includes('lora'));
+    const lists = { base: sessions.find((r) => !isLora(r)) ?? [], lora: sessions.find(isLora) ?? [] };
+    const next = { base: 0, lora: 0 };
+    const runs = profiledLabels.map((l) => {
+      const graph = all[l.scenario].adapters > 0 ? 'lora' : 'base';
+      const run = lists[graph][next[graph]++];
+      if (!run) throw new Error(`the ${graph} graph's ORT profile has ${lists[graph].length} runs, more were made`);
+      return run;
+    });
+    if (next.base !== lists.base.length || next.lora !== lists.lora.length) throw new Error(`the ORT profiles have ${lists.base.length} + ${lists.lora.length} runs, ${next.base} + ${next.lora} were made`);
     return all.map((scenario, i) => {
       const timedIndices = runs.map((_, k) => k).filter((k) => profiledLabels[k].what === 'timed' && profiledLabels[k].scenario === i);
       const timed = timedIndices.map((k) => runs[k]);

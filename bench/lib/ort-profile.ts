@@ -66,13 +66,23 @@ export function parseOrtProfile(events: unknown): ProfiledRun[] {
   return runs.map((r) => r.run);
 }
 
-/** Reads and parses the one profile file ORT wrote for `prefix` (the session's profileFilePrefix). */
-export function readOrtProfile(prefix: string): ProfiledRun[] {
+/**
+ * Reads and parses the profile files ORT wrote for `prefix` (the sessions' profileFilePrefix): one list of runs per
+ * session that ran (a runner with a LoRA graph has two sessions, so up to two files).
+ */
+export function readOrtProfiles(prefix: string): ProfiledRun[][] {
   const dir = path.dirname(prefix);
   const base = path.basename(prefix);
-  const files = fs.readdirSync(dir).filter((f) => f.startsWith(`${base}_`) && f.endsWith('.json'));
-  if (files.length !== 1) throw new Error(`expected one ORT profile ${prefix}_*.json, found ${files.length}`);
-  return parseOrtProfile(JSON.parse(fs.readFileSync(path.join(dir, files[0]), 'utf8')));
+  const files = fs.readdirSync(dir).filter((f) => f.startsWith(`${base}_`) && f.endsWith('.json')).sort();
+  if (files.length === 0) throw new Error(`no ORT profile ${prefix}_*.json`);
+  return files.map((f) => parseOrtProfile(JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')))).filter((runs) => runs.length > 0);
+}
+
+/** The one session's runs (a runner that used one graph). */
+export function readOrtProfile(prefix: string): ProfiledRun[] {
+  const sessions = readOrtProfiles(prefix);
+  if (sessions.length !== 1) throw new Error(`expected the runs of one session in ${prefix}_*.json, found ${sessions.length}`);
+  return sessions[0];
 }
 
 export interface OpCost {
