@@ -29,7 +29,7 @@ import { ThreadExecutor } from '../../src/parallel/thread-executor.ts';
 import type { BenchCase, BenchContext, CaseOutput, Cell } from '../lib/bench-case.ts';
 import { executorStepCosts, type StepCosts } from '../lib/batching-ceiling.ts';
 import { benchPrompts, collectTailLogits, openBenchRunner } from '../lib/model-runs.ts';
-import { writePerTensorInt8Model } from '../lib/per-tensor-int8.ts';
+import { perChannel, writePerTensorInt8Model } from '../lib/per-tensor-int8.ts';
 import { FP32, INT4, INT8, type QuantVariant } from '../lib/quant-variants.ts';
 import { median, significant } from '../lib/stats.ts';
 import { drive } from './engine.ts';
@@ -69,21 +69,9 @@ interface Formulation {
   sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
-function perChannel(w: Float32Array, N: number, K: number): { codes: Int8Array; scales: Float32Array } {
-  const codes = new Int8Array(K * N);
-  const scales = new Float32Array(N);
-  for (let n = 0; n < N; n++) {
-    let maxAbs = 0;
-    for (let k = 0; k < K; k++) maxAbs = Math.max(maxAbs, Math.abs(w[n * K + k]));
-    scales[n] = maxAbs > 0 ? Math.fround(maxAbs / 127) : 1;
-    for (let k = 0; k < K; k++) codes[k * N + n] = Math.round(w[n * K + k] / scales[n]);
-  }
-  return { codes, scales };
-}
-
 function dynamicQuantizeMatMul(g: OnnxGraph, x: string, w: Float32Array, N: number, K: number): string {
   const q = perChannel(w, N, K);
-  return g.op('DynamicQuantizeMatMul', [x, g.initializer('w', 'int8', [K, N], q.codes), g.initializer('s', 'float32', [N], q.scales), g.initializer('z', 'int8', [N], new Int8Array(N))], { domain: MS_DOMAIN });
+  return g.op('DynamicQuantizeMatMul', [x, g.initializer('w', 'int8', [K, N], q.weight), g.initializer('s', 'float32', [N], q.scales), g.initializer('z', 'int8', [N], new Int8Array(N))], { domain: MS_DOMAIN });
 }
 
 /** Per-row symmetric activations with `levels` codes each side of zero point levels + 1 (uint8), x per-channel int8 W. */
@@ -94,7 +82,7 @@ function perRow(levels: number): Formulation['build'] {
     const rowScale = g.op('Mul', [g.op('Max', [amax, g.constFloat('tiny', [1e-30])]), g.constFloat('inv_levels', [1 / levels])]);
     const zeroPoint = g.initializer('a_zero_point', 'uint8', [], new Uint8Array([levels + 1]));
     const xq = g.op('QuantizeLinear', [g.op('Div', [x, rowScale]), g.constFloat('one', [1], []), zeroPoint]);
-    const y = g.op('MatMulIntegerToFloat', [xq, g.initializer('w', 'int8', [K, N], q.codes), g.constFloat('a_scale', [1], []), g.initializer('s', 'float32', [N], q.scales), zeroPoint], { domain: MS_DOMAIN });
+    const y = g.op('MatMulIntegerToFloat', [xq, g.initializer('w', 'int8', [K, N], q.weight), g.constFloat('a_scale', [1], []), g.initializer('s', 'float32', [N], q.scales), zeroPoint], { domain: MS_DOMAIN });
     return g.op('Mul', [y, rowScale]);
   };
 }

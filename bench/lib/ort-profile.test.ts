@@ -6,7 +6,7 @@ import { shardPositions } from '../../src/parallel/shard-layout.ts';
 import type { RunPhasesMs } from '../../src/model/runner/host-kv-batch.ts';
 import { WholeModelShardRunner } from '../../src/parallel/whole-model-shard-runner.ts';
 import { BenchModels } from './bench-models.ts';
-import { breakdown, nodeRole, parseOrtProfile, readOrtProfile } from './ort-profile.ts';
+import { breakdown, nodeRole, parseOrtProfile, readOrtProfiles } from './ort-profile.ts';
 import { INT4 } from './quant-variants.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-ort-profile-'));
@@ -71,7 +71,9 @@ describe('ORT profiles', () => {
       }
       expect(phases).toHaveLength(3);
       for (const p of phases) for (const v of [p.inputsMs, p.runMs, p.outputsMs]) expect(v).toBeGreaterThanOrEqual(0);
-      const runs = readOrtProfile(prefix);
+      const sessions = readOrtProfiles(prefix);
+      expect(sessions).toHaveLength(1); // no adapter row: the base graph's session only
+      const runs = sessions[0];
       expect(runs).toHaveLength(3);
       const b = breakdown(runs);
       expect(b.costs.map((c) => c.key)).toContain('MatMulNBits');

@@ -78,12 +78,6 @@ export function readOrtProfiles(prefix: string): ProfiledRun[][] {
   return files.map((f) => parseOrtProfile(JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')))).filter((runs) => runs.length > 0);
 }
 
-/** The one session's runs (a runner that used one graph). */
-export function readOrtProfile(prefix: string): ProfiledRun[] {
-  const sessions = readOrtProfiles(prefix);
-  if (sessions.length !== 1) throw new Error(`expected the runs of one session in ${prefix}_*.json, found ${sessions.length}`);
-  return sessions[0];
-}
 
 export interface OpCost {
   /** Op type, or node role. */

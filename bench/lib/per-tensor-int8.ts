@@ -43,7 +43,7 @@ export function writePerTensorInt8Model(int8Dir: string, outDir: string): ModelM
   }
 }
 
-interface PerChannel {
+export interface PerChannel {
   weight: Int8Array; // [K, N]
   scales: Float32Array; // [N]
 }
@@ -84,7 +84,7 @@ function toDynamicQuantizeMatMul(g: OnnxGraph, cache: Map<string, PerChannel>): 
 }
 
 /** Symmetric per-output-column int8 of a dense [N, K] matrix, as [K, N] codes and [N] scales. */
-function perChannel(dense: Float32Array, N: number, K: number): PerChannel {
+export function perChannel(dense: Float32Array, N: number, K: number): PerChannel {
   const weight = new Int8Array(K * N);
   const scales = new Float32Array(N);
   for (let n = 0; n < N; n++) {

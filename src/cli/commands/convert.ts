@@ -3,6 +3,7 @@ import { convertCheckpoint } from '../../model/convert/convert-checkpoint.ts';
 import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import { QUANT_KINDS } from '../choices.ts';
 import { progressBar } from '../progress.ts';
+import { int4Accuracy } from './model-options.ts';
 
 export const convertSpec: CommandSpec = {
   name: 'convert',
@@ -17,12 +18,6 @@ export const convertSpec: CommandSpec = {
   },
   positionals: { min: 1, max: 1 },
 };
-
-/** --int4-accuracy: 0 or 4. */
-export function int4Accuracy(args: ParsedArgs): 0 | 4 {
-  const level = choiceOpt(args, 'int4-accuracy', ['0', '4'] as const) ?? '4';
-  return level === '0' ? 0 : 4;
-}
 
 export async function runConvert(args: ParsedArgs, io: { out: (s: string) => void }): Promise<number> {
   const out = stringOpt(args, 'out');

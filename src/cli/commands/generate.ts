@@ -6,26 +6,22 @@ import { createAdapterManager } from '../../adapters/adapter-manager.ts';
 import { readManifest } from '../../model/converted-model.ts';
 import { loadTokenizer } from '../../model/tokenizer/tokenizer.ts';
 import { ThreadExecutor } from '../../parallel/thread-executor.ts';
-import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
-import { resolveModelDir } from '../model-resolver.ts';
+import { choiceOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import { selectCudaBinding } from '../cuda-provider.ts';
-import { DEVICES, QUANT_KINDS } from '../choices.ts';
-import { int4Accuracy } from './convert.ts';
+import { DEVICES } from '../choices.ts';
+import { MODEL_OPTIONS, modelDirFromArgs } from './model-options.ts';
 
 export const generateSpec: CommandSpec = {
   name: 'generate',
   usage: 'tessera generate [--model DIR] [--adapter DIR|FILE.cpeft] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--top-logprobs K] [--quant fp32|int8|int4] [--tp N] [--pp N] [--json]',
   summary: 'Generates greedily from a Hugging Face checkpoint directory (converted once into the cache) or a converted model directory.',
   options: {
-    model: { type: 'string', description: 'HF checkpoint or converted model directory (default: the embedded default model)' },
+    ...MODEL_OPTIONS,
     adapter: { type: 'string', description: 'LoRA adapter: a PEFT directory or a .cpeft file (loaded as the server loads it)' },
     prompt: { type: 'string', description: 'prompt text (needs a tokenizer)' },
     'prompt-ids': { type: 'string', description: 'prompt as comma-separated token ids' },
     'max-tokens': { type: 'string', description: 'tokens to generate', default: '16' },
     'top-logprobs': { type: 'string', description: 'alternatives per token in --json output', default: '0' },
-    quant: { type: 'string', description: 'weight precision when converting an HF checkpoint', default: 'int4' },
-    outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
-    'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level when converting: 4 (fast) or 0 (accurate)', default: '4' },
     device: { type: 'string', description: 'execution provider: cpu, cuda or webgpu', default: 'cpu' },
     'cuda-lib-path': { type: 'string', description: 'with --device cuda: directories searched first for the CUDA libraries (comma-separated, `*` matches one path segment; docs/gpu.md)' },
     tp: { type: 'string', description: 'tensor-parallel worker threads per stage', default: '1' },
@@ -47,13 +43,7 @@ export async function runGenerate(args: ParsedArgs, io: { out: (s: string) => vo
   if (device === 'cuda') selectCudaBinding({ libPath: (stringOpt(args, 'cuda-lib-path') ?? '').split(',').filter((p) => p !== ''), env: process.env });
   const maxTokens = intOpt(args, 'max-tokens', { min: 1, max: 1_000_000 })!;
   const topLogprobs = intOpt(args, 'top-logprobs', { min: 0, max: 20 })!;
-  const modelDir = await resolveModelDir({
-    model: stringOpt(args, 'model'),
-    quant: choiceOpt(args, 'quant', QUANT_KINDS)!,
-    outlierFraction: floatOpt(args, 'outliers', { min: 0, max: 0.49 }),
-    int4AccuracyLevel: int4Accuracy(args),
-    log: io.err,
-  });
+  const modelDir = await modelDirFromArgs(args, io.err);
   const manifest = readManifest(modelDir);
   const tokenizer = loadTokenizer(modelDir, { vocabSize: manifest.config.vocabSize });
   if (!tokenizer) io.err(`warning: ${modelDir} has no tokenizer.json: token-id prompts only, no text in the output`);

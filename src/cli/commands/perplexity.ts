@@ -3,11 +3,9 @@ import { dirname, resolve } from 'node:path';
 import { TesseraError } from '../../errors.ts';
 import { meanNll, type ScoredWindow } from '../../engine/scoring/teacher-forced-loss.ts';
 import { loadTokenizer } from '../../model/tokenizer/tokenizer.ts';
-import { choiceOpt, floatOpt, intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
-import { QUANT_KINDS } from '../choices.ts';
-import { resolveModelDir } from '../model-resolver.ts';
+import { intOpt, stringOpt, type CommandSpec, type ParsedArgs } from '../args.ts';
 import { openScoringSession } from '../scoring-session.ts';
-import { int4Accuracy } from './convert.ts';
+import { MODEL_OPTIONS, modelDirFromArgs } from './model-options.ts';
 
 export const perplexitySpec: CommandSpec = {
   name: 'perplexity',
@@ -15,15 +13,12 @@ export const perplexitySpec: CommandSpec = {
   summary:
     'Held-out loss and perplexity of fixed token windows, teacher-forced through the serving executor (worker thread, adapter manager, one decode step per token).',
   options: {
-    model: { type: 'string', description: 'HF checkpoint or converted model directory (default: the embedded default model)' },
+    ...MODEL_OPTIONS,
     adapter: { type: 'string', description: 'LoRA adapter: a PEFT directory or a .cpeft file (loaded as the server loads it)' },
     windows: { type: 'string', description: 'JSON file {"windows": [[token ids], ...]} (the trained fixture\'s heldout/<domain>.json)' },
     text: { type: 'string', description: 'UTF-8 text file, tokenized by the model\'s tokenizer and cut into windows' },
     'window-tokens': { type: 'string', description: 'tokens per window with --text', default: '129' },
     'max-windows': { type: 'string', description: 'most windows taken from --text (from its start)', default: '64' },
-    quant: { type: 'string', description: 'weight precision when converting an HF checkpoint', default: 'int4' },
-    outliers: { type: 'string', description: 'fraction of input channels kept in fp32 (SpQR-style) when converting', default: '0' },
-    'int4-accuracy': { type: 'string', description: 'int4 MatMulNBits accuracy level when converting: 4 (fast) or 0 (accurate)', default: '4' },
     json: { type: 'boolean', description: 'print {"loss", "perplexity", "predictions", "windows"} as JSON', default: false },
   },
 };
@@ -53,13 +48,7 @@ export async function runPerplexity(args: ParsedArgs, io: { out: (s: string) => 
   const windowsFile = stringOpt(args, 'windows');
   const textFile = stringOpt(args, 'text');
   if ((windowsFile === undefined) === (textFile === undefined)) throw new TesseraError('CONFIG_INVALID', 'give exactly one of --windows and --text');
-  const modelDir = await resolveModelDir({
-    model: stringOpt(args, 'model'),
-    quant: choiceOpt(args, 'quant', QUANT_KINDS)!,
-    outlierFraction: floatOpt(args, 'outliers', { min: 0, max: 0.49 }),
-    int4AccuracyLevel: int4Accuracy(args),
-    log: io.err,
-  });
+  const modelDir = await modelDirFromArgs(args, io.err);
   let windows: number[][];
   if (windowsFile !== undefined) {
     windows = readWindowsFile(windowsFile);

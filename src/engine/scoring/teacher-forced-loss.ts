@@ -12,6 +12,7 @@
  * loss of a window = mean of its nll; of a set of windows = sum of nll / number of predictions.
  */
 import { TesseraError, outOfRange } from '../../errors.ts';
+import { exactLogSumExp } from '../../util/log-sum-exp.ts';
 import type { Executor, SequenceWork, StepPlan } from '../executor.ts';
 
 export interface ScoredWindow {
@@ -44,14 +45,6 @@ export interface TeacherForcedResult {
   nextSeqId: number;
   nextStepId: number;
   pendingRelease: number[];
-}
-
-function logSumExp(row: Float32Array): number {
-  let max = -Infinity;
-  for (let v = 0; v < row.length; v++) if (row[v] > max) max = row[v];
-  let sum = 0;
-  for (let v = 0; v < row.length; v++) sum += Math.exp(row[v] - max);
-  return max + Math.log(sum);
 }
 
 export async function teacherForcedNll(executor: Executor, windows: readonly ScoredWindow[], opts: TeacherForcedOptions = {}): Promise<TeacherForcedResult> {
@@ -103,7 +96,7 @@ export async function teacherForcedNll(executor: Executor, windows: readonly Sco
           throw new TesseraError('INTERNAL', `window ${q.index} position ${i}: the executor returned no logits (${outcome?.error ?? 'no outcome'})`);
         }
         const row = result.logits.subarray(outcome.logitsRow * vocabSize, (outcome.logitsRow + 1) * vocabSize);
-        out[q.index].nll[i] = logSumExp(row) - row[q.win.tokenIds[i + 1]];
+        out[q.index].nll[i] = exactLogSumExp(row) - row[q.win.tokenIds[i + 1]];
         opts.onLogits?.(q.index, i, row);
       }
     }

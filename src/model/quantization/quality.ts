@@ -5,6 +5,7 @@
  *   maxAbsDiff     max |ref - test| over all logits
  */
 import { TesseraError, outOfRange } from '../../errors.ts';
+import { exactLogSumExp } from '../../util/log-sum-exp.ts';
 
 export interface LogitComparison {
   positions: number;
@@ -29,8 +30,8 @@ export function compareLogits(ref: Float32Array, test: Float32Array, vocab: numb
     const r = ref.subarray(p * vocab, (p + 1) * vocab);
     const t = test.subarray(p * vocab, (p + 1) * vocab);
     if (argmax(r) === argmax(t)) agree++;
-    const logZr = logSumExp(r);
-    const logZt = logSumExp(t);
+    const logZr = exactLogSumExp(r);
+    const logZt = exactLogSumExp(t);
     let kl = 0;
     for (let v = 0; v < vocab; v++) {
       const logP = r[v] - logZr;
@@ -47,12 +48,4 @@ function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;
-}
-
-function logSumExp(x: Float32Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < x.length; i++) if (x[i] > max) max = x[i];
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += Math.exp(x[i] - max);
-  return max + Math.log(sum);
 }

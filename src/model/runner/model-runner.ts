@@ -115,9 +115,9 @@ export class ModelRunner implements StepRunner {
     if (decodeSteps !== 1) throw new TesseraError('INTERNAL', `the host-KV runner runs one decode step per batch. Given: ${decodeSteps}`);
     const batch = this.padSingleRows ? padSingleRow(rows) : rows;
     const session = batch.some((r) => r.adapterSlot !== 0) ? await this.loraSessionOpened() : this.baseSession;
-    const unpadded = stepInputs(batch);
-    const { inputs, rows: logitsRows } = this.padSingleRows ? padSingleLogitsRow(unpadded) : { inputs: unpadded, rows: unpadded.logitsIndex.length };
-    const out = await runHostKvBatch(this.state, session, batch, inputs, { kvLayers: this.kvLayers });
+    const inputs = stepInputs(batch);
+    const logitsRows = inputs.logitsIndex.length;
+    const out = await runHostKvBatch(this.state, session, batch, this.padSingleRows ? padSingleLogitsRow(inputs) : inputs, { kvLayers: this.kvLayers });
     const logits = (out[GRAPH_IO.logits].data as Float32Array).subarray(0, logitsRows * this.layout.vocabSize);
     // Models converted before the graph had the logits_lse output still run; the sampler then computes it.
     const lse = out[GRAPH_IO.logitsLogSumExp];

@@ -1,12 +1,9 @@
 import * as ort from 'onnxruntime-node';
 import { TesseraError } from '../../errors.ts';
-import type { Device } from './model-runner.ts';
+import type { Device, RunnerOptions } from './step-runner.ts';
 
-/** How a runner's sessions use the CPU: RunnerOptions' threading fields. */
-export interface RunnerThreading {
-  intraOpThreads?: number;
-  intraOpSpinning?: boolean;
-}
+/** How a runner's sessions use the CPU. */
+export type RunnerThreading = Pick<RunnerOptions, 'intraOpThreads' | 'intraOpSpinning'>;
 
 /**
  * The session options every runner starts from: one provider, sequential execution, all graph optimisations, and the

@@ -39,13 +39,12 @@ export function padSingleRow(group: SequenceWork[]): SequenceWork[] {
 
 /**
  * The same for the LM head: a step with one logits row (a request alone, prefill or padded decode) gets that row's
- * index twice, so the head's MatMulNBits also never runs with M = 1. The caller keeps only the first `rows` rows of
- * the outputs.
+ * index twice, so the head's MatMulNBits also never runs with M = 1. The caller keeps only the unpadded inputs' rows
+ * of the outputs.
  */
-export function padSingleLogitsRow(inputs: StepInputs): { inputs: StepInputs; rows: number } {
-  const rows = inputs.logitsIndex.length;
-  if (rows !== 1) return { inputs, rows };
-  return { inputs: { ...inputs, logitsIndex: BigInt64Array.of(inputs.logitsIndex[0], inputs.logitsIndex[0]) }, rows };
+export function padSingleLogitsRow(inputs: StepInputs): StepInputs {
+  if (inputs.logitsIndex.length !== 1) return inputs;
+  return { ...inputs, logitsIndex: BigInt64Array.of(inputs.logitsIndex[0], inputs.logitsIndex[0]) };
 }
 
 /** The graph's past length is the longest row's history rounded up to this (masked positions cost a little compute). */
